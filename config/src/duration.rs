@@ -1,0 +1,163 @@
+//! Duration parsing as Argo's fields do it (argo-reference §1.2). Hand-written because the
+//! rules are Go's `time.ParseDuration` plus Argo's per-field quirks, which no crate copies.
+
+use std::time::Duration;
+
+/// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s` (rejected here: negative),
+/// units `ns us µs ms s m h`; a bare number is invalid except `0`.
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_go(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a duration: write a number with a unit (ns, us, ms, s, m, h), e.g. 30s, 5m, 1h30m"
+        )
+    };
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let t = t.strip_prefix('+').unwrap_or(t);
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative: a duration must be 0 or more"));
+    }
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let num: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_ns: f64 = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += num * unit_ns;
+    }
+    if !total.is_finite() || total > 9.2e18 {
+        return Err(format!("{s:?} is too long"));
+    }
+    // Go truncates to whole nanoseconds.
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// A canary `pause.duration`: a YAML integer (seconds), a numeric string (seconds), or a
+/// Go duration; truncated to whole seconds, so `500ms` is 0 (no pause).
+///
+/// # Errors
+/// A message for negative or unparsable values (`1d`, `1.5`, `abc`).
+pub fn parse_pause(v: &serde_json::Value) -> Result<Duration, String> {
+    match v {
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) if i >= 0 => Ok(Duration::from_secs(i as u64)),
+            Some(_) => Err(format!("{n} is negative: a pause must be 0 or more")),
+            None => Err(format!(
+                "{n} is not a whole number of seconds: write an integer or a duration such as 90s"
+            )),
+        },
+        serde_json::Value::String(s) => {
+            if let Ok(i) = s.trim().parse::<i64>() {
+                if i < 0 {
+                    return Err(format!("{s:?} is negative: a pause must be 0 or more"));
+                }
+                return Ok(Duration::from_secs(i as u64));
+            }
+            let d = parse_go(s)?;
+            Ok(Duration::from_secs(d.as_secs()))
+        }
+        other => Err(format!(
+            "{other} is not a duration: write seconds (30) or a duration (30s, 5m, 1h)"
+        )),
+    }
+}
+
+/// Renders a duration the way Go would write it, for messages and the API.
+pub fn format(d: Duration) -> String {
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if secs == 0 && nanos == 0 {
+        return "0s".to_owned();
+    }
+    if secs == 0 {
+        if nanos % 1_000_000 == 0 {
+            return format!("{}ms", nanos / 1_000_000);
+        }
+        return format!("{:.3}ms", f64::from(nanos) / 1e6);
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || nanos > 0 {
+        if nanos > 0 {
+            let frac = format!("{:.3}", f64::from(nanos) / 1e9);
+            out.push_str(&format!("{s}{}s", frac.trim_start_matches('0')));
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_go("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_go("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_go("2us").unwrap(), Duration::from_micros(2));
+        assert!(parse_go("30").is_err(), "a bare number needs a unit");
+        assert!(parse_go("1d").is_err());
+        assert!(parse_go("-1s").is_err());
+        assert!(parse_go("").is_err());
+        assert!(parse_go("s").is_err());
+    }
+
+    #[test]
+    fn pause_durations() {
+        assert_eq!(parse_pause(&json!(10)).unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_pause(&json!("10")).unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_pause(&json!("10m")).unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_pause(&json!("500ms")).unwrap(), Duration::ZERO);
+        assert_eq!(parse_pause(&json!("1500ms")).unwrap(), Duration::from_secs(1));
+        assert!(parse_pause(&json!("1d")).is_err());
+        assert!(parse_pause(&json!("1.5")).is_err());
+        assert!(parse_pause(&json!(-3)).is_err());
+        assert!(parse_pause(&json!(1.5)).is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(format(Duration::from_millis(1500)), "1.500s");
+        assert_eq!(format(Duration::ZERO), "0s");
+    }
+}

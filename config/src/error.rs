@@ -1,0 +1,101 @@
+//! Configuration errors are data: every problem found is an [`Issue`] with a file, a
+//! position and a field path, and all of them are reported at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::node::Pos;
+
+/// One thing wrong with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issue {
+    /// The file it is in.
+    pub file: Arc<Path>,
+    /// Where in that file.
+    pub pos: Pos,
+    /// The field path, e.g. `spec.routes[0].backends[1].weight`; empty for file-level issues.
+    pub field: String,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.pos.line > 0 {
+            write!(f, ":{}:{}", self.pos.line, self.pos.column)?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Something legal but worth saying: a skipped document kind, a field that has no
+/// meaning outside Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The file it is in.
+    pub file: Arc<Path>,
+    /// Where in that file.
+    pub pos: Pos,
+    /// What it says.
+    pub message: String,
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.pos.line > 0 {
+            write!(f, ":{}", self.pos.line)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The path given could not be read at all.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The files were read, and these things are wrong with them.
+    #[error("{}", render_issues(.0))]
+    Invalid(Vec<Issue>),
+}
+
+impl ConfigError {
+    /// Every issue, or one made of the I/O error.
+    pub fn issues(&self) -> Vec<Issue> {
+        match self {
+            ConfigError::Invalid(issues) => issues.clone(),
+            ConfigError::Io { path, source } => vec![Issue {
+                file: Arc::from(path.as_path()),
+                pos: Pos::default(),
+                field: String::new(),
+                message: source.to_string(),
+            }],
+        }
+    }
+}
+
+fn render_issues(issues: &[Issue]) -> String {
+    let mut out = format!(
+        "{} configuration error{}:",
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    );
+    for i in issues {
+        out.push_str("\n  ");
+        out.push_str(&i.to_string());
+    }
+    out
+}

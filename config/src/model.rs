@@ -1,0 +1,305 @@
+//! The validated, immutable configuration. Nothing here is an `Option` that means
+//! "default": `validate` has applied every default already.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Notice;
+
+/// Everything weir runs from.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The proxy: listeners, admin, routes, settings.
+    pub proxy: Proxy,
+    /// Services by name.
+    pub services: BTreeMap<String, Arc<Service>>,
+    /// Every file that was read, and every file the model depends on (certificates):
+    /// the watcher reloads when any of them changes.
+    pub files: Vec<PathBuf>,
+    /// Things worth saying that are not errors.
+    pub notices: Vec<Notice>,
+}
+
+/// The `Proxy` document.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    /// `metadata.name`.
+    pub name: String,
+    /// Client listeners.
+    pub listeners: Vec<Listener>,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    /// Routes in the order written (the router orders them by specificity).
+    pub routes: Vec<Route>,
+    /// Upstream settings.
+    pub upstream: UpstreamSettings,
+    /// Client limits.
+    pub limits: Limits,
+    /// Access log.
+    pub access_log: AccessLog,
+}
+
+/// A client listener.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    /// Unique name.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// TLS, when it terminates TLS.
+    pub tls: Option<Tls>,
+}
+
+impl PartialEq for Listener {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.address == other.address && self.tls == other.tls
+    }
+}
+
+/// A listener's certificates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tls {
+    /// In the order written; the first is served when no name matches the SNI.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// A loaded certificate chain with its key.
+#[derive(Clone)]
+pub struct TlsCertificate {
+    /// Where the chain was read from.
+    pub cert_file: PathBuf,
+    /// Where the key was read from.
+    pub key_file: PathBuf,
+    /// Chain and signing key, ready for rustls.
+    pub key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl PartialEq for TlsCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file
+            && self.key_file == other.key_file
+            && self.key.cert == other.key.cert
+    }
+}
+
+impl fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Unique name.
+    pub name: String,
+    /// Hosts it takes; empty means any host.
+    pub hosts: Vec<HostMatch>,
+    /// Path prefix, at least `/`.
+    pub path_prefix: String,
+    /// Header conditions, all of which must hold.
+    pub headers: Vec<HeaderMatch>,
+    /// Listener names it is bound to; empty means all.
+    pub listeners: Vec<String>,
+    /// Where its traffic goes.
+    pub target: RouteTarget,
+}
+
+/// A host condition. Hosts are stored lower-case without a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`.
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `.example.com`.
+    Suffix(String),
+}
+
+/// A header condition.
+#[derive(Clone, Debug)]
+pub struct HeaderMatch {
+    /// Lower-case header name.
+    pub name: String,
+    /// The test.
+    pub kind: HeaderMatchKind,
+}
+
+/// How a header is tested.
+#[derive(Clone, Debug)]
+pub enum HeaderMatchKind {
+    /// Equal to.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Matches (anchored at both ends).
+    Regex(regex::Regex),
+    /// Present (`true`) or absent (`false`).
+    Present(bool),
+}
+
+impl HeaderMatchKind {
+    /// Whether `value` (None when the header is absent) passes.
+    pub fn matches(&self, value: Option<&[u8]>) -> bool {
+        match (self, value) {
+            (HeaderMatchKind::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (HeaderMatchKind::Exact(s), Some(v)) => s.as_bytes() == v,
+            (HeaderMatchKind::Prefix(s), Some(v)) => v.starts_with(s.as_bytes()),
+            (HeaderMatchKind::Regex(r), Some(v)) => {
+                std::str::from_utf8(v).is_ok_and(|v| r.is_match(v))
+            }
+        }
+    }
+}
+
+/// Where a route sends traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteTarget {
+    /// Between this Rollout's stable and canary revisions.
+    Rollout(String),
+    /// A fixed weighted split over Services; weights sum to 100%.
+    Split(Vec<WeightedService>),
+}
+
+/// One leg of a fixed split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightedService {
+    /// Service name (it exists).
+    pub service: String,
+    /// Its share.
+    pub weight: Weight,
+}
+
+/// A share of traffic in hundredths of a percent: 0..=10000 (0.01% steps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Weight(u32);
+
+impl Weight {
+    /// The whole: 100%.
+    pub const FULL: Weight = Weight(10_000);
+    /// Nothing.
+    pub const ZERO: Weight = Weight(0);
+    /// Denominator of [`Weight::basis_points`].
+    pub const SCALE: u32 = 10_000;
+
+    /// From a percentage, if it is within 0..=100 and a multiple of 0.01.
+    pub fn from_percent(p: f64) -> Option<Weight> {
+        if !(0.0..=100.0).contains(&p) {
+            return None;
+        }
+        let scaled = p * 100.0;
+        let rounded = scaled.round();
+        if (scaled - rounded).abs() > 1e-6 {
+            return None;
+        }
+        Some(Weight(rounded as u32))
+    }
+
+    /// From hundredths of a percent, clamped to 100%.
+    pub fn from_basis_points(bp: u32) -> Weight {
+        Weight(bp.min(Self::SCALE))
+    }
+
+    /// Hundredths of a percent.
+    pub fn basis_points(self) -> u32 {
+        self.0
+    }
+
+    /// As a percentage.
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// What is left of 100%.
+    pub fn complement(self) -> Weight {
+        Weight(Self::SCALE - self.0)
+    }
+}
+
+impl fmt::Display for Weight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 100 == 0 {
+            write!(f, "{}%", self.0 / 100)
+        } else {
+            write!(f, "{}%", self.percent())
+        }
+    }
+}
+
+/// A `Service`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Endpoints, in the order written.
+    pub endpoints: Vec<Endpoint>,
+    /// How load spreads over them.
+    pub load_balancer: LoadBalancer,
+}
+
+/// One endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Address connected to.
+    pub address: SocketAddr,
+    /// As written (`host:port`), for logs and the Host of health checks.
+    pub authority: String,
+    /// Image (revision) it runs, if given.
+    pub image: Option<String>,
+}
+
+/// Load-balancing policy inside one service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadBalancer {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// The less busy of two endpoints picked in turn.
+    LeastRequest,
+}
+
+/// Upstream connection settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to response headers.
+    pub request_timeout: Duration,
+    /// Idle pooled connection lifetime.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: u32,
+}
+
+/// Client limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open client connections.
+    pub max_connections: u32,
+    /// Request head size.
+    pub max_header_bytes: u32,
+    /// Time to receive the request head.
+    pub header_timeout: Duration,
+    /// Idle keep-alive client connection lifetime.
+    pub idle_timeout: Duration,
+}
+
+/// Where access log lines go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log (the default).
+    #[default]
+    Off,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to this file.
+    File(PathBuf),
+}

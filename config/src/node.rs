@@ -1,0 +1,368 @@
+//! A YAML document as a tree that remembers where every node came from.
+//!
+//! Decoding goes through this tree twice over: once to find `apiVersion`/`kind` and to
+//! convert into the serde mirror types (via `serde_json::Value`, so that
+//! `serde_path_to_error` can name the field that failed), and once more during validation,
+//! to turn a field path such as `spec.routes[2].backends` back into a line and column.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// A position in a YAML file, 1-based. Line 0 means unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    /// 1-based line number.
+    pub line: u32,
+    /// 1-based column number.
+    pub column: u32,
+}
+
+/// One YAML node with its position.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Where the node starts.
+    pub pos: Pos,
+    /// What it holds.
+    pub value: NodeValue,
+}
+
+/// The value of a [`Node`].
+#[derive(Clone, Debug)]
+pub enum NodeValue {
+    /// `~`, `null` or nothing.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer that fits i64.
+    Int(i64),
+    /// An unsigned integer above `i64::MAX`.
+    UInt(u64),
+    /// A float.
+    Float(f64),
+    /// A string scalar.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in document order; the position is the key's.
+    Map(Vec<(String, Pos, Node)>),
+}
+
+fn pos_of(loc: &serde_saphyr::Location) -> Pos {
+    Pos {
+        line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
+        column: u32::try_from(loc.column()).unwrap_or(u32::MAX),
+    }
+}
+
+impl From<Spanned<NodeValue>> for Node {
+    fn from(s: Spanned<NodeValue>) -> Self {
+        Node {
+            pos: pos_of(&s.referenced),
+            value: s.value,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = NodeValue;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E>(self) -> Result<NodeValue, E> {
+        Ok(NodeValue::Null)
+    }
+    fn visit_none<E>(self) -> Result<NodeValue, E> {
+        Ok(NodeValue::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeValue, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<NodeValue, E> {
+        Ok(NodeValue::Bool(b))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<NodeValue, E> {
+        Ok(NodeValue::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<NodeValue, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => NodeValue::Int(i),
+            Err(_) => NodeValue::UInt(v),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<NodeValue, E> {
+        Ok(NodeValue::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<NodeValue, E> {
+        Ok(NodeValue::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<NodeValue, E> {
+        Ok(NodeValue::Str(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<NodeValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = a.next_element::<Spanned<NodeValue>>()? {
+            items.push(item.into());
+        }
+        Ok(NodeValue::Seq(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<NodeValue, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = a.next_key::<Spanned<KeyString>>()? {
+            let value: Spanned<NodeValue> = a.next_value()?;
+            entries.push((key.value.0, pos_of(&key.referenced), value.into()));
+        }
+        Ok(NodeValue::Map(entries))
+    }
+}
+
+/// A mapping key: YAML allows any scalar, Kubernetes-style documents only use strings, so
+/// other scalars are turned into their text (`1: x` has key `"1"`).
+struct KeyString(String);
+
+impl<'de> Deserialize<'de> for KeyString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a scalar mapping key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<KeyString, E> {
+                Ok(KeyString(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<KeyString, E> {
+                Ok(KeyString("null".to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<KeyString, A::Error> {
+                Err(de::Error::custom("a mapping key must be a scalar"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<KeyString, A::Error> {
+                Err(de::Error::custom("a mapping key must be a scalar"))
+            }
+        }
+        d.deserialize_any(KeyVisitor)
+    }
+}
+
+/// A YAML parse error, with its position.
+#[derive(Clone, Debug)]
+pub struct ParseError {
+    /// Where the parser stopped.
+    pub pos: Pos,
+    /// What it said, without the position and the snippet.
+    pub message: String,
+}
+
+/// Parses every document of a YAML text. Empty documents (a trailing `---`) are dropped.
+///
+/// # Errors
+/// The first syntax error, with its line and column.
+pub fn parse_documents(text: &str) -> Result<Vec<Node>, ParseError> {
+    match serde_saphyr::from_multiple::<Spanned<NodeValue>>(text) {
+        Ok(docs) => Ok(docs
+            .into_iter()
+            .map(Node::from)
+            .filter(|n| !matches!(n.value, NodeValue::Null))
+            .collect()),
+        Err(e) => {
+            let plain = e.without_snippet();
+            let pos = plain.location().map(|l| pos_of(&l)).unwrap_or_default();
+            Err(ParseError {
+                pos,
+                message: clean_message(&plain.to_string()),
+            })
+        }
+    }
+}
+
+/// serde-saphyr renders `error: line 4 column 10: expected string scalar`; we print the
+/// position ourselves, so keep only the last part.
+fn clean_message(rendered: &str) -> String {
+    let first = rendered.lines().next().unwrap_or(rendered);
+    let mut msg = first.strip_prefix("error: ").unwrap_or(first);
+    if let Some(rest) = msg.strip_prefix("line ")
+        && let Some((_, tail)) = rest.split_once(": ")
+        && rest.contains(" column ")
+    {
+        msg = tail;
+    }
+    msg.trim().to_owned()
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// Splits `spec.routes[2].backends` into segments. Keys that hold dots cannot be written
+/// this way; such keys (annotations) are addressed with `["a.b/c"]`.
+pub fn split_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    let mut cur = String::new();
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !cur.is_empty() {
+                    segs.push(Seg::Key(std::mem::take(&mut cur)));
+                }
+            }
+            '[' => {
+                if !cur.is_empty() {
+                    segs.push(Seg::Key(std::mem::take(&mut cur)));
+                }
+                let mut inner = String::new();
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                    inner.push(c);
+                }
+                if let Some(quoted) = inner
+                    .strip_prefix('"')
+                    .and_then(|s| s.strip_suffix('"'))
+                {
+                    segs.push(Seg::Key(quoted.to_owned()));
+                } else if let Ok(i) = inner.parse() {
+                    segs.push(Seg::Index(i));
+                } else {
+                    segs.push(Seg::Key(inner));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        segs.push(Seg::Key(cur));
+    }
+    segs
+}
+
+impl Node {
+    /// The node's child by key, if this is a mapping that has it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            NodeValue::Map(entries) => entries.iter().find(|(k, _, _)| k == key).map(|e| &e.2),
+            _ => None,
+        }
+    }
+
+    /// The node's string value, if it is a string scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The position of the deepest node on `path` that exists: the key's position for a
+    /// mapping entry (so errors point at `weight:`, not at its value), the item's for a
+    /// sequence entry. A path that leaves the tree resolves to its nearest ancestor.
+    pub fn locate(&self, path: &str) -> Pos {
+        let mut node = self;
+        let mut pos = self.pos;
+        for seg in split_path(path) {
+            let next = match (&node.value, &seg) {
+                (NodeValue::Map(entries), Seg::Key(k)) => entries
+                    .iter()
+                    .find(|(key, _, _)| key == k)
+                    .map(|(_, kpos, v)| (*kpos, v)),
+                (NodeValue::Seq(items), Seg::Index(i)) => items.get(*i).map(|v| (v.pos, v)),
+                _ => None,
+            };
+            match next {
+                Some((p, n)) => {
+                    pos = p;
+                    node = n;
+                }
+                None => break,
+            }
+        }
+        pos
+    }
+
+    /// Converts to JSON for decoding into the serde mirror types.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.value {
+            NodeValue::Null => Value::Null,
+            NodeValue::Bool(b) => Value::Bool(*b),
+            NodeValue::Int(i) => Value::from(*i),
+            NodeValue::UInt(u) => Value::from(*u),
+            NodeValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(f.to_string())),
+            NodeValue::Str(s) => Value::String(s.clone()),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, _, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_and_paths() {
+        let text = "a: 1\nspec:\n  routes:\n    - name: x\n      weight: 5\n    - name: y\n---\n";
+        let docs = parse_documents(text).unwrap();
+        assert_eq!(docs.len(), 1);
+        let d = &docs[0];
+        assert_eq!(d.locate("spec.routes[0].weight").line, 5);
+        assert_eq!(d.locate("spec.routes[1]").line, 6);
+        // Missing leaves resolve to the nearest ancestor.
+        assert_eq!(d.locate("spec.routes[1].weight").line, 6);
+        assert_eq!(d.locate("spec.nothing.here").line, 2);
+    }
+
+    #[test]
+    fn parse_error_has_position() {
+        let err = parse_documents("a: 1\nb: [1,\n").unwrap_err();
+        assert_eq!(err.pos.line, 2);
+        assert!(err.message.contains("bracket"), "{}", err.message);
+    }
+
+    #[test]
+    fn quoted_path_segments() {
+        assert_eq!(
+            split_path("metadata.annotations[\"a.b/c\"]"),
+            vec![
+                Seg::Key("metadata".into()),
+                Seg::Key("annotations".into()),
+                Seg::Key("a.b/c".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The `weir.dev/v1alpha1` kinds: `Proxy` and `Service`.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::WeirMetadata;
+
+/// A `Proxy` document.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyDoc {
+    /// `weir.dev/v1alpha1`.
+    pub api_version: String,
+    /// `Proxy`.
+    pub kind: String,
+    /// Name and labels.
+    #[serde(default)]
+    pub metadata: WeirMetadata,
+    /// The proxy itself.
+    pub spec: ProxySpec,
+}
+
+/// `Proxy.spec`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxySpec {
+    /// Where clients connect.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// The admin listener (metrics, health, API).
+    pub admin: Option<Admin>,
+    /// Routes, matched most specific first.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Upstream connection settings.
+    pub upstream: Option<Upstream>,
+    /// Client-side limits.
+    pub limits: Option<Limits>,
+    /// The per-request access log.
+    pub access_log: Option<AccessLog>,
+}
+
+/// A client listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    /// Unique name.
+    pub name: Option<String>,
+    /// `host:port` to bind.
+    pub address: Option<String>,
+    /// Terminate TLS with these certificates.
+    pub tls: Option<Tls>,
+}
+
+/// A listener's TLS settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tls {
+    /// Certificates; the one matching the client's SNI is served, else the first.
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Certificate {
+    /// PEM certificate chain, leaf first; relative to the config file.
+    pub cert_file: Option<String>,
+    /// PEM private key; relative to the config file.
+    pub key_file: Option<String>,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Admin {
+    /// `host:port` to bind.
+    pub address: Option<String>,
+}
+
+/// A route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route {
+    /// Unique name, used in metrics and logs.
+    pub name: Option<String>,
+    /// What requests it takes.
+    #[serde(rename = "match")]
+    pub matches: Option<Match>,
+    /// Split between this Rollout's stable and canary revisions.
+    pub rollout: Option<String>,
+    /// Or a fixed weighted split between Services.
+    pub backends: Option<Vec<Backend>>,
+    /// Only on these listeners (by name); all when unset.
+    pub listeners: Option<Vec<String>>,
+}
+
+/// A route's match.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Match {
+    /// One host: exact (`api.example.com`) or wildcard (`*.example.com`).
+    pub host: Option<String>,
+    /// Several hosts.
+    pub hosts: Option<Vec<String>>,
+    /// Path prefix, `/` when unset.
+    pub path_prefix: Option<String>,
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// One header condition: exactly one of `exact`, `prefix`, `regex`, `present`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderMatch {
+    /// Header name, case-insensitive.
+    pub name: Option<String>,
+    /// The value equals this.
+    pub exact: Option<String>,
+    /// The value starts with this.
+    pub prefix: Option<String>,
+    /// The value matches this regular expression (anchored).
+    pub regex: Option<String>,
+    /// The header is present (`true`) or absent (`false`).
+    pub present: Option<bool>,
+}
+
+/// A weighted backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backend {
+    /// A `Service` name.
+    pub service: Option<String>,
+    /// Percent of the route's traffic, down to 0.01.
+    pub weight: Option<f64>,
+}
+
+/// Upstream connection settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Upstream {
+    /// Time allowed to open a connection.
+    pub connect_timeout: Option<String>,
+    /// Time allowed from sending a request to receiving the response headers.
+    pub request_timeout: Option<String>,
+    /// Idle pooled connections are closed after this.
+    pub idle_timeout: Option<String>,
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: Option<u32>,
+}
+
+/// Client-side limits.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limits {
+    /// Open client connections at once, over all listeners.
+    pub max_connections: Option<u32>,
+    /// Bytes of request line and headers.
+    pub max_header_bytes: Option<u32>,
+    /// Time a client has to send the request headers.
+    pub header_timeout: Option<String>,
+    /// Idle keep-alive client connections are closed after this.
+    pub idle_timeout: Option<String>,
+}
+
+/// The access log.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLog {
+    /// On or off (off by default).
+    pub enabled: Option<bool>,
+    /// `stdout`, `stderr` or a file path (relative to the config file).
+    pub path: Option<String>,
+}
+
+/// A `Service` document.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceDoc {
+    /// `weir.dev/v1alpha1`.
+    pub api_version: String,
+    /// `Service`.
+    pub kind: String,
+    /// Name and labels.
+    #[serde(default)]
+    pub metadata: WeirMetadata,
+    /// The endpoints.
+    pub spec: ServiceSpec,
+}
+
+/// `Service.spec`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// The addresses that serve it.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// `roundRobin` (default) or `leastRequest`.
+    pub load_balancer: Option<String>,
+}
+
+/// An endpoint: `"host:port"` or `{address, image}`.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub address: Option<String>,
+    /// The image (revision) this endpoint runs, for Rollouts.
+    pub image: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EndpointFields {
+    address: Option<String>,
+    image: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Endpoint;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"host:port\" or {address, image}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Endpoint, E> {
+                Ok(Endpoint {
+                    address: Some(v.to_owned()),
+                    image: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Endpoint, A::Error> {
+                let f = EndpointFields::deserialize(de::value::MapAccessDeserializer::new(a))?;
+                Ok(Endpoint {
+                    address: f.address,
+                    image: f.image,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,210 @@
+//! Hot reload: watch the configuration's files, and on a change run the whole pipeline
+//! again. A good model is published on a `watch` channel; a bad one is logged with every
+//! issue, counted, and dropped, so the last good model keeps serving.
+//!
+//! Editors save by writing a temporary file and renaming it over the old one, which
+//! replaces the inode a watch on the file itself would follow. So we watch the folders
+//! (the config folder recursively, or a config file's parent and each certificate's parent)
+//! and filter events by path. notify's callback runs on its own thread; it only forwards
+//! events into tokio through a channel and never blocks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Issue;
+use crate::model::Model;
+
+/// Quiet time after the last file event before reloading: editors write in bursts.
+pub const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// Reload outcomes, for metrics and the admin API.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads that produced a new model.
+    pub successes: AtomicU64,
+    /// Reloads refused because the configuration did not validate.
+    pub failures: AtomicU64,
+    /// The issues of the last refused reload (empty after a good one).
+    pub last_issues: Mutex<Vec<Issue>>,
+}
+
+impl ReloadStats {
+    /// Whether the last reload (if any) succeeded.
+    pub fn last_ok(&self) -> bool {
+        self.last_issues.lock().map(|v| v.is_empty()).unwrap_or(true)
+    }
+}
+
+/// Watches the configuration at `path` and publishes each good model on `tx`.
+pub struct ConfigWatcher {
+    path: PathBuf,
+    tx: watch::Sender<Arc<Model>>,
+    stats: Arc<ReloadStats>,
+    trigger: Arc<Notify>,
+}
+
+impl ConfigWatcher {
+    /// A watcher for `path` that publishes on `tx` (which holds the current model).
+    pub fn new(path: PathBuf, tx: watch::Sender<Arc<Model>>, stats: Arc<ReloadStats>) -> Self {
+        ConfigWatcher {
+            path,
+            tx,
+            stats,
+            trigger: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A handle that forces a reload (SIGHUP, tests).
+    pub fn trigger(&self) -> Arc<Notify> {
+        self.trigger.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// When the file watcher cannot be created at all.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), notify::Error> {
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<notify::Result<notify::Event>>();
+        let mut watcher = notify::recommended_watcher(move |ev| {
+            // Never blocks: the receiver is unbounded and dropping on shutdown is fine.
+            let _ = ev_tx.send(ev);
+        })?;
+        let is_dir = self.path.is_dir();
+        let root = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+        let mut watched: BTreeSet<(PathBuf, bool)> = BTreeSet::new();
+        let mut relevant = self.relevant_files(&root);
+        self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
+
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.trigger.notified() => {}
+                ev = ev_rx.recv() => {
+                    let Some(ev) = ev else { return Ok(()) };
+                    if !self.matters(&ev, &root, is_dir, &relevant) {
+                        continue;
+                    }
+                    // Debounce: wait for a quiet moment, dropping the burst.
+                    loop {
+                        match tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+            }
+            if self.reload() {
+                relevant = self.relevant_files(&root);
+                self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
+            }
+        }
+    }
+
+    /// Loads the configuration again; true when a new model was published.
+    pub fn reload(&self) -> bool {
+        match crate::load(&self.path) {
+            Ok(model) => {
+                for n in &model.notices {
+                    tracing::debug!(notice = %n, "config notice");
+                }
+                self.stats.successes.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = self.stats.last_issues.lock() {
+                    last.clear();
+                }
+                tracing::info!(path = %self.path.display(), "configuration reloaded");
+                self.tx.send_replace(Arc::new(model));
+                true
+            }
+            Err(e) => {
+                let issues = e.issues();
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "configuration change refused; the last good configuration keeps serving\n{e}"
+                );
+                if let Ok(mut last) = self.stats.last_issues.lock() {
+                    *last = issues;
+                }
+                false
+            }
+        }
+    }
+
+    fn relevant_files(&self, root: &Path) -> BTreeSet<PathBuf> {
+        let model = self.tx.borrow();
+        let mut set: BTreeSet<PathBuf> = model
+            .files
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        set.insert(root.to_path_buf());
+        set
+    }
+
+    fn rewatch(
+        &self,
+        watcher: &mut notify::RecommendedWatcher,
+        watched: &mut BTreeSet<(PathBuf, bool)>,
+        root: &Path,
+        is_dir: bool,
+        relevant: &BTreeSet<PathBuf>,
+    ) {
+        let mut want: BTreeSet<(PathBuf, bool)> = BTreeSet::new();
+        if is_dir {
+            want.insert((root.to_path_buf(), true));
+        }
+        for f in relevant {
+            if is_dir && f.starts_with(root) {
+                continue;
+            }
+            if let Some(parent) = f.parent() {
+                if f == root && is_dir {
+                    continue;
+                }
+                want.insert((parent.to_path_buf(), false));
+            }
+        }
+        for (dir, rec) in watched.difference(&want) {
+            let _ = watcher.unwatch(dir);
+            tracing::debug!(dir = %dir.display(), recursive = rec, "unwatched");
+        }
+        for (dir, rec) in want.difference(watched) {
+            let mode = if *rec {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            match watcher.watch(dir, mode) {
+                Ok(()) => tracing::debug!(dir = %dir.display(), "watching"),
+                Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch: {e}"),
+            }
+        }
+        *watched = want;
+    }
+
+    fn matters(
+        &self,
+        ev: &notify::Result<notify::Event>,
+        root: &Path,
+        is_dir: bool,
+        relevant: &BTreeSet<PathBuf>,
+    ) -> bool {
+        let Ok(ev) = ev else { return true };
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return false;
+        }
+        ev.paths.iter().any(|p| {
+            relevant.contains(p)
+                || (is_dir
+                    && p.starts_with(root)
+                    && p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml"))
+        })
+    }
+}

@@ -1,0 +1,301 @@
+//! The admin listener: `/metrics`, `/healthz`, the stats and routes API, and whatever
+//! the binary adds through [`AdminExtension`] (the rollouts API, the dashboard).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Proxy;
+use crate::routing::Target;
+use crate::stats::WindowSummary;
+
+/// The admin API's response body.
+pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A request to the admin API, body already read.
+#[derive(Debug)]
+pub struct AdminRequest {
+    /// Method.
+    pub method: Method,
+    /// Path.
+    pub path: String,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+    /// Request body.
+    pub body: Bytes,
+}
+
+/// More admin endpoints, from crates the proxy does not know.
+pub trait AdminExtension: Send + Sync {
+    /// Answers the request, or None when the path is not one of its own.
+    fn handle(
+        &self,
+        req: &AdminRequest,
+    ) -> Pin<Box<dyn Future<Output = Option<Response<AdminBody>>> + Send + '_>>;
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<AdminBody> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| e.to_string().into_bytes());
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<AdminBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The admin server's state.
+pub struct Admin {
+    proxy: Arc<Proxy>,
+    registry: prometheus::Registry,
+    extension: Option<Arc<dyn AdminExtension>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin")
+    }
+}
+
+impl Admin {
+    /// The admin API over `proxy`, exposing `registry` at `/metrics`.
+    pub fn new(
+        proxy: Arc<Proxy>,
+        registry: prometheus::Registry,
+        extension: Option<Arc<dyn AdminExtension>>,
+    ) -> Self {
+        Admin {
+            proxy,
+            registry,
+            extension,
+        }
+    }
+
+    /// Serves on `listener` until `shutdown`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        tracing::info!(address = ?listener.local_addr().ok(), "admin listening");
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => match a {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!("admin accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let admin = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.route(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => { let _ = r; }
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Answers one admin request (also used by tests without sockets).
+    pub async fn route(&self, req: Request<Incoming>) -> Response<AdminBody> {
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "cannot read the request body\n"),
+        };
+        let query = parts
+            .uri
+            .query()
+            .map(|q| {
+                q.split('&')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let req = AdminRequest {
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            query,
+            body,
+        };
+        self.answer(&req).await
+    }
+
+    /// Answers a request whose body was read.
+    pub async fn answer(&self, req: &AdminRequest) -> Response<AdminBody> {
+        match (req.method.clone(), req.path.as_str()) {
+            (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (Method::GET, "/metrics") => self.metrics(),
+            (Method::GET, "/api/v1/stats") => self.stats(req),
+            (Method::GET, "/api/v1/routes") => self.routes(),
+            _ => {
+                if let Some(ext) = &self.extension
+                    && let Some(r) = ext.handle(req).await
+                {
+                    return r;
+                }
+                text(StatusCode::NOT_FOUND, "not found\n")
+            }
+        }
+    }
+
+    fn metrics(&self) -> Response<AdminBody> {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let enc = prometheus::TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+        let mut r = Response::new(Full::new(Bytes::from(buf)).boxed_unsync());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
+    }
+
+    fn stats(&self, req: &AdminRequest) -> Response<AdminBody> {
+        let window = match req.query.get("window") {
+            None => 60,
+            Some(w) => match weir_config::duration::parse_go(w) {
+                Ok(d) if d.as_secs() >= 1 => d.as_secs(),
+                _ => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "window must be a duration of at least 1s, e.g. 30s or 5m\n",
+                    );
+                }
+            },
+        };
+        json(StatusCode::OK, &self.proxy.stats_report(window))
+    }
+
+    fn routes(&self) -> Response<AdminBody> {
+        let table = self.proxy.shared.table.load();
+        let routes: Vec<RouteDump> = table
+            .routes()
+            .iter()
+            .map(|r| match &r.target {
+                Target::Split(t) => RouteDump {
+                    name: r.name.to_string(),
+                    unavailable: None,
+                    legs: t
+                        .legs
+                        .iter()
+                        .zip(t.weights.iter())
+                        .map(|(b, w)| LegDump {
+                            service: b.key.service.to_string(),
+                            role: b.key.role.to_string(),
+                            revision: b.key.revision.to_string(),
+                            weight: w.percent(),
+                            endpoints: b.endpoints.iter().map(|e| e.addr.to_string()).collect(),
+                        })
+                        .collect(),
+                },
+                Target::Unavailable { reason, .. } => RouteDump {
+                    name: r.name.to_string(),
+                    unavailable: Some(reason.to_string()),
+                    legs: Vec::new(),
+                },
+            })
+            .collect();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "generation": table.generation, "routes": routes }),
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct RouteDump {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
+    legs: Vec<LegDump>,
+}
+
+#[derive(Serialize)]
+struct LegDump {
+    service: String,
+    role: String,
+    revision: String,
+    weight: f64,
+    endpoints: Vec<String>,
+}
+
+/// The stats report: per route, each leg's live weight, achieved share and window.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsReport {
+    /// Window length in seconds.
+    pub window_seconds: u64,
+    /// Routes.
+    pub routes: Vec<RouteStats>,
+}
+
+/// One route in the stats report.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStats {
+    /// Route name.
+    pub name: String,
+    /// Legs.
+    pub legs: Vec<LegStats>,
+}
+
+/// One leg in the stats report.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegStats {
+    /// Service (or Rollout) name.
+    pub service: String,
+    /// stable, canary or none.
+    pub role: String,
+    /// Image, or empty.
+    pub revision: String,
+    /// Configured share, percent.
+    pub weight: f64,
+    /// Achieved share of the route's requests in the window, percent.
+    pub actual_weight: Option<f64>,
+    /// The window.
+    pub window: WindowSummary,
+}

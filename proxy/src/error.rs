@@ -1,0 +1,127 @@
+//! Proxy errors: where a fault came from decides the status the client gets, whether it
+//! is charged to a backend in the stats, and what is logged.
+
+use std::fmt;
+
+/// Where a fault came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The client sent something wrong.
+    Client,
+    /// The upstream failed.
+    Upstream,
+    /// Nothing can serve the request (no route, no endpoints).
+    Config,
+}
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// No route matched: 404.
+    NoRoute,
+    /// The backend has no endpoints: 503.
+    NoEndpoints,
+    /// The route's target cannot serve now: 503.
+    Unavailable,
+    /// TCP connect refused or failed: 502.
+    ConnectFailed,
+    /// TCP connect took too long: 504.
+    ConnectTimeout,
+    /// No response headers in time: 504.
+    ResponseTimeout,
+    /// The connection broke or the upstream spoke bad HTTP: 502.
+    UpstreamProtocol,
+}
+
+impl Kind {
+    /// Every kind, for metrics.
+    pub const ALL: [Kind; 7] = [
+        Kind::NoRoute,
+        Kind::NoEndpoints,
+        Kind::Unavailable,
+        Kind::ConnectFailed,
+        Kind::ConnectTimeout,
+        Kind::ResponseTimeout,
+        Kind::UpstreamProtocol,
+    ];
+
+    /// The status the client gets.
+    pub fn status(self) -> u16 {
+        match self {
+            Kind::NoRoute => 404,
+            Kind::NoEndpoints | Kind::Unavailable => 503,
+            Kind::ConnectFailed | Kind::UpstreamProtocol => 502,
+            Kind::ConnectTimeout | Kind::ResponseTimeout => 504,
+        }
+    }
+
+    /// Where it came from.
+    pub fn source(self) -> Source {
+        match self {
+            Kind::NoRoute | Kind::NoEndpoints | Kind::Unavailable => Source::Config,
+            _ => Source::Upstream,
+        }
+    }
+
+    /// Label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::NoRoute => "no_route",
+            Kind::NoEndpoints => "no_endpoints",
+            Kind::Unavailable => "unavailable",
+            Kind::ConnectFailed => "connect_failed",
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::ResponseTimeout => "response_timeout",
+            Kind::UpstreamProtocol => "upstream_protocol",
+        }
+    }
+
+    /// The short body sent to the client.
+    pub fn body(self) -> &'static str {
+        match self {
+            Kind::NoRoute => "404 Not Found: no route matches this request\n",
+            Kind::NoEndpoints => "503 Service Unavailable: no endpoints for this service\n",
+            Kind::Unavailable => "503 Service Unavailable\n",
+            Kind::ConnectFailed => "502 Bad Gateway: the upstream refused the connection\n",
+            Kind::ConnectTimeout => "504 Gateway Timeout: connecting to the upstream timed out\n",
+            Kind::ResponseTimeout => "504 Gateway Timeout: the upstream did not answer in time\n",
+            Kind::UpstreamProtocol => "502 Bad Gateway: the upstream connection failed\n",
+        }
+    }
+}
+
+/// A proxy error with its cause, for the log.
+#[derive(Debug)]
+pub struct ProxyError {
+    /// What went wrong.
+    pub kind: Kind,
+    /// The underlying error, if any.
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProxyError {
+    /// An error of `kind` with no cause.
+    pub fn new(kind: Kind) -> Self {
+        ProxyError { kind, cause: None }
+    }
+
+    /// An error of `kind` caused by `e`.
+    pub fn with(kind: Kind, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ProxyError {
+            kind,
+            cause: Some(e.into()),
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind.label())?;
+        if let Some(c) = &self.cause {
+            write!(f, ": {c}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProxyError {}

@@ -1,0 +1,251 @@
+//! weir's data plane: an L7 HTTP proxy that splits traffic exactly and measures it.
+//!
+//! Place in the data flow: the binary hands it a validated config [`Model`]; the
+//! [`updater`] (the only writer) builds a [`routing::RouteTable`] snapshot and stores it
+//! behind one `ArcSwap`; each request in [`service`] loads the snapshot once, picks a route,
+//! a split leg and an endpoint, forwards through a pooled [`upstream`] connection, and
+//! records its outcome in [`stats`]. The control loop reads those stats through the
+//! binary's adapters and sends traffic decisions back to the updater.
+//!
+//! Libraries never bind sockets: [`Proxy::serve_listener`] and [`admin::Admin::serve`]
+//! take bound listeners, so tests use `127.0.0.1:0`.
+
+pub mod access_log;
+pub mod admin;
+pub mod body;
+pub mod error;
+pub mod metrics;
+pub mod routing;
+pub mod server;
+pub mod service;
+pub mod stats;
+pub mod tls;
+pub mod updater;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use weir_config::Model;
+use weir_config::watch::ReloadStats;
+
+use crate::access_log::AccessLogSink;
+use crate::admin::{LegStats, RouteStats, StatsReport};
+use crate::routing::{BuildContext, Target};
+use crate::server::ServerSettings;
+use crate::service::{ProxyCounters, Shared};
+use crate::stats::Stats;
+use crate::updater::{Updater, UpdaterHandle};
+use crate::upstream::Upstreams;
+
+pub use routing::{HeaderRoute, RolloutTraffic};
+pub use stats::{CellKey, Role, WindowSample};
+
+/// Options fixed for the life of the process.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyOptions {
+    /// Worker threads (stats shards).
+    pub worker_threads: usize,
+    /// Record measurements (on in production; off only to measure their cost).
+    pub measure: bool,
+}
+
+/// The data plane, ready to serve listeners.
+pub struct Proxy {
+    /// What requests share.
+    pub shared: Arc<Shared>,
+    /// Measurements.
+    pub stats: Arc<Stats>,
+    /// Connection pools.
+    pub upstreams: Arc<Upstreams>,
+    /// Sends changes to the single writer.
+    pub updater: UpdaterHandle,
+    limit: Arc<Semaphore>,
+    graceful: Arc<std::sync::Mutex<Option<GracefulShutdown>>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds the data plane for `model`. Returns the proxy and the updater task, which
+    /// the caller spawns.
+    ///
+    /// # Errors
+    /// When the first snapshot cannot be built, or the access log cannot be opened.
+    pub fn new(model: Arc<Model>, opts: ProxyOptions) -> Result<(Proxy, Updater), String> {
+        let stats = Arc::new(Stats::new(opts.worker_threads, opts.measure));
+        let upstreams = Arc::new(Upstreams::default());
+        let mut ctx = BuildContext::new(stats.clone(), upstreams.clone());
+        let table = Updater::initial(&model, &mut ctx)?;
+        let sink = AccessLogSink::start(&model.proxy.access_log)
+            .map_err(|e| format!("cannot open the access log: {e}"))?;
+        let shared = Arc::new(Shared {
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            counters: Arc::new(ProxyCounters::default()),
+            access_log: ArcSwapOption::new(sink.map(Arc::new)),
+        });
+        let limit = Arc::new(Semaphore::new(model.proxy.limits.max_connections as usize));
+        let (updater, handle) = Updater::new(model, ctx, shared.clone(), limit.clone());
+        Ok((
+            Proxy {
+                shared,
+                stats,
+                upstreams,
+                updater: handle,
+                limit,
+                graceful: Arc::new(std::sync::Mutex::new(Some(GracefulShutdown::new()))),
+            },
+            updater,
+        ))
+    }
+
+    /// Serves client connections on `listener` (the listener named `name` in the config)
+    /// until `shutdown`.
+    pub async fn serve_listener(&self, name: &str, listener: TcpListener, shutdown: CancellationToken) {
+        let limits = {
+            let table = self.shared.table.load();
+            table.limits
+        };
+        let settings = ServerSettings {
+            max_header_bytes: limits.max_header_bytes as usize,
+            header_timeout: limits.header_timeout,
+            idle_timeout: limits.idle_timeout,
+        };
+        server::serve(
+            self.shared.clone(),
+            Arc::from(name),
+            listener,
+            self.limit.clone(),
+            settings,
+            self.graceful.clone(),
+            shutdown,
+        )
+        .await;
+    }
+
+    /// Once a second: closes the stats second, prunes idle upstream connections. Runs
+    /// until `shutdown`.
+    pub async fn maintenance(&self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_second = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = epoch_second();
+            if now != last_second {
+                self.stats.tick(now);
+                last_second = now;
+                let idle = self.shared.table.load().upstream.idle_timeout;
+                self.upstreams.prune(idle);
+            }
+        }
+    }
+
+    /// Registers the proxy's collectors.
+    ///
+    /// # Errors
+    /// When a collector's names clash with one already registered.
+    pub fn register_metrics(
+        &self,
+        registry: &prometheus::Registry,
+        reloads: Arc<ReloadStats>,
+    ) -> prometheus::Result<()> {
+        registry.register(Box::new(metrics::StatsCollector::new(self.stats.clone())))?;
+        let shared = self.shared.clone();
+        registry.register(Box::new(metrics::ProxyCollector::new(
+            self.shared.counters.clone(),
+            self.shared.table.clone(),
+            self.upstreams.clone(),
+            reloads,
+            Box::new(move || {
+                shared
+                    .access_log
+                    .load()
+                    .as_ref()
+                    .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
+            }),
+        )))?;
+        Ok(())
+    }
+
+    /// Waits for open connections to finish their requests and close, up to `grace`.
+    /// Call after the listeners stopped accepting. True when all finished in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let g = self.graceful.lock().ok().and_then(|mut g| g.take());
+        match g {
+            Some(g) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Per route: live weights, achieved split and the window's numbers for each leg.
+    pub fn stats_report(&self, window_seconds: u64) -> StatsReport {
+        let now = epoch_second();
+        let table = self.shared.table.load();
+        let routes = table
+            .routes()
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Split(t) => {
+                    let samples: Vec<_> = t
+                        .legs
+                        .iter()
+                        .map(|b| b.stats.window(now, window_seconds))
+                        .collect();
+                    let total: u64 = samples.iter().map(|s| s.requests).sum();
+                    Some(RouteStats {
+                        name: r.name.to_string(),
+                        legs: t
+                            .legs
+                            .iter()
+                            .zip(t.weights.iter())
+                            .zip(samples.iter())
+                            .map(|((b, w), s)| LegStats {
+                                service: b.key.service.to_string(),
+                                role: b.key.role.to_string(),
+                                revision: b.key.revision.to_string(),
+                                weight: w.percent(),
+                                actual_weight: (total > 0)
+                                    .then(|| s.requests as f64 * 100.0 / total as f64),
+                                window: s.summary(),
+                            })
+                            .collect(),
+                    })
+                }
+                Target::Unavailable { .. } => None,
+            })
+            .collect();
+        StatsReport {
+            window_seconds,
+            routes,
+        }
+    }
+
+    /// A window of one (service, role, revision), or None if it never had traffic.
+    pub fn window(&self, key: &CellKey, window_seconds: u64) -> Option<WindowSample> {
+        self.stats
+            .get(key)
+            .map(|c| c.window(epoch_second(), window_seconds))
+    }
+}
+
+/// Seconds since the Unix epoch, the stats' clock.
+pub fn epoch_second() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,321 @@
+//! Building a [`RouteTable`] from the model and the rollouts' traffic state. Pure apart
+//! from the registries it draws long-lived parts from (stats cells, connection pools,
+//! split counters, TLS acceptors), so that those survive every rebuild.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use weir_config::Model;
+use weir_config::model::{HeaderMatch, HostMatch, Listener, RouteTarget, Service, Weight};
+
+use super::split::{Counter, Split};
+use super::{Backend, ListenerEntry, RouteEntry, RouteTable, SplitTarget, Target};
+use crate::stats::{CellKey, Role, Stats};
+use crate::tls::TlsAcceptor;
+use crate::upstream::Upstreams;
+
+/// What the control loop decides for one Rollout: which revisions get which traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutTraffic {
+    /// The Service whose endpoints serve the Rollout (same name as the Rollout).
+    pub service: String,
+    /// The stable revision (image).
+    pub stable: String,
+    /// The canary revision, while a rollout is in progress.
+    pub canary: Option<String>,
+    /// Share of traffic for the canary.
+    pub canary_weight: Weight,
+    /// Requests matching these go to the canary whatever the weight.
+    pub header_routes: Vec<HeaderRoute>,
+    /// Hosts that reach one role directly (canaryService, stableService, ...).
+    pub role_hosts: Vec<(String, Role)>,
+}
+
+/// Argo's setHeaderRoute: a request matching any of `matches` goes to the canary.
+#[derive(Clone, Debug)]
+pub struct HeaderRoute {
+    /// The managed route's name.
+    pub name: String,
+    /// OR'd conditions.
+    pub matches: Vec<HeaderMatch>,
+}
+
+impl PartialEq for HeaderRoute {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && format!("{:?}", self.matches) == format!("{:?}", other.matches)
+    }
+}
+
+impl HeaderRoute {
+    /// Whether a request with these headers matches.
+    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
+        self.matches.iter().any(|h| {
+            h.kind
+                .matches(headers.get(h.name.as_str()).map(|v| v.as_bytes()))
+        })
+    }
+}
+
+/// The long-lived parts a build draws from.
+#[derive(Debug)]
+pub struct BuildContext {
+    /// Stats cells.
+    pub stats: Arc<Stats>,
+    /// Connection pools by endpoint.
+    pub upstreams: Arc<Upstreams>,
+    counters: HashMap<String, Vec<Counter>>,
+    tls: HashMap<String, (weir_config::model::Tls, TlsAcceptor)>,
+    generation: u64,
+}
+
+impl BuildContext {
+    /// A context over these registries.
+    pub fn new(stats: Arc<Stats>, upstreams: Arc<Upstreams>) -> Self {
+        BuildContext {
+            stats,
+            upstreams,
+            counters: HashMap::new(),
+            tls: HashMap::new(),
+            generation: 0,
+        }
+    }
+}
+
+/// Builds the snapshot.
+///
+/// # Errors
+/// A message when a TLS configuration cannot be built (the caller keeps the old table).
+pub fn build(
+    model: &Model,
+    traffic: &BTreeMap<String, RolloutTraffic>,
+    ctx: &mut BuildContext,
+) -> Result<RouteTable, String> {
+    ctx.generation += 1;
+    let mut listeners = HashMap::new();
+    for (i, l) in model.proxy.listeners.iter().enumerate() {
+        let tls = match &l.tls {
+            Some(_) => Some(tls_for(ctx, l)?),
+            None => None,
+        };
+        listeners.insert(
+            l.name.clone(),
+            ListenerEntry {
+                index: i as u32,
+                tls,
+            },
+        );
+    }
+
+    // (hosts, entry, declaration order)
+    let mut entries: Vec<(Vec<HostMatch>, RouteEntry)> = Vec::new();
+    let mut used_counters = Vec::new();
+    for r in &model.proxy.routes {
+        let mut mask = 0u64;
+        for name in &r.listeners {
+            if let Some(l) = listeners.get(name) {
+                mask |= 1u64 << l.index.min(63);
+            }
+        }
+        let target = match &r.target {
+            RouteTarget::Split(legs) => {
+                let backends: Vec<(Arc<Backend>, Weight)> = legs
+                    .iter()
+                    .map(|leg| {
+                        let svc = model.services.get(&leg.service);
+                        let b = backend(ctx, &leg.service, Role::None, "", svc);
+                        (b, leg.weight)
+                    })
+                    .collect();
+                split_target(ctx, &r.name, backends, Vec::new(), &mut used_counters)
+            }
+            RouteTarget::Rollout(name) => {
+                rollout_target(ctx, model, name, traffic.get(name), &r.name, &mut used_counters)
+            }
+        };
+        entries.push((
+            r.hosts.clone(),
+            RouteEntry {
+                name: Arc::from(r.name.as_str()),
+                path_prefix: r.path_prefix.clone().into_boxed_str(),
+                headers: r.headers.clone(),
+                listener_mask: mask,
+                target,
+            },
+        ));
+    }
+
+    // Role hosts of each Rollout: Host: my-app-canary reaches the canary directly.
+    for (rollout, t) in traffic {
+        let svc = model.services.get(&t.service);
+        for (host, role) in &t.role_hosts {
+            let revision = match role {
+                Role::Canary => t.canary.as_deref().unwrap_or(&t.stable),
+                _ => &t.stable,
+            };
+            let b = backend(ctx, rollout, *role, revision, svc);
+            let route_name = format!("{rollout}/{host}");
+            let target = split_target(
+                ctx,
+                &route_name,
+                vec![(b, Weight::FULL)],
+                Vec::new(),
+                &mut used_counters,
+            );
+            entries.push((
+                vec![HostMatch::Exact(host.to_ascii_lowercase())],
+                RouteEntry {
+                    name: Arc::from(route_name.as_str()),
+                    path_prefix: "/".into(),
+                    headers: Vec::new(),
+                    listener_mask: 0,
+                    target,
+                },
+            ));
+        }
+    }
+    ctx.counters.retain(|k, _| used_counters.contains(k));
+
+    // Index by host; within a group the most specific route comes first.
+    let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+    let mut suffix: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut any = Vec::new();
+    let mut routes = Vec::with_capacity(entries.len());
+    for (i, (hosts, entry)) in entries.into_iter().enumerate() {
+        let id = i as u32;
+        if hosts.is_empty() {
+            any.push(id);
+        }
+        for h in hosts {
+            match h {
+                HostMatch::Exact(h) => exact.entry(h.into_boxed_str()).or_default().push(id),
+                HostMatch::Suffix(s) => suffix.entry(s).or_default().push(id),
+            }
+        }
+        routes.push(entry);
+    }
+    let specificity = |id: &u32| {
+        let r: &RouteEntry = &routes[*id as usize];
+        (
+            std::cmp::Reverse(r.path_prefix.len()),
+            std::cmp::Reverse(r.headers.len()),
+            *id,
+        )
+    };
+    for ids in exact.values_mut() {
+        ids.sort_by_key(specificity);
+    }
+    any.sort_by_key(specificity);
+    let mut suffix: Vec<(Box<str>, Vec<u32>)> = suffix
+        .into_iter()
+        .map(|(s, mut ids)| {
+            ids.sort_by_key(specificity);
+            (s.into_boxed_str(), ids)
+        })
+        .collect();
+    suffix.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+
+    Ok(RouteTable {
+        generation: ctx.generation,
+        routes,
+        exact,
+        suffix,
+        any,
+        listeners,
+        upstream: model.proxy.upstream,
+        limits: model.proxy.limits,
+        access_log: model.proxy.access_log != weir_config::model::AccessLog::Off,
+    })
+}
+
+fn tls_for(ctx: &mut BuildContext, l: &Listener) -> Result<TlsAcceptor, String> {
+    let Some(spec) = &l.tls else {
+        return Err("no TLS".into());
+    };
+    if let Some((old, acc)) = ctx.tls.get(&l.name)
+        && old == spec
+    {
+        return Ok(acc.clone());
+    }
+    let acc = crate::tls::acceptor(spec).map_err(|e| format!("listener {}: {e}", l.name))?;
+    ctx.tls.insert(l.name.clone(), (spec.clone(), acc.clone()));
+    Ok(acc)
+}
+
+/// A backend of `service_name`'s endpoints, restricted to `revision` when not empty.
+/// `stats_name` is the name measurements go under (the Rollout's, or the Service's).
+fn backend(
+    ctx: &BuildContext,
+    stats_name: &str,
+    role: Role,
+    revision: &str,
+    svc: Option<&Arc<Service>>,
+) -> Arc<Backend> {
+    let key = CellKey {
+        service: Arc::from(stats_name),
+        role,
+        revision: Arc::from(revision),
+    };
+    let cell = ctx.stats.cell(key.clone());
+    let (endpoints, lb) = match svc {
+        Some(s) => (
+            s.endpoints
+                .iter()
+                .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
+                .map(|e| ctx.upstreams.pool(e.address, &e.authority))
+                .collect(),
+            s.load_balancer,
+        ),
+        None => (Vec::new(), Default::default()),
+    };
+    Arc::new(Backend::new(key, cell, endpoints, lb))
+}
+
+fn split_target(
+    ctx: &mut BuildContext,
+    route: &str,
+    legs: Vec<(Arc<Backend>, Weight)>,
+    header_routes: Vec<(super::HeaderRoute, usize)>,
+    used: &mut Vec<String>,
+) -> Target {
+    let counters = ctx.counters.entry(route.to_owned()).or_default();
+    used.push(route.to_owned());
+    let weights: Vec<u32> = legs.iter().map(|(_, w)| w.basis_points()).collect();
+    let split = Split::new(&weights, counters);
+    Target::Split(SplitTarget {
+        split,
+        weights: legs.iter().map(|(_, w)| *w).collect(),
+        legs: legs.into_iter().map(|(b, _)| b).collect(),
+        header_routes,
+    })
+}
+
+fn rollout_target(
+    ctx: &mut BuildContext,
+    model: &Model,
+    rollout: &str,
+    traffic: Option<&RolloutTraffic>,
+    route: &str,
+    used: &mut Vec<String>,
+) -> Target {
+    let Some(t) = traffic else {
+        return Target::Unavailable {
+            status: 503,
+            reason: Arc::from(format!("rollout {rollout} has no revision yet")),
+        };
+    };
+    let svc = model.services.get(&t.service);
+    let stable = backend(ctx, rollout, Role::Stable, &t.stable, svc);
+    let mut legs = vec![(stable, t.canary_weight.complement())];
+    let mut header_routes = Vec::new();
+    if let Some(canary) = &t.canary {
+        let c = backend(ctx, rollout, Role::Canary, canary, svc);
+        if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() {
+            legs.push((c, t.canary_weight));
+            header_routes = t.header_routes.iter().map(|h| (h.clone(), 1)).collect();
+        }
+    }
+    if legs.len() == 1 {
+        legs[0].1 = Weight::FULL;
+    }
+    split_target(ctx, route, legs, header_routes, used)
+}

@@ -1,0 +1,266 @@
+//! The routing snapshot: everything a request needs, immutable, behind one `ArcSwap`.
+//!
+//! [`RouteTable`] is built by [`build::build`] from a config model and the rollouts'
+//! traffic state, only ever by the updater task; the hot path does one `load()` and a
+//! lookup. No I/O here.
+
+pub mod build;
+pub mod split;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use weir_config::model::{HeaderMatch, Limits, LoadBalancer, UpstreamSettings, Weight};
+
+use crate::stats::{Cell, CellKey, Role};
+use crate::tls::TlsAcceptor;
+use crate::upstream::EndpointPool;
+use split::Split;
+
+pub use build::{BuildContext, HeaderRoute, RolloutTraffic, build};
+
+/// The routing snapshot.
+#[derive(Debug)]
+pub struct RouteTable {
+    /// Increases with every build.
+    pub generation: u64,
+    routes: Vec<RouteEntry>,
+    exact: HashMap<Box<str>, Vec<u32>>,
+    /// Sorted by suffix length, longest first.
+    suffix: Vec<(Box<str>, Vec<u32>)>,
+    any: Vec<u32>,
+    /// By listener name: the index routes use in their listener masks, and TLS.
+    pub listeners: HashMap<String, ListenerEntry>,
+    /// Upstream timeouts and pool sizes.
+    pub upstream: UpstreamSettings,
+    /// Client limits (read when a connection is accepted).
+    pub limits: Limits,
+    /// Whether to write access log lines.
+    pub access_log: bool,
+}
+
+/// Per-listener data in the snapshot.
+#[derive(Clone, Debug)]
+pub struct ListenerEntry {
+    /// Bit index in route listener masks.
+    pub index: u32,
+    /// The TLS acceptor, for TLS listeners; replaced when certificates change.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// One route.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// Its name, for logs and the API.
+    pub name: Arc<str>,
+    path_prefix: Box<str>,
+    headers: Vec<HeaderMatch>,
+    /// Bit i set: the route serves listener i. Zero: all listeners.
+    listener_mask: u64,
+    /// Where its requests go.
+    pub target: Target,
+}
+
+/// Where a route's requests go.
+#[derive(Debug)]
+pub enum Target {
+    /// Split between legs.
+    Split(SplitTarget),
+    /// Nothing can serve it now (a Rollout whose revision has no endpoints): this
+    /// status and message.
+    Unavailable {
+        /// The status to send (503).
+        status: u16,
+        /// Why, for the short body and the log.
+        reason: Arc<str>,
+    },
+}
+
+/// A split with its legs.
+#[derive(Debug)]
+pub struct SplitTarget {
+    /// The weighted pick.
+    pub split: Split,
+    /// The legs, in split order.
+    pub legs: Vec<Arc<Backend>>,
+    /// Each leg's configured weight.
+    pub weights: Vec<Weight>,
+    /// Requests matching any of these go to the given leg whatever the weights
+    /// (Argo's setHeaderRoute).
+    pub header_routes: Vec<(HeaderRoute, usize)>,
+}
+
+impl SplitTarget {
+    /// The leg for a request with these headers.
+    #[inline]
+    pub fn pick(&self, headers: &http::HeaderMap) -> &Arc<Backend> {
+        for (hr, leg) in &self.header_routes {
+            if hr.matches(headers) {
+                return &self.legs[*leg];
+            }
+        }
+        &self.legs[self.split.pick()]
+    }
+}
+
+/// One leg: a set of endpoints of one (service, role, revision), with its stats cell.
+#[derive(Debug)]
+pub struct Backend {
+    /// Service, role, revision.
+    pub key: CellKey,
+    /// Where its measurements go.
+    pub stats: Arc<Cell>,
+    /// Its endpoints; may be empty (then requests get 503).
+    pub endpoints: Vec<Arc<EndpointPool>>,
+    /// Spreading over endpoints.
+    pub load_balancer: LoadBalancer,
+    next: AtomicUsize,
+}
+
+impl Backend {
+    /// A backend over these endpoints.
+    pub fn new(
+        key: CellKey,
+        stats: Arc<Cell>,
+        endpoints: Vec<Arc<EndpointPool>>,
+        load_balancer: LoadBalancer,
+    ) -> Self {
+        Backend {
+            key,
+            stats,
+            endpoints,
+            load_balancer,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The role of this leg.
+    pub fn role(&self) -> Role {
+        self.key.role
+    }
+
+    /// The endpoint for the next request, or None when there are none.
+    #[inline]
+    pub fn pick_endpoint(&self) -> Option<&Arc<EndpointPool>> {
+        let n = self.endpoints.len();
+        match n {
+            0 => None,
+            1 => self.endpoints.first(),
+            _ => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                match self.load_balancer {
+                    LoadBalancer::RoundRobin => self.endpoints.get(i % n),
+                    LoadBalancer::LeastRequest => {
+                        // Power of two choices, the pair taken in turn.
+                        let a = &self.endpoints[i % n];
+                        let b = &self.endpoints[(i + 1) % n];
+                        Some(if b.in_flight() < a.in_flight() { b } else { a })
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl RouteTable {
+    /// The route for a request: the most specific whose host, path, headers and
+    /// listener match. `host` is lower-case, without a port.
+    #[inline]
+    pub fn lookup(
+        &self,
+        listener_index: u32,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<&RouteEntry> {
+        if let Some(ids) = self.exact.get(host)
+            && let Some(r) = self.first_match(ids, listener_index, path, headers)
+        {
+            return Some(r);
+        }
+        for (suffix, ids) in &self.suffix {
+            if host.len() > suffix.len()
+                && host.ends_with(&**suffix)
+                && let Some(r) = self.first_match(ids, listener_index, path, headers)
+            {
+                return Some(r);
+            }
+        }
+        self.first_match(&self.any, listener_index, path, headers)
+    }
+
+    #[inline]
+    fn first_match(
+        &self,
+        ids: &[u32],
+        listener_index: u32,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<&RouteEntry> {
+        ids.iter().map(|i| &self.routes[*i as usize]).find(|r| {
+            (r.listener_mask == 0 || r.listener_mask & (1u64 << listener_index.min(63)) != 0)
+                && path.starts_with(&*r.path_prefix)
+                && r.headers.iter().all(|h| {
+                    h.kind
+                        .matches(headers.get(h.name.as_str()).map(|v| v.as_bytes()))
+                })
+        })
+    }
+
+    /// Every route, in match order within each host group.
+    pub fn routes(&self) -> &[RouteEntry] {
+        &self.routes
+    }
+
+    /// The index of a listener by name (for its accept loop).
+    pub fn listener(&self, name: &str) -> Option<&ListenerEntry> {
+        self.listeners.get(name)
+    }
+}
+
+/// Lower-cases `host` without its port into `buf`, returning the result. Hosts longer
+/// than the buffer are returned as written (they match nothing lower-cased anyway).
+#[inline]
+pub fn normalize_host<'a>(host: &'a str, buf: &'a mut [u8; 256]) -> &'a str {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        }
+    } else {
+        match host.rfind(':') {
+            Some(i) => &host[..i],
+            None => host,
+        }
+    };
+    let h = h.strip_suffix('.').unwrap_or(h);
+    if !h.bytes().any(|b| b.is_ascii_uppercase()) {
+        return h;
+    }
+    if h.len() > buf.len() {
+        return h;
+    }
+    let out = &mut buf[..h.len()];
+    out.copy_from_slice(h.as_bytes());
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).unwrap_or(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_normalize() {
+        let mut b = [0u8; 256];
+        assert_eq!(normalize_host("Example.COM:8080", &mut b), "example.com");
+        let mut b = [0u8; 256];
+        assert_eq!(normalize_host("api.example.com", &mut b), "api.example.com");
+        let mut b = [0u8; 256];
+        assert_eq!(normalize_host("[::1]:80", &mut b), "[::1]");
+        let mut b = [0u8; 256];
+        assert_eq!(normalize_host("example.com.", &mut b), "example.com");
+    }
+}

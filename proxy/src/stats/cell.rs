@@ -1,0 +1,371 @@
+//! One (service, role, revision) cell.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+use super::HISTORY_SECONDS;
+use super::window::{LATENCY_BUCKETS, Slot, WindowSample, bucket_index, new_histogram, status_class};
+
+/// A backend's role in a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A plain service, not part of a rollout.
+    None,
+    /// The rollout's stable revision.
+    Stable,
+    /// The rollout's canary revision.
+    Canary,
+}
+
+impl Role {
+    /// The Prometheus label value: `stable`, `canary`, or empty.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::None => "",
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::None => "none",
+            r => r.label(),
+        })
+    }
+}
+
+/// What a cell is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellKey {
+    /// The Rollout's or the Service's name.
+    pub service: Arc<str>,
+    /// Stable, canary, or none.
+    pub role: Role,
+    /// The image, or empty.
+    pub revision: Arc<str>,
+}
+
+/// How one request ended, for the stats.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// The status sent to the client (502/503/504 for proxy errors).
+    pub status: u16,
+    /// Whether the proxy made the status itself (connect error, timeout).
+    pub proxy_error: bool,
+    /// Microseconds from the request's arrival to the end of its response.
+    pub latency_us: u64,
+}
+
+impl Outcome {
+    /// 5xx and proxy errors are failures; everything else succeeded.
+    pub fn failed(&self) -> bool {
+        self.proxy_error || self.status >= 500
+    }
+}
+
+/// Counts for the second in progress, per shard.
+#[derive(Debug)]
+pub(super) struct Current {
+    pub(super) requests: u64,
+    pub(super) failures: u64,
+    pub(super) classes: [u64; 6],
+    pub(super) latency: Histogram<u32>,
+}
+
+impl Current {
+    fn new() -> Self {
+        Current {
+            requests: 0,
+            failures: 0,
+            classes: [0; 6],
+            latency: new_histogram(),
+        }
+    }
+}
+
+/// One thread's share of a cell.
+#[derive(Debug)]
+struct Shard {
+    /// Since start, by status code (index = code; 0..600).
+    statuses: Box<[u64; 600]>,
+    /// Since start, Prometheus histogram buckets (non-cumulative) plus +Inf.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum_seconds: f64,
+    count: u64,
+    current: Current,
+}
+
+/// Measurements of one (service, role, revision).
+#[derive(Debug)]
+pub struct Cell {
+    key: CellKey,
+    measure: bool,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// `slots[s % HISTORY_SECONDS]` holds second `s` when `seconds[...] == s`.
+    slots: Vec<Option<Box<Slot>>>,
+    seconds: Vec<u64>,
+    /// The latest second folded in.
+    last: u64,
+}
+
+thread_local! {
+    static SHARD_INDEX: usize = next_shard_index();
+}
+
+fn next_shard_index() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Cell {
+    pub(super) fn new(key: CellKey, shards: usize, measure: bool) -> Self {
+        let shards = (0..shards)
+            .map(|_| {
+                CachePadded::new(Mutex::new(Shard {
+                    statuses: Box::new([0; 600]),
+                    buckets: [0; LATENCY_BUCKETS.len() + 1],
+                    sum_seconds: 0.0,
+                    count: 0,
+                    current: Current::new(),
+                }))
+            })
+            .collect();
+        Cell {
+            key,
+            measure,
+            shards,
+            ring: Mutex::new(Ring {
+                slots: (0..HISTORY_SECONDS).map(|_| None).collect(),
+                seconds: vec![u64::MAX; HISTORY_SECONDS],
+                last: 0,
+            }),
+        }
+    }
+
+    /// What this cell measures.
+    pub fn key(&self) -> &CellKey {
+        &self.key
+    }
+
+    /// Records one finished request. Hot path: one short lock on this thread's shard.
+    pub fn record(&self, o: Outcome) {
+        if !self.measure {
+            return;
+        }
+        let idx = SHARD_INDEX.with(|i| *i) & (self.shards.len() - 1);
+        let mut s = self.shards[idx].lock().unwrap_or_else(|e| e.into_inner());
+        let code = usize::from(o.status).min(599);
+        s.statuses[code] += 1;
+        let secs = o.latency_us as f64 / 1e6;
+        s.buckets[bucket_index(secs)] += 1;
+        s.sum_seconds += secs;
+        s.count += 1;
+        let c = &mut s.current;
+        c.requests += 1;
+        c.failures += u64::from(o.failed());
+        c.classes[status_class(o.status, o.proxy_error)] += 1;
+        c.latency.saturating_record(o.latency_us.max(1));
+    }
+
+    /// Folds the shards' current counts into the slot for `epoch_second - 1`.
+    pub(super) fn rotate(&self, epoch_second: u64) {
+        let second = epoch_second.saturating_sub(1);
+        // Lock order everywhere: ring, then shards. Holding the ring while the shards are
+        // emptied means a window read never sees a second twice or not at all.
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = Slot::default();
+        let mut hist: Option<Histogram<u32>> = None;
+        for shard in self.shards.iter() {
+            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if s.current.requests == 0 {
+                continue;
+            }
+            let cur = std::mem::replace(&mut s.current, Current::new());
+            drop(s);
+            slot.add_counts(&cur);
+            match &mut hist {
+                None => hist = Some(cur.latency),
+                Some(h) => {
+                    let _ = h.add(&cur.latency);
+                }
+            }
+        }
+        let i = (second % HISTORY_SECONDS as u64) as usize;
+        match hist {
+            None => {
+                if ring.seconds[i] != second {
+                    ring.slots[i] = None;
+                    ring.seconds[i] = second;
+                }
+            }
+            Some(h) => {
+                slot.set_latency(&h);
+                // Two rotations within one second (a late tick) merge into the same slot.
+                if ring.seconds[i] == second
+                    && let Some(prev) = ring.slots[i].take()
+                {
+                    slot.merge(&prev);
+                }
+                ring.slots[i] = Some(Box::new(slot));
+                ring.seconds[i] = second;
+            }
+        }
+        ring.last = ring.last.max(second);
+    }
+
+    /// The requests of the last `seconds` seconds ending at `now_second` (the second in
+    /// progress included).
+    pub fn window(&self, now_second: u64, seconds: u64) -> WindowSample {
+        let mut out = WindowSample::new(seconds);
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        for shard in self.shards.iter() {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.add_current(&s.current);
+        }
+        let span = seconds.clamp(1, HISTORY_SECONDS as u64);
+        // Whole seconds before the current one: now-1 down to now-span+1.
+        for back in 1..span {
+            let Some(sec) = now_second.checked_sub(back) else {
+                break;
+            };
+            let i = (sec % HISTORY_SECONDS as u64) as usize;
+            if ring.seconds[i] == sec
+                && let Some(slot) = &ring.slots[i]
+            {
+                out.add_slot(slot);
+            }
+        }
+        out
+    }
+
+    /// Totals since start, summed over shards: per-status counts, Prometheus buckets
+    /// (cumulative, with +Inf last), sum of seconds, count.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            statuses: Vec::new(),
+            buckets: vec![0; LATENCY_BUCKETS.len() + 1],
+            sum_seconds: 0.0,
+            count: 0,
+        };
+        let mut statuses = [0u64; 600];
+        for shard in self.shards.iter() {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (a, b) in statuses.iter_mut().zip(s.statuses.iter()) {
+                *a += b;
+            }
+            for (a, b) in t.buckets.iter_mut().zip(s.buckets.iter()) {
+                *a += b;
+            }
+            t.sum_seconds += s.sum_seconds;
+            t.count += s.count;
+        }
+        let mut acc = 0;
+        for b in t.buckets.iter_mut() {
+            acc += *b;
+            *b = acc;
+        }
+        t.statuses = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(code, n)| (code as u16, *n))
+            .collect();
+        t
+    }
+}
+
+/// Lifetime totals of a cell, for Prometheus.
+#[derive(Clone, Debug)]
+pub struct Totals {
+    /// (status code, count), codes with a non-zero count only.
+    pub statuses: Vec<(u16, u64)>,
+    /// Cumulative bucket counts for [`LATENCY_BUCKETS`], then +Inf.
+    pub buckets: Vec<u64>,
+    /// Sum of latencies in seconds.
+    pub sum_seconds: f64,
+    /// Number of requests.
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CellKey {
+        CellKey {
+            service: "app".into(),
+            role: Role::Canary,
+            revision: "app:v2".into(),
+        }
+    }
+
+    fn ok(us: u64) -> Outcome {
+        Outcome {
+            status: 200,
+            proxy_error: false,
+            latency_us: us,
+        }
+    }
+
+    #[test]
+    fn windows_cover_slots_and_the_current_second() {
+        let cell = Cell::new(key(), 2, true);
+        // Second 100: 10 requests, 2 of them 500s.
+        for i in 0..10 {
+            let mut o = ok(1000);
+            if i < 2 {
+                o.status = 500;
+            }
+            cell.record(o);
+        }
+        cell.rotate(101);
+        // Second 101 in progress: 5 requests.
+        for _ in 0..5 {
+            cell.record(ok(2000));
+        }
+        let w = cell.window(101, 10);
+        assert_eq!(w.requests, 15);
+        assert_eq!(w.failures, 2);
+        assert!((w.success_rate().unwrap() - 13.0 / 15.0).abs() < 1e-9);
+        // A one-second window sees only the second in progress.
+        assert_eq!(cell.window(101, 1).requests, 5);
+        // Ten minutes later the slot has aged out.
+        assert_eq!(cell.window(101 + 700, 60).requests, 5);
+        let t = cell.totals();
+        assert_eq!(t.count, 15);
+        assert_eq!(t.statuses, vec![(200, 13), (500, 2)]);
+    }
+
+    #[test]
+    fn quantiles() {
+        let cell = Cell::new(key(), 1, true);
+        for i in 1..=1000u64 {
+            cell.record(ok(i * 1000)); // 1 ms .. 1 s
+        }
+        let w = cell.window(5, 10);
+        let p99 = w.quantile(0.99).unwrap();
+        assert!((p99 - 0.99).abs() < 0.02, "p99 {p99}");
+        let p50 = w.quantile(0.5).unwrap();
+        assert!((p50 - 0.5).abs() < 0.01, "p50 {p50}");
+    }
+
+    #[test]
+    fn measurement_off_records_nothing() {
+        let cell = Cell::new(key(), 1, false);
+        cell.record(ok(5));
+        assert_eq!(cell.window(1, 10).requests, 0);
+    }
+}

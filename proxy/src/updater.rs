@@ -1,0 +1,268 @@
+//! The single writer of the routing snapshot. Config reloads and the control loop's
+//! traffic decisions are messages to it; it rebuilds the table and stores it. One writer
+//! rules out lost updates from two load-modify-store sequences, and gives one place to
+//! log every change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use weir_config::Model;
+
+use crate::access_log::AccessLogSink;
+use crate::routing::{BuildContext, RolloutTraffic, RouteTable, build};
+use crate::service::Shared;
+
+enum Command {
+    Model(Arc<Model>),
+    Traffic {
+        rollout: String,
+        traffic: Option<RolloutTraffic>,
+        done: Option<oneshot::Sender<u64>>,
+    },
+}
+
+/// Sends changes to the updater. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct UpdaterHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Model(_) => f.write_str("Model"),
+            Command::Traffic { rollout, .. } => write!(f, "Traffic({rollout})"),
+        }
+    }
+}
+
+impl UpdaterHandle {
+    /// A new configuration model.
+    pub fn set_model(&self, model: Arc<Model>) {
+        let _ = self.tx.send(Command::Model(model));
+    }
+
+    /// New traffic state for a Rollout (None: it is gone). Resolves with the generation
+    /// of the first snapshot that carries it, once that snapshot is live.
+    pub async fn set_traffic(&self, rollout: &str, traffic: Option<RolloutTraffic>) -> u64 {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Traffic {
+            rollout: rollout.to_owned(),
+            traffic,
+            done: Some(done),
+        });
+        rx.await.unwrap_or(0)
+    }
+
+    /// As [`Self::set_traffic`], without waiting.
+    pub fn send_traffic(&self, rollout: &str, traffic: Option<RolloutTraffic>) {
+        let _ = self.tx.send(Command::Traffic {
+            rollout: rollout.to_owned(),
+            traffic,
+            done: None,
+        });
+    }
+}
+
+/// The updater task's state.
+pub struct Updater {
+    rx: mpsc::UnboundedReceiver<Command>,
+    model: Arc<Model>,
+    traffic: BTreeMap<String, RolloutTraffic>,
+    ctx: BuildContext,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Updater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Updater").finish_non_exhaustive()
+    }
+}
+
+impl Updater {
+    pub(crate) fn new(
+        model: Arc<Model>,
+        ctx: BuildContext,
+        shared: Arc<Shared>,
+        limit: Arc<Semaphore>,
+    ) -> (Updater, UpdaterHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Updater {
+                rx,
+                model,
+                traffic: BTreeMap::new(),
+                ctx,
+                shared,
+                limit,
+            },
+            UpdaterHandle { tx },
+        )
+    }
+
+    /// Runs until `shutdown` or until every handle is dropped.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = self.rx.recv() => match c {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            // Take everything queued and build once.
+            let mut batch = vec![first];
+            while let Ok(c) = self.rx.try_recv() {
+                batch.push(c);
+            }
+            let mut new_model = None;
+            let mut acks = Vec::new();
+            for c in batch {
+                match c {
+                    Command::Model(m) => new_model = Some(m),
+                    Command::Traffic {
+                        rollout,
+                        traffic,
+                        done,
+                    } => {
+                        match traffic {
+                            Some(t) => {
+                                if self.traffic.get(&rollout) != Some(&t) {
+                                    log_traffic(&rollout, self.traffic.get(&rollout), &t);
+                                }
+                                self.traffic.insert(rollout, t);
+                            }
+                            None => {
+                                self.traffic.remove(&rollout);
+                            }
+                        }
+                        acks.extend(done);
+                    }
+                }
+            }
+            let old_model = self.model.clone();
+            if let Some(m) = new_model {
+                self.model = m;
+            }
+            match build(&self.model, &self.traffic, &mut self.ctx) {
+                Ok(table) => {
+                    let generation = table.generation;
+                    if !Arc::ptr_eq(&old_model, &self.model) {
+                        self.apply_model_side_effects(&old_model);
+                        log_model_diff(&old_model, &self.model);
+                    }
+                    self.shared.table.store(Arc::new(table));
+                    for a in acks {
+                        let _ = a.send(generation);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("cannot apply the new configuration, keeping the old one: {e}");
+                    self.model = old_model;
+                    let generation = self.shared.table.load().generation;
+                    for a in acks {
+                        let _ = a.send(generation);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_model_side_effects(&mut self, old: &Model) {
+        let new = &self.model;
+        if old.proxy.access_log != new.proxy.access_log {
+            match AccessLogSink::start(&new.proxy.access_log) {
+                Ok(sink) => self.shared.access_log.store(sink.map(Arc::new)),
+                Err(e) => tracing::error!("cannot open the access log: {e}"),
+            }
+        }
+        let (was, now) = (
+            old.proxy.limits.max_connections as usize,
+            new.proxy.limits.max_connections as usize,
+        );
+        if now > was {
+            self.limit.add_permits(now - was);
+        } else if was > now {
+            let forgotten = self.limit.forget_permits(was - now);
+            if forgotten < was - now {
+                tracing::info!(
+                    "maxConnections lowered to {now}; open connections above it are kept until they close"
+                );
+            }
+        }
+        for l in &new.proxy.listeners {
+            if let Some(o) = old.proxy.listeners.iter().find(|o| o.name == l.name)
+                && o.address != l.address
+            {
+                tracing::warn!(
+                    listener = %l.name,
+                    "address changed from {} to {}: listeners are bound at start, restart weir to move it",
+                    o.address,
+                    l.address
+                );
+            }
+        }
+    }
+}
+
+impl Updater {
+    /// Builds the first snapshot synchronously, before anything is served.
+    ///
+    /// # Errors
+    /// When the model cannot be turned into a table (a TLS configuration rustls refuses).
+    pub(crate) fn initial(
+        model: &Model,
+        ctx: &mut BuildContext,
+    ) -> Result<RouteTable, String> {
+        build(model, &BTreeMap::new(), ctx)
+    }
+}
+
+fn log_traffic(rollout: &str, old: Option<&RolloutTraffic>, new: &RolloutTraffic) {
+    let old_w = old.map(|o| o.canary_weight.to_string()).unwrap_or_else(|| "-".into());
+    tracing::info!(
+        rollout,
+        stable = %new.stable,
+        canary = new.canary.as_deref().unwrap_or("-"),
+        "traffic: canary weight {old_w} -> {}",
+        new.canary_weight
+    );
+}
+
+fn log_model_diff(old: &Model, new: &Model) {
+    let names = |m: &Model| -> Vec<String> { m.proxy.routes.iter().map(|r| r.name.clone()).collect() };
+    let (o, n) = (names(old), names(new));
+    for r in n.iter().filter(|r| !o.contains(r)) {
+        tracing::info!(route = %r, "route added");
+    }
+    for r in o.iter().filter(|r| !n.contains(r)) {
+        tracing::info!(route = %r, "route removed");
+    }
+    for r in &new.proxy.routes {
+        if let Some(prev) = old.proxy.routes.iter().find(|p| p.name == r.name)
+            && prev.target != r.target
+        {
+            tracing::info!(route = %r.name, "route target changed: {:?} -> {:?}", prev.target, r.target);
+        }
+    }
+    for (name, s) in &new.services {
+        match old.services.get(name) {
+            None => tracing::info!(service = %name, "service added"),
+            Some(p) if p != s => tracing::info!(service = %name, "service endpoints changed"),
+            _ => {}
+        }
+    }
+    for name in old.services.keys().filter(|k| !new.services.contains_key(*k)) {
+        tracing::info!(service = %name, "service removed");
+    }
+    for l in &new.proxy.listeners {
+        if let Some(o) = old.proxy.listeners.iter().find(|o| o.name == l.name)
+            && o.tls != l.tls
+        {
+            tracing::info!(listener = %l.name, "TLS certificates reloaded");
+        }
+    }
+}
