@@ -41,6 +41,9 @@ pub struct Proxy {
     pub limits: Limits,
     /// Access log.
     pub access_log: AccessLog,
+    /// Add `x-weir-route`, `x-weir-upstream`, `x-weir-role`, `x-weir-revision` and
+    /// `x-weir-split-seq` to responses.
+    pub debug_headers: bool,
 }
 
 /// A client listener.

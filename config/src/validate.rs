@@ -323,6 +323,7 @@ fn default_proxy() -> Proxy {
             idle_timeout: defaults::CLIENT_IDLE_TIMEOUT,
         },
         access_log: AccessLog::Off,
+        debug_headers: false,
     }
 }
 
@@ -497,6 +498,8 @@ fn validate_proxy(
             Some(p) => AccessLog::File(doc.base_dir().join(p)),
         };
     }
+
+    proxy.debug_headers = spec.debug_headers.unwrap_or(false);
 
     // Routes.
     let mut route_names = BTreeSet::new();

@@ -86,7 +86,7 @@ pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
 
     // One snapshot load; everything needed is taken out before the first await.
-    let (backend, endpoint, settings, route_name, log) = {
+    let (backend, endpoint, settings, route_name, log, debug) = {
         let table = shared.table.load();
         let host_raw = req
             .headers()
@@ -111,7 +111,9 @@ pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response
                 return error_response(&conn, &req, start, Kind::Unavailable, Some(&name), None, None, log);
             }
         };
-        let backend = target.pick(req.headers()).clone();
+        let (backend, ticket) = target.pick(req.headers());
+        let backend = backend.clone();
+        let debug = table.debug_headers.then_some(ticket);
         let route_name = route.name.clone();
         let settings = PoolSettings {
             connect_timeout: table.upstream.connect_timeout,
@@ -123,7 +125,7 @@ pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response
         let Some(endpoint) = backend.pick_endpoint().cloned() else {
             return error_response(&conn, &req, start, Kind::NoEndpoints, Some(&route_name), Some(&backend), None, log);
         };
-        (backend, endpoint, (settings, request_timeout), route_name, log)
+        (backend, endpoint, (settings, request_timeout), route_name, log, debug)
     };
     let (pool_settings, request_timeout) = settings;
 
@@ -175,6 +177,9 @@ pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(ticket) = debug {
+        add_debug_headers(&mut parts.headers, &route_name, &backend, &endpoint, ticket);
+    }
     parts.version = Version::HTTP_11;
     let mut finish = finish;
     finish.status = parts.status.as_u16();
@@ -258,6 +263,29 @@ fn prepare_request_head(conn: &ConnInfo, parts: &mut http::request::Parts, upgra
     );
     if let Some(h) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+}
+
+/// The `x-weir-*` headers saying what served a response.
+fn add_debug_headers(
+    h: &mut HeaderMap,
+    route: &str,
+    backend: &Backend,
+    endpoint: &EndpointPool,
+    ticket: Option<u64>,
+) {
+    let mut put = |name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("x-weir-route", route);
+    put("x-weir-service", &backend.key.service);
+    put("x-weir-role", &backend.key.role.to_string());
+    put("x-weir-revision", &backend.key.revision);
+    put("x-weir-upstream", &endpoint.addr.to_string());
+    if let Some(t) = ticket {
+        put("x-weir-split-seq", &t.to_string());
     }
 }
 

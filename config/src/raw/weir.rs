@@ -40,6 +40,9 @@ pub struct ProxySpec {
     pub limits: Option<Limits>,
     /// The per-request access log.
     pub access_log: Option<AccessLog>,
+    /// Add `x-weir-*` headers to responses saying which route, revision and endpoint
+    /// served them (off by default).
+    pub debug_headers: Option<bool>,
 }
 
 /// A client listener.

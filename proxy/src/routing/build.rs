@@ -223,6 +223,7 @@ pub fn build(
         listeners,
         upstream: model.proxy.upstream,
         limits: model.proxy.limits,
+        debug_headers: model.proxy.debug_headers,
         access_log: model.proxy.access_log != weir_config::model::AccessLog::Off,
     })
 }

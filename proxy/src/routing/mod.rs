@@ -38,6 +38,8 @@ pub struct RouteTable {
     pub limits: Limits,
     /// Whether to write access log lines.
     pub access_log: bool,
+    /// Whether to add `x-weir-*` headers to responses.
+    pub debug_headers: bool,
 }
 
 /// Per-listener data in the snapshot.
@@ -92,15 +94,17 @@ pub struct SplitTarget {
 }
 
 impl SplitTarget {
-    /// The leg for a request with these headers.
+    /// The leg for a request with these headers, and its split ticket (None when a
+    /// header route decided).
     #[inline]
-    pub fn pick(&self, headers: &http::HeaderMap) -> &Arc<Backend> {
+    pub fn pick(&self, headers: &http::HeaderMap) -> (&Arc<Backend>, Option<u64>) {
         for (hr, leg) in &self.header_routes {
             if hr.matches(headers) {
-                return &self.legs[*leg];
+                return (&self.legs[*leg], None);
             }
         }
-        &self.legs[self.split.pick()]
+        let (leg, ticket) = self.split.pick_with_ticket();
+        (&self.legs[leg], Some(ticket))
     }
 }
 

@@ -61,19 +61,29 @@ impl Split {
     /// The leg the next request goes to.
     #[inline]
     pub fn pick(&self) -> usize {
+        self.pick_with_ticket().0
+    }
+
+    /// The leg the next request goes to, and its ticket: the request's place in the
+    /// split's sequence (consecutive requests hold consecutive tickets).
+    #[inline]
+    pub fn pick_with_ticket(&self) -> (usize, u64) {
+        let mut first_ticket = None;
         for (i, l) in self.levels.iter().enumerate() {
+            let ticket = l.counter.fetch_add(1, Ordering::Relaxed);
+            first_ticket.get_or_insert(ticket);
             if l.a == 0 {
                 continue;
             }
             if l.a >= l.b {
-                return i;
+                return (i, first_ticket.unwrap_or(ticket));
             }
-            let t = l.counter.fetch_add(1, Ordering::Relaxed) % l.b;
+            let t = ticket % l.b;
             if ((t + 1) * l.a) / l.b > (t * l.a) / l.b {
-                return i;
+                return (i, first_ticket.unwrap_or(ticket));
             }
         }
-        self.legs - 1
+        (self.legs - 1, first_ticket.unwrap_or(0))
     }
 
     /// Number of legs.

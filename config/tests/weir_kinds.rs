@@ -1,0 +1,164 @@
+//! The weir kinds: valid documents load into the model; invalid ones give every error
+//! at once, each with file, line and field.
+
+use std::path::Path;
+
+use weir_config::model::{HostMatch, RouteTarget, Weight};
+use weir_config::{ConfigError, load_str};
+
+fn issues(yaml: &str) -> Vec<String> {
+    match load_str(Path::new("/cfg/weir.yaml"), yaml) {
+        Ok(_) => panic!("expected errors"),
+        Err(ConfigError::Invalid(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+const GOOD: &str = r#"
+apiVersion: weir.dev/v1alpha1
+kind: Proxy
+metadata: {name: edge}
+spec:
+  listeners:
+    - {name: web, address: "127.0.0.1:0"}
+  admin: {address: "127.0.0.1:0"}
+  routes:
+    - name: api
+      match:
+        host: "*.Example.com"
+        pathPrefix: /api
+        headers:
+          - {name: X-Canary, exact: "yes"}
+      backends:
+        - {service: v1, weight: 99.5}
+        - {service: v2, weight: 0.5}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Service
+metadata: {name: v1}
+spec:
+  endpoints: ["127.0.0.1:9001", {address: "127.0.0.1:9002", image: "app:v1"}]
+  loadBalancer: leastRequest
+---
+apiVersion: weir.dev/v1alpha1
+kind: Service
+metadata: {name: v2}
+spec:
+  endpoints: ["127.0.0.1:9003"]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: other}
+"#;
+
+#[test]
+fn a_good_config_loads() {
+    let m = load_str(Path::new("/cfg/weir.yaml"), GOOD).unwrap();
+    assert_eq!(m.proxy.name, "edge");
+    let r = &m.proxy.routes[0];
+    assert_eq!(r.hosts, vec![HostMatch::Suffix(".example.com".into())]);
+    assert_eq!(r.path_prefix, "/api");
+    assert_eq!(r.headers[0].name, "x-canary");
+    match &r.target {
+        RouteTarget::Split(legs) => {
+            assert_eq!(legs[0].weight, Weight::from_basis_points(9950));
+            assert_eq!(legs[1].weight, Weight::from_basis_points(50));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(m.services["v1"].endpoints.len(), 2);
+    assert_eq!(m.services["v1"].endpoints[1].image.as_deref(), Some("app:v1"));
+    // The ConfigMap is skipped with a notice naming the file and kind.
+    assert_eq!(m.notices.len(), 1);
+    let n = m.notices[0].to_string();
+    assert!(n.contains("/cfg/weir.yaml") && n.contains("ConfigMap"), "{n}");
+    // Defaults applied.
+    assert_eq!(m.proxy.upstream.connect_timeout, weir_config::defaults::CONNECT_TIMEOUT);
+}
+
+#[test]
+fn every_error_is_reported_with_file_line_and_field() {
+    let yaml = r#"apiVersion: weir.dev/v1alpha1
+kind: Proxy
+metadata: {name: edge}
+spec:
+  listeners:
+    - {name: web, address: "127.0.0.1"}
+  routes:
+    - name: a
+      backends:
+        - {service: v1, weight: 90}
+        - {service: missing, weight: 5}
+    - name: b
+      match: {pathPrefix: nope}
+      rollout: x
+      backends: [{service: v1}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Service
+metadata: {name: v1}
+spec:
+  endpoints: ["127.0.0.1:9001"]
+  loadBalancer: random
+"#;
+    let got = issues(yaml);
+    let expect = [
+        "/cfg/weir.yaml:6:19: spec.listeners[0].address: \"127.0.0.1\" has no port",
+        "/cfg/weir.yaml:9:7: spec.routes[0].backends: weights sum to 95%",
+        "/cfg/weir.yaml:11:12: spec.routes[0].backends[1].service: no Service is named \"missing\"",
+        "/cfg/weir.yaml:12:7: spec.routes[1]: a route has either rollout or backends, not both",
+        "/cfg/weir.yaml:13:15: spec.routes[1].match.pathPrefix: \"nope\" must start with '/'",
+        "/cfg/weir.yaml:22:3: spec.loadBalancer: \"random\" is not a load balancer",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in\n{}", got.join("\n"));
+    }
+    assert_eq!(got.len(), expect.len(), "{}", got.join("\n"));
+}
+
+#[test]
+fn typos_in_weir_kinds_fail_loudly() {
+    let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec:\n  endpoint: []\n";
+    let got = issues(yaml);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("/cfg/weir.yaml:5:3: spec.endpoint: unknown field `endpoint`"), "{}", got[0]);
+}
+
+#[test]
+fn type_errors_name_the_field() {
+    let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\nspec:\n  routes:\n    - name: r\n      backends:\n        - {service: s, weight: lots}\n";
+    let got = issues(yaml);
+    assert!(got[0].starts_with("/cfg/weir.yaml:8:24: spec.routes[0].backends[0].weight: invalid type"), "{got:?}");
+}
+
+#[test]
+fn weights_need_hundredths() {
+    let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\nspec:\n  routes:\n    - name: r\n      backends:\n        - {service: s, weight: 99.995}\n        - {service: s2, weight: 0.005}\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec: {}\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s2}\nspec: {}\n";
+    let got = issues(yaml);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains("steps of 0.01"), "{got:?}");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_position() {
+    let got = issues("apiVersion: weir.dev/v1alpha1\nkind: Proxy\nspec: [1,\n");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("/cfg/weir.yaml:3:"), "{got:?}");
+    assert!(got[0].contains("not valid YAML"), "{got:?}");
+}
+
+#[test]
+fn duplicate_names_and_missing_names() {
+    let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec: {}\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec: {}\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nspec: {}\n";
+    let got = issues(yaml);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with("/cfg/weir.yaml:8:12:") && got[0].contains("already defined"), "{got:?}");
+    assert!(got[1].starts_with("/cfg/weir.yaml:11:1:") && got[1].contains("metadata.name"), "{got:?}");
+}
+
+#[test]
+fn examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/static-split.yaml");
+    let m = weir_config::load(&dir).unwrap();
+    assert_eq!(m.proxy.routes.len(), 1);
+}

@@ -1,0 +1,238 @@
+//! Starting and stopping weir: bind, build, spawn, drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_config::Model;
+use weir_config::watch::{ConfigWatcher, ReloadStats};
+use weir_proxy::admin::Admin;
+use weir_proxy::{Proxy, ProxyOptions};
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The config file or folder.
+    pub config: PathBuf,
+    /// Where rollout state is kept.
+    pub state_dir: PathBuf,
+    /// Worker threads (stats shards).
+    pub workers: usize,
+    /// Record measurements.
+    pub measure: bool,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Watch the config files and reload on change.
+    pub watch: bool,
+}
+
+/// Why weir could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An address could not be bound.
+    #[error("cannot listen on {address} ({what}): {source}{hint}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// Its address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The data plane could not be built.
+    #[error("{0}")]
+    Build(String),
+}
+
+/// A running weir.
+pub struct App {
+    /// The data plane.
+    pub proxy: Arc<Proxy>,
+    /// The current config model.
+    pub model: watch::Receiver<Arc<Model>>,
+    /// Each client listener's name and bound address.
+    pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's bound address.
+    pub admin: SocketAddr,
+    /// Notify to reload the config now (SIGHUP).
+    pub reload: Arc<Notify>,
+    /// Reload outcomes.
+    pub reload_stats: Arc<ReloadStats>,
+    accept: CancellationToken,
+    background: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("listeners", &self.listeners)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds `addr` with SO_REUSEADDR and a deep backlog.
+fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let err = |source: std::io::Error| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                ": another process has this port; stop it or choose another address in the config"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                ": ports below 1024 need privileges; use a higher port or grant CAP_NET_BIND_SERVICE"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                ": this machine has no such address; use 0.0.0.0 or one of its own addresses"
+            }
+            _ => "",
+        };
+        StartError::Bind {
+            what: what.to_owned(),
+            address: addr,
+            source,
+            hint,
+        }
+    };
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        .map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(4096).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
+
+impl App {
+    /// Binds every listener, then starts serving. Nothing is served unless everything
+    /// could be bound.
+    ///
+    /// # Errors
+    /// A listener cannot be bound, or the data plane cannot be built.
+    pub async fn start(model: Model, opts: &ServeOptions) -> Result<App, StartError> {
+        let model = Arc::new(model);
+        let mut bound = Vec::new();
+        for l in &model.proxy.listeners {
+            bound.push((l.name.clone(), bind(&format!("listener {}", l.name), l.address)?));
+        }
+        let admin_listener = bind("admin", model.proxy.admin)?;
+        let admin = admin_listener
+            .local_addr()
+            .map_err(|e| StartError::Build(e.to_string()))?;
+
+        let (proxy, updater) = Proxy::new(
+            model.clone(),
+            ProxyOptions {
+                worker_threads: opts.workers,
+                measure: opts.measure,
+            },
+        )
+        .map_err(StartError::Build)?;
+        let proxy = Arc::new(proxy);
+        let registry = prometheus::Registry::new();
+        let reload_stats = Arc::new(ReloadStats::default());
+        proxy
+            .register_metrics(&registry, reload_stats.clone())
+            .map_err(|e| StartError::Build(e.to_string()))?;
+
+        let accept = CancellationToken::new();
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        tasks.spawn(updater.run(background.clone()));
+        {
+            let proxy = proxy.clone();
+            let token = background.clone();
+            tasks.spawn(async move { proxy.maintenance(token).await });
+        }
+
+        let mut listeners = Vec::new();
+        for (name, listener) in bound {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| StartError::Build(e.to_string()))?;
+            listeners.push((name.clone(), addr));
+            let proxy = proxy.clone();
+            let token = accept.clone();
+            tasks.spawn(async move { proxy.serve_listener(&name, listener, token).await });
+        }
+
+        let admin_server = Arc::new(Admin::new(proxy.clone(), registry, None));
+        tasks.spawn(admin_server.serve(admin_listener, background.clone()));
+
+        // Config: the watcher publishes good models; a bridge hands them to the updater.
+        let (tx, rx) = watch::channel(model.clone());
+        let watcher = ConfigWatcher::new(opts.config.clone(), tx, reload_stats.clone());
+        let reload = watcher.trigger();
+        if opts.watch {
+            let token = background.clone();
+            tasks.spawn(async move {
+                if let Err(e) = watcher.run(token).await {
+                    tracing::error!("cannot watch the configuration for changes: {e}");
+                }
+            });
+        }
+        {
+            let mut rx = rx.clone();
+            let updater = proxy.updater.clone();
+            let token = background.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        r = rx.changed() => if r.is_err() { return },
+                    }
+                    let m = rx.borrow_and_update().clone();
+                    updater.set_model(m);
+                }
+            });
+        }
+
+        Ok(App {
+            proxy,
+            model: rx,
+            listeners,
+            admin,
+            reload,
+            reload_stats,
+            accept,
+            background,
+            tasks,
+            grace: opts.shutdown_grace,
+        })
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, then
+    /// stops everything. True when every request finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.accept.cancel();
+        let drained = self.proxy.drain(self.grace).await;
+        if !drained {
+            tracing::warn!(
+                "shutdown grace period of {:?} ended with requests still in flight",
+                self.grace
+            );
+        }
+        self.background.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        drained
+    }
+}
