@@ -122,7 +122,10 @@ impl App {
         let model = Arc::new(model);
         let mut bound = Vec::new();
         for l in &model.proxy.listeners {
-            bound.push((l.name.clone(), bind(&format!("listener {}", l.name), l.address)?));
+            bound.push((
+                l.name.clone(),
+                bind(&format!("listener {}", l.name), l.address)?,
+            ));
         }
         let admin_listener = bind("admin", model.proxy.admin)?;
         let admin = admin_listener

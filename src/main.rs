@@ -69,7 +69,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("weir did not start: fix the configuration and run `weir check -c {}`", args.config.display());
+            eprintln!(
+                "weir did not start: fix the configuration and run `weir check -c {}`",
+                args.config.display()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };

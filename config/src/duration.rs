@@ -96,7 +96,7 @@ pub fn format(d: Duration) -> String {
         return "0s".to_owned();
     }
     if secs == 0 {
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             return format!("{}ms", nanos / 1_000_000);
         }
         return format!("{:.3}ms", f64::from(nanos) / 1e6);
@@ -144,9 +144,15 @@ mod tests {
     fn pause_durations() {
         assert_eq!(parse_pause(&json!(10)).unwrap(), Duration::from_secs(10));
         assert_eq!(parse_pause(&json!("10")).unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_pause(&json!("10m")).unwrap(), Duration::from_secs(600));
+        assert_eq!(
+            parse_pause(&json!("10m")).unwrap(),
+            Duration::from_secs(600)
+        );
         assert_eq!(parse_pause(&json!("500ms")).unwrap(), Duration::ZERO);
-        assert_eq!(parse_pause(&json!("1500ms")).unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            parse_pause(&json!("1500ms")).unwrap(),
+            Duration::from_secs(1)
+        );
         assert!(parse_pause(&json!("1d")).is_err());
         assert!(parse_pause(&json!("1.5")).is_err());
         assert!(parse_pause(&json!(-3)).is_err());

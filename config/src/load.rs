@@ -142,3 +142,17 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     out.sort();
     Ok(out)
 }
+
+/// A hash of the paths and contents of `files` (a missing file hashes as missing).
+pub fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::read(f) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(_) => 0u8.hash(&mut h),
+        }
+    }
+    h.finish()
+}

@@ -22,6 +22,8 @@ pub struct Model {
     pub files: Vec<PathBuf>,
     /// Things worth saying that are not errors.
     pub notices: Vec<Notice>,
+    /// A hash of the contents of `files`, to tell a real change from a spurious event.
+    pub fingerprint: u64,
 }
 
 /// The `Proxy` document.
@@ -227,7 +229,7 @@ impl Weight {
 
 impl fmt::Display for Weight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             write!(f, "{}%", self.0 / 100)
         } else {
             write!(f, "{}%", self.percent())

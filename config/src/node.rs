@@ -244,10 +244,7 @@ pub fn split_path(path: &str) -> Vec<Seg> {
                     }
                     inner.push(c);
                 }
-                if let Some(quoted) = inner
-                    .strip_prefix('"')
-                    .and_then(|s| s.strip_suffix('"'))
-                {
+                if let Some(quoted) = inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
                     segs.push(Seg::Key(quoted.to_owned()));
                 } else if let Ok(i) = inner.parse() {
                     segs.push(Seg::Index(i));

@@ -158,7 +158,9 @@ pub(crate) fn validate(
     all_files.extend(ctx.extra_files);
     all_files.sort();
     all_files.dedup();
+    let fingerprint = crate::load::fingerprint(&all_files);
     Ok(Model {
+        fingerprint,
         proxy,
         services,
         files: all_files,
@@ -245,11 +247,7 @@ fn validate_services(
                 continue;
             };
             if !seen.insert((address, ep.image.clone())) {
-                ctx.issue(
-                    &doc,
-                    &field,
-                    format!("endpoint {addr} is listed twice"),
-                );
+                ctx.issue(&doc, &field, format!("endpoint {addr} is listed twice"));
                 continue;
             }
             if let Some(img) = &ep.image
@@ -469,7 +467,10 @@ fn validate_proxy(
                 ctx.issue(
                     doc,
                     "spec.limits.maxHeaderBytes",
-                    format!("{m} is too small: the least is {}", defaults::MIN_HEADER_BYTES),
+                    format!(
+                        "{m} is too small: the least is {}",
+                        defaults::MIN_HEADER_BYTES
+                    ),
                 );
             }
             s.max_header_bytes = m.max(defaults::MIN_HEADER_BYTES);
@@ -644,7 +645,9 @@ fn split_target(
             ctx.issue(
                 doc,
                 &format!("{bf}.service"),
-                format!("no Service is named {service:?}: define a Service with that metadata.name"),
+                format!(
+                    "no Service is named {service:?}: define a Service with that metadata.name"
+                ),
             );
         }
         if !seen.insert(service.clone()) {
@@ -664,17 +667,19 @@ fn split_target(
                 );
                 continue;
             }
-            Some(w) => match Weight::from_percent(w) {
-                Some(w) => w,
-                None => {
-                    ctx.issue(
+            Some(w) => {
+                match Weight::from_percent(w) {
+                    Some(w) => w,
+                    None => {
+                        ctx.issue(
                         doc,
                         &format!("{bf}.weight"),
                         format!("{w} is not a weight: use a percentage from 0 to 100 in steps of 0.01"),
                     );
-                    continue;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         legs.push(WeightedService { service, weight });
     }
@@ -725,7 +730,11 @@ fn header_match(
     let name = match h.name.as_deref() {
         Some(n) if http_token(n) => n.to_ascii_lowercase(),
         Some(n) => {
-            ctx.issue(doc, &format!("{field}.name"), format!("{n:?} is not a header name"));
+            ctx.issue(
+                doc,
+                &format!("{field}.name"),
+                format!("{n:?} is not a header name"),
+            );
             return None;
         }
         None => {
@@ -758,7 +767,11 @@ fn header_match(
         match regex::Regex::new(&format!("^(?:{v})$")) {
             Ok(r) => HeaderMatchKind::Regex(r),
             Err(e) => {
-                ctx.issue(doc, &format!("{field}.regex"), format!("not a regular expression: {e}"));
+                ctx.issue(
+                    doc,
+                    &format!("{field}.regex"),
+                    format!("not a regular expression: {e}"),
+                );
                 return None;
             }
         }

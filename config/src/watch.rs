@@ -38,7 +38,10 @@ pub struct ReloadStats {
 impl ReloadStats {
     /// Whether the last reload (if any) succeeded.
     pub fn last_ok(&self) -> bool {
-        self.last_issues.lock().map(|v| v.is_empty()).unwrap_or(true)
+        self.last_issues
+            .lock()
+            .map(|v| v.is_empty())
+            .unwrap_or(true)
     }
 }
 
@@ -81,6 +84,12 @@ impl ConfigWatcher {
         let mut watched: BTreeSet<(PathBuf, bool)> = BTreeSet::new();
         let mut relevant = self.relevant_files(&root);
         self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
+        // A change made between the first load and the watch going in place would
+        // otherwise go unseen.
+        if self.changed_since_load() && self.reload() {
+            relevant = self.relevant_files(&root);
+            self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
+        }
 
         loop {
             tokio::select! {
@@ -92,11 +101,11 @@ impl ConfigWatcher {
                         continue;
                     }
                     // Debounce: wait for a quiet moment, dropping the burst.
-                    loop {
-                        match tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {
-                            Ok(Some(_)) => continue,
-                            Ok(None) | Err(_) => break,
-                        }
+                    while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {}
+                    // New files in a watched folder change the file list, so only skip
+                    // when it is a single file whose contents did not change.
+                    if !is_dir && !self.changed_since_load() && self.stats.last_ok() {
+                        continue;
                     }
                 }
             }
@@ -134,6 +143,11 @@ impl ConfigWatcher {
                 false
             }
         }
+    }
+
+    fn changed_since_load(&self) -> bool {
+        let model = self.tx.borrow();
+        crate::load::fingerprint(&model.files) != model.fingerprint
     }
 
     fn relevant_files(&self, root: &Path) -> BTreeSet<PathBuf> {
@@ -203,8 +217,7 @@ impl ConfigWatcher {
             relevant.contains(p)
                 || (is_dir
                     && p.starts_with(root)
-                    && p.extension()
-                        .is_some_and(|e| e == "yaml" || e == "yml"))
+                    && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         })
     }
 }

@@ -67,13 +67,22 @@ fn a_good_config_loads() {
         other => panic!("{other:?}"),
     }
     assert_eq!(m.services["v1"].endpoints.len(), 2);
-    assert_eq!(m.services["v1"].endpoints[1].image.as_deref(), Some("app:v1"));
+    assert_eq!(
+        m.services["v1"].endpoints[1].image.as_deref(),
+        Some("app:v1")
+    );
     // The ConfigMap is skipped with a notice naming the file and kind.
     assert_eq!(m.notices.len(), 1);
     let n = m.notices[0].to_string();
-    assert!(n.contains("/cfg/weir.yaml") && n.contains("ConfigMap"), "{n}");
+    assert!(
+        n.contains("/cfg/weir.yaml") && n.contains("ConfigMap"),
+        "{n}"
+    );
     // Defaults applied.
-    assert_eq!(m.proxy.upstream.connect_timeout, weir_config::defaults::CONNECT_TIMEOUT);
+    assert_eq!(
+        m.proxy.upstream.connect_timeout,
+        weir_config::defaults::CONNECT_TIMEOUT
+    );
 }
 
 #[test]
@@ -111,7 +120,11 @@ spec:
         "/cfg/weir.yaml:22:3: spec.loadBalancer: \"random\" is not a load balancer",
     ];
     for e in expect {
-        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in\n{}", got.join("\n"));
+        assert!(
+            got.iter().any(|g| g.starts_with(e)),
+            "missing {e:?} in\n{}",
+            got.join("\n")
+        );
     }
     assert_eq!(got.len(), expect.len(), "{}", got.join("\n"));
 }
@@ -121,14 +134,21 @@ fn typos_in_weir_kinds_fail_loudly() {
     let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec:\n  endpoint: []\n";
     let got = issues(yaml);
     assert_eq!(got.len(), 1);
-    assert!(got[0].starts_with("/cfg/weir.yaml:5:3: spec.endpoint: unknown field `endpoint`"), "{}", got[0]);
+    assert!(
+        got[0].starts_with("/cfg/weir.yaml:5:3: spec.endpoint: unknown field `endpoint`"),
+        "{}",
+        got[0]
+    );
 }
 
 #[test]
 fn type_errors_name_the_field() {
     let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {name: p}\nspec:\n  routes:\n    - name: r\n      backends:\n        - {service: s, weight: lots}\n";
     let got = issues(yaml);
-    assert!(got[0].starts_with("/cfg/weir.yaml:8:24: spec.routes[0].backends[0].weight: invalid type"), "{got:?}");
+    assert!(
+        got[0].starts_with("/cfg/weir.yaml:8:24: spec.routes[0].backends[0].weight: invalid type"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -152,8 +172,14 @@ fn duplicate_names_and_missing_names() {
     let yaml = "apiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec: {}\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec: {}\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nspec: {}\n";
     let got = issues(yaml);
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got[0].starts_with("/cfg/weir.yaml:8:12:") && got[0].contains("already defined"), "{got:?}");
-    assert!(got[1].starts_with("/cfg/weir.yaml:11:1:") && got[1].contains("metadata.name"), "{got:?}");
+    assert!(
+        got[0].starts_with("/cfg/weir.yaml:8:12:") && got[0].contains("already defined"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("/cfg/weir.yaml:11:1:") && got[1].contains("metadata.name"),
+        "{got:?}"
+    );
 }
 
 #[test]

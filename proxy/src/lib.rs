@@ -111,7 +111,12 @@ impl Proxy {
 
     /// Serves client connections on `listener` (the listener named `name` in the config)
     /// until `shutdown`.
-    pub async fn serve_listener(&self, name: &str, listener: TcpListener, shutdown: CancellationToken) {
+    pub async fn serve_listener(
+        &self,
+        name: &str,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) {
         let limits = {
             let table = self.shared.table.load();
             table.limits

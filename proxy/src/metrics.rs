@@ -96,8 +96,13 @@ fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
 }
 
 fn desc(name: &str, help: &str) -> Desc {
-    Desc::new(name.to_owned(), help.to_owned(), Vec::new(), Default::default())
-        .expect("valid metric name")
+    Desc::new(
+        name.to_owned(),
+        help.to_owned(),
+        Vec::new(),
+        Default::default(),
+    )
+    .expect("valid metric name")
 }
 
 /// Exposes the per-(service, role, revision) request stats.
@@ -113,8 +118,14 @@ impl StatsCollector {
         StatsCollector {
             stats,
             descs: vec![
-                desc(HTTP_REQUESTS_TOTAL, "HTTP requests by service, role, revision and status."),
-                desc(HTTP_REQUEST_DURATION_SECONDS, "HTTP request latency, arrival to end of response."),
+                desc(
+                    HTTP_REQUESTS_TOTAL,
+                    "HTTP requests by service, role, revision and status.",
+                ),
+                desc(
+                    HTTP_REQUEST_DURATION_SECONDS,
+                    "HTTP request latency, arrival to end of response.",
+                ),
             ],
         }
     }
@@ -256,12 +267,42 @@ impl Collector for ProxyCollector {
                 .collect(),
         ));
         for (name, help, kind, v) in [
-            (CONNECTIONS_ACCEPTED_TOTAL, "Client connections accepted.", MetricType::COUNTER, load(&c.connections_accepted)),
-            (CONNECTIONS_REJECTED_TOTAL, "Client connections closed at once because maxConnections was reached.", MetricType::COUNTER, load(&c.connections_rejected)),
-            (CONNECTIONS_OPEN, "Client connections open.", MetricType::GAUGE, load(&c.connections_open)),
-            (TLS_HANDSHAKE_ERRORS_TOTAL, "Failed TLS handshakes.", MetricType::COUNTER, load(&c.tls_handshake_errors)),
-            (UPGRADES_OPEN, "Upgraded (WebSocket) connections open.", MetricType::GAUGE, load(&c.upgrades_open)),
-            (ACCESS_LOG_DROPPED_TOTAL, "Access log lines dropped because the writer fell behind.", MetricType::COUNTER, (self.access_log_dropped)() as f64),
+            (
+                CONNECTIONS_ACCEPTED_TOTAL,
+                "Client connections accepted.",
+                MetricType::COUNTER,
+                load(&c.connections_accepted),
+            ),
+            (
+                CONNECTIONS_REJECTED_TOTAL,
+                "Client connections closed at once because maxConnections was reached.",
+                MetricType::COUNTER,
+                load(&c.connections_rejected),
+            ),
+            (
+                CONNECTIONS_OPEN,
+                "Client connections open.",
+                MetricType::GAUGE,
+                load(&c.connections_open),
+            ),
+            (
+                TLS_HANDSHAKE_ERRORS_TOTAL,
+                "Failed TLS handshakes.",
+                MetricType::COUNTER,
+                load(&c.tls_handshake_errors),
+            ),
+            (
+                UPGRADES_OPEN,
+                "Upgraded (WebSocket) connections open.",
+                MetricType::GAUGE,
+                load(&c.upgrades_open),
+            ),
+            (
+                ACCESS_LOG_DROPPED_TOTAL,
+                "Access log lines dropped because the writer fell behind.",
+                MetricType::COUNTER,
+                (self.access_log_dropped)() as f64,
+            ),
         ] {
             let m = if kind == MetricType::COUNTER {
                 counter(Vec::new(), v)
@@ -275,15 +316,24 @@ impl Collector for ProxyCollector {
             "Configuration reloads by result; a failure keeps the last good configuration.",
             MetricType::COUNTER,
             vec![
-                counter(vec![label("result", "success")], load(&self.reloads.successes)),
-                counter(vec![label("result", "failure")], load(&self.reloads.failures)),
+                counter(
+                    vec![label("result", "success")],
+                    load(&self.reloads.successes),
+                ),
+                counter(
+                    vec![label("result", "failure")],
+                    load(&self.reloads.failures),
+                ),
             ],
         ));
         out.push(family(
             CONFIG_LAST_RELOAD_SUCCESSFUL,
             "1 if the last configuration reload succeeded (or none was tried).",
             MetricType::GAUGE,
-            vec![gauge(Vec::new(), if self.reloads.last_ok() { 1.0 } else { 0.0 })],
+            vec![gauge(
+                Vec::new(),
+                if self.reloads.last_ok() { 1.0 } else { 0.0 },
+            )],
         ));
         let table = self.table.load();
         let mut weights = Vec::new();

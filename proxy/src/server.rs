@@ -58,11 +58,15 @@ pub async fn serve(
         };
         let counters = &shared.counters;
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            counters.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            counters
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         };
-        counters.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        counters
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (index, tls) = {
             let table = shared.table.load();
@@ -102,11 +106,15 @@ pub async fn serve(
                                 .await
                         }
                         Ok(Err(e)) => {
-                            counters.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .tls_handshake_errors
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%client, "TLS handshake failed: {e}");
                         }
                         Err(_) => {
-                            counters.tls_handshake_errors.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .tls_handshake_errors
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%client, "TLS handshake timed out");
                         }
                     }

@@ -108,7 +108,16 @@ pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response
                 tracing::debug!(route = %route.name, "{reason}");
                 let name = route.name.clone();
                 drop(table);
-                return error_response(&conn, &req, start, Kind::Unavailable, Some(&name), None, None, log);
+                return error_response(
+                    &conn,
+                    &req,
+                    start,
+                    Kind::Unavailable,
+                    Some(&name),
+                    None,
+                    None,
+                    log,
+                );
             }
         };
         let (backend, ticket) = target.pick(req.headers());
@@ -123,9 +132,25 @@ pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response
         let request_timeout = table.upstream.request_timeout;
         drop(table);
         let Some(endpoint) = backend.pick_endpoint().cloned() else {
-            return error_response(&conn, &req, start, Kind::NoEndpoints, Some(&route_name), Some(&backend), None, log);
+            return error_response(
+                &conn,
+                &req,
+                start,
+                Kind::NoEndpoints,
+                Some(&route_name),
+                Some(&backend),
+                None,
+                log,
+            );
         };
-        (backend, endpoint, (settings, request_timeout), route_name, log, debug)
+        (
+            backend,
+            endpoint,
+            (settings, request_timeout),
+            route_name,
+            log,
+            debug,
+        )
     };
     let (pool_settings, request_timeout) = settings;
 
@@ -218,7 +243,10 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .headers()
             .get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// Makes the client's request head fit to send upstream over HTTP/1.1.
@@ -300,9 +328,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .split(',')
             .filter_map(|t| {
                 let t = t.trim();
-                (!t.is_empty() && !t.eq_ignore_ascii_case("upgrade") && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-                    .then(|| HeaderName::from_bytes(t.as_bytes()).ok())
-                    .flatten()
+                (!t.is_empty()
+                    && !t.eq_ignore_ascii_case("upgrade")
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive"))
+                .then(|| HeaderName::from_bytes(t.as_bytes()).ok())
+                .flatten()
             })
             .collect();
         for n in named {
@@ -456,7 +487,9 @@ impl Finish {
                 revision: b.map(|b| &*b.key.revision).filter(|r| !r.is_empty()),
                 upstream: Some(self.endpoint.addr.to_string()),
                 duration: latency_us as f64 / 1e6,
-                error: error.map(Kind::label).or(self.proxy_error.then_some("proxy")),
+                error: error
+                    .map(Kind::label)
+                    .or(self.proxy_error.then_some("proxy")),
             });
         }
     }
@@ -504,7 +537,9 @@ fn error_response(
             path: &info.path,
             status,
             route: route.map(|r| &**r),
-            role: backend.map(|b| b.key.role.label()).filter(|r| !r.is_empty()),
+            role: backend
+                .map(|b| b.key.role.label())
+                .filter(|r| !r.is_empty()),
             revision: backend.map(|b| &*b.key.revision).filter(|r| !r.is_empty()),
             upstream: None,
             duration: start.elapsed().as_secs_f64(),

@@ -36,7 +36,9 @@ pub fn acceptor(spec: &Tls) -> Result<TlsAcceptor, rustls::Error> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    Ok(TlsAcceptor(tokio_rustls::TlsAcceptor::from(Arc::new(
+        config,
+    ))))
 }
 
 /// Picks the first certificate valid for the SNI name; without SNI, or when none is

@@ -213,16 +213,15 @@ impl Updater {
     ///
     /// # Errors
     /// When the model cannot be turned into a table (a TLS configuration rustls refuses).
-    pub(crate) fn initial(
-        model: &Model,
-        ctx: &mut BuildContext,
-    ) -> Result<RouteTable, String> {
+    pub(crate) fn initial(model: &Model, ctx: &mut BuildContext) -> Result<RouteTable, String> {
         build(model, &BTreeMap::new(), ctx)
     }
 }
 
 fn log_traffic(rollout: &str, old: Option<&RolloutTraffic>, new: &RolloutTraffic) {
-    let old_w = old.map(|o| o.canary_weight.to_string()).unwrap_or_else(|| "-".into());
+    let old_w = old
+        .map(|o| o.canary_weight.to_string())
+        .unwrap_or_else(|| "-".into());
     tracing::info!(
         rollout,
         stable = %new.stable,
@@ -233,7 +232,8 @@ fn log_traffic(rollout: &str, old: Option<&RolloutTraffic>, new: &RolloutTraffic
 }
 
 fn log_model_diff(old: &Model, new: &Model) {
-    let names = |m: &Model| -> Vec<String> { m.proxy.routes.iter().map(|r| r.name.clone()).collect() };
+    let names =
+        |m: &Model| -> Vec<String> { m.proxy.routes.iter().map(|r| r.name.clone()).collect() };
     let (o, n) = (names(old), names(new));
     for r in n.iter().filter(|r| !o.contains(r)) {
         tracing::info!(route = %r, "route added");
@@ -255,7 +255,11 @@ fn log_model_diff(old: &Model, new: &Model) {
             _ => {}
         }
     }
-    for name in old.services.keys().filter(|k| !new.services.contains_key(*k)) {
+    for name in old
+        .services
+        .keys()
+        .filter(|k| !new.services.contains_key(*k))
+    {
         tracing::info!(service = %name, "service removed");
     }
     for l in &new.proxy.listeners {

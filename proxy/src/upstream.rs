@@ -143,7 +143,11 @@ impl EndpointPool {
     ///
     /// # Errors
     /// Connect failures and timeouts, as proxy errors.
-    pub(crate) async fn checkout(&self, s: &PoolSettings, upgrades: bool) -> Result<Sender, ProxyError> {
+    pub(crate) async fn checkout(
+        &self,
+        s: &PoolSettings,
+        upgrades: bool,
+    ) -> Result<Sender, ProxyError> {
         if !upgrades {
             while let Some(mut sender) = self.take_idle(s) {
                 // Just returned connections become ready as soon as their task sees the
@@ -157,7 +161,11 @@ impl EndpointPool {
     }
 
     /// Opens a new connection.
-    pub(crate) async fn connect(&self, s: &PoolSettings, upgrades: bool) -> Result<Sender, ProxyError> {
+    pub(crate) async fn connect(
+        &self,
+        s: &PoolSettings,
+        upgrades: bool,
+    ) -> Result<Sender, ProxyError> {
         let stream = match tokio::time::timeout(
             s.connect_timeout,
             tokio::net::TcpStream::connect(self.addr),

@@ -1,1 +1,13 @@
-fn main(){}
+//! End-to-end tests of weir: real sockets on 127.0.0.1:0, weir started in-process (or as
+//! the real binary where signals and exit codes matter), fake backends from weir-bench.
+
+mod kit;
+
+mod errors;
+mod examples;
+mod limits;
+mod reload;
+mod shutdown;
+mod split;
+mod tls;
+mod upgrade;

@@ -128,9 +128,14 @@ pub fn build(
                     .collect();
                 split_target(ctx, &r.name, backends, Vec::new(), &mut used_counters)
             }
-            RouteTarget::Rollout(name) => {
-                rollout_target(ctx, model, name, traffic.get(name), &r.name, &mut used_counters)
-            }
+            RouteTarget::Rollout(name) => rollout_target(
+                ctx,
+                model,
+                name,
+                traffic.get(name),
+                &r.name,
+                &mut used_counters,
+            ),
         };
         entries.push((
             r.hosts.clone(),

@@ -112,7 +112,15 @@ mod tests {
 
     #[test]
     fn two_legs_are_exact_in_every_window() {
-        for (stable, canary) in [(9500, 500), (9000, 1000), (9950, 50), (10000, 0), (1, 9999), (9999, 1), (6667, 3333)] {
+        for (stable, canary) in [
+            (9500, 500),
+            (9000, 1000),
+            (9950, 50),
+            (10000, 0),
+            (1, 9999),
+            (9999, 1),
+            (6667, 3333),
+        ] {
             let split = Split::new(&[stable, canary], &mut Vec::new());
             let picks: Vec<usize> = (0..30_000).map(|_| split.pick()).collect();
             let share = f64::from(canary) / 10_000.0;

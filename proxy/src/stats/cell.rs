@@ -7,7 +7,9 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
 use super::HISTORY_SECONDS;
-use super::window::{LATENCY_BUCKETS, Slot, WindowSample, bucket_index, new_histogram, status_class};
+use super::window::{
+    LATENCY_BUCKETS, Slot, WindowSample, bucket_index, new_histogram, status_class,
+};
 
 /// A backend's role in a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -10,9 +10,9 @@
 mod cell;
 mod window;
 
+pub use cell::Totals;
 pub use cell::{Cell, CellKey, Outcome, Role};
 pub use window::{LATENCY_BUCKETS, StatusClasses, WindowSample, WindowSummary};
-pub use cell::Totals;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,203 @@
+//! `weir-bench`: run a fake backend, or put load on an HTTP server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use weir_bench::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
+
+/// weir's fake backend and load generator.
+#[derive(Debug, Parser)]
+#[command(name = "weir-bench", version, about)]
+struct Cli {
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a fake backend until Ctrl-C. Its behaviour can be changed while it runs with
+    /// `curl -X PUT --data '{"status":503}' http://ADDR/__weir_bench/behavior`.
+    Backend(BackendArgs),
+    /// Send load to a URL and print what came back.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Name sent in every response's x-backend header.
+    #[arg(long)]
+    name: String,
+    /// Status of normal answers.
+    #[arg(long, default_value_t = 200)]
+    status: u16,
+    /// Share of requests (0..1) answered with --error-status instead.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Status of error answers.
+    #[arg(long, default_value_t = 500)]
+    error_status: u16,
+    /// Fixed delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    latency_ms: f64,
+    /// Response body size in bytes.
+    #[arg(long, default_value_t = 2)]
+    body_size: usize,
+    /// A whole behaviour as JSON (e.g. '{"latency":{"kind":"logNormal","medianMs":5,"p99Ms":80}}');
+    /// replaces the flags above.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["status", "error_rate", "error_status", "latency_ms", "body_size"])]
+    behavior: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Target, e.g. http://127.0.0.1:8080/path (plain http only).
+    #[arg(long)]
+    url: String,
+    /// Host header (default: the URL's authority).
+    #[arg(long)]
+    host: Option<String>,
+    /// Extra request header, `Name: value`; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Concurrent keep-alive connections.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    connections: usize,
+    /// How long to send, e.g. 10s, 500ms, 2m.
+    #[arg(long, short = 'd', default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Open loop at this total rate (requests per second); closed loop without it.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        builder.worker_threads(threads);
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Backend(args) => backend(args).await,
+            Command::Load(args) => load(args).await,
+        }
+    })
+}
+
+async fn backend(args: BackendArgs) -> Result<()> {
+    let behavior = match &args.behavior {
+        Some(json) => serde_json::from_str(json).context("parsing --behavior")?,
+        None => Behavior {
+            status: args.status,
+            error_rate: args.error_rate,
+            error_status: args.error_status,
+            latency: Latency::fixed_ms(args.latency_ms),
+            body_size: args.body_size,
+        },
+    };
+    behavior
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid behaviour")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let backend = FakeBackend::serve(&args.name, listener, behavior).await;
+    println!("backend {} listening on {}", backend.name(), backend.addr());
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    backend.shutdown();
+    backend.closed().await;
+    println!(
+        "backend {} answered {} requests",
+        backend.name(),
+        backend.hits()
+    );
+    Ok(())
+}
+
+async fn load(args: LoadArgs) -> Result<()> {
+    let uri: http::Uri = args.url.parse().context("parsing --url")?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => bail!("--url: scheme {other} is not supported, use http"),
+        None => bail!("--url must be absolute, e.g. http://127.0.0.1:8080/"),
+    }
+    let authority = uri.authority().context("--url has no host")?;
+    let port = authority.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((authority.host(), port))
+        .await
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolves to no address"))?;
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .with_context(|| format!("--header {h:?} is not `Name: value`"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let spec = LoadSpec {
+        addr,
+        host: args.host.unwrap_or_else(|| authority.to_string()),
+        path,
+        headers,
+        connections: args.connections.max(1),
+        mode: match args.rate {
+            Some(rate) if rate.is_finite() && rate > 0.0 => Mode::Open { rate },
+            Some(rate) => bail!("--rate {rate} must be a positive number"),
+            None => Mode::Closed,
+        },
+        duration: args.duration,
+        record_sequence: false,
+    };
+    let stop = CancellationToken::new();
+    let on_ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let report = weir_bench::run(spec, stop).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.summary())?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Bad input: malformed HTTP gets 400, oversized headers 431, never a panic; the
+//! connection limit closes connections beyond it and counts them.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::kit::*;
+
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests() {
+    let b = backend("b").await;
+    let yaml = proxy(
+        &split_route("app", &[("b", 100.0)]),
+        "  limits: {maxHeaderBytes: 8192}\n",
+    ) + &service("b", &[b.addr()]);
+    let weir = Weir::start(&yaml).await;
+    let w = weir.web();
+
+    let r = raw(w, b"GARBAGE\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r:?}");
+    let r = raw(w, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r:?}");
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let r = raw(w, big.as_bytes()).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r:?}");
+
+    // Still serving.
+    assert_eq!(get(w, "x", "/").await.status, 200);
+    assert_eq!(b.hits(), 1, "nothing bad reached the backend");
+    weir.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_and_counted() {
+    let b = backend("b").await;
+    let yaml = proxy(
+        &split_route("app", &[("b", 100.0)]),
+        "  limits: {maxConnections: 2}\n",
+    ) + &service("b", &[b.addr()]);
+    let weir = Weir::start(&yaml).await;
+    let w = weir.web();
+    let _c1 = TcpStream::connect(w).await.unwrap();
+    let _c2 = TcpStream::connect(w).await.unwrap();
+    eventually("two connections open", Duration::from_secs(5), || async {
+        sample(&metrics(weir.admin()).await, "weir_connections_open") == Some(2.0)
+    })
+    .await;
+    let r = raw(w, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r, "", "the third connection is closed without an answer");
+    eventually(
+        "the rejection is counted",
+        Duration::from_secs(5),
+        || async {
+            sample(
+                &metrics(weir.admin()).await,
+                "weir_connections_rejected_total",
+            ) == Some(1.0)
+        },
+    )
+    .await;
+    drop(_c1);
+    eventually("a slot frees up", Duration::from_secs(5), || async {
+        raw(w, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+    })
+    .await;
+    weir.shutdown().await;
+}
+
+/// Requests carry X-Forwarded-For/-Proto/-Host upstream; hop-by-hop headers stay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers() {
+    // A raw upstream that returns the request head it got as the body.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut head = Vec::new();
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") || n == 0 {
+                break;
+            }
+        }
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\r\n",
+            head.len()
+        );
+        s.write_all(resp.as_bytes()).await.unwrap();
+        s.write_all(&head).await.unwrap();
+    });
+    let yaml = proxy(&split_route("app", &[("echo", 100.0)]), "") + &service("echo", &[up]);
+    let weir = Weir::start(&yaml).await;
+    let r = raw(
+        weir.web(),
+        b"GET /p?q=1 HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close, x-drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\r\n",
+    )
+    .await;
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    let lower_head = head.to_ascii_lowercase();
+    assert!(
+        !lower_head.contains("keep-alive: timeout"),
+        "hop-by-hop response header removed: {head}"
+    );
+    let got = body.to_ascii_lowercase();
+    assert!(got.starts_with("get /p?q=1 http/1.1\r\n"), "{got}");
+    assert!(got.contains("\r\nhost: shop.example\r\n"), "{got}");
+    assert!(
+        got.contains("\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n"),
+        "{got}"
+    );
+    assert!(got.contains("\r\nx-forwarded-proto: http\r\n"), "{got}");
+    assert!(
+        got.contains("\r\nx-forwarded-host: shop.example\r\n"),
+        "{got}"
+    );
+    assert!(
+        !got.contains("x-drop"),
+        "headers named in Connection are dropped: {got}"
+    );
+    assert!(!got.contains("\r\nte:"), "{got}");
+    assert!(!got.contains("\r\nkeep-alive:"), "{got}");
+    weir.shutdown().await;
+}

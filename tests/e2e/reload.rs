@@ -1,0 +1,181 @@
+//! Hot reload: edits apply without dropping a request; a bad edit is refused with file,
+//! line and field, counted, and the last good config keeps serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::kit::*;
+
+fn config(a: &FakeBackend, b: &FakeBackend, canary: f64) -> String {
+    proxy(
+        &split_route("app", &[("v1", 100.0 - canary), ("v2", canary)]),
+        "",
+    ) + &service("v1", &[a.addr()])
+        + &service("v2", &[b.addr()])
+}
+
+async fn weight_of(admin: std::net::SocketAddr, service: &str) -> Option<f64> {
+    let m = metrics(admin).await;
+    sample(
+        &m,
+        &format!(
+            "weir_route_weight_percent{{route=\"app\",service=\"{service}\",role=\"\",revision=\"\"}}"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_request() {
+    let a = backend("v1").await;
+    let b = backend("v2").await;
+    let weir = Weir::start(&config(&a, &b, 10.0)).await;
+    let addr = weir.web();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Load: 16 connections sending back to back while the config changes under them.
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut all = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                all.extend(drive(addr, "app.test", 16, 400).await);
+            }
+            all
+        })
+    };
+    let reloads = 20;
+    for i in 0..reloads {
+        let canary = if i % 2 == 0 { 30.0 } else { 10.0 };
+        weir.write_config(&config(&a, &b, canary));
+        eventually(
+            "the new weight is live",
+            Duration::from_secs(10),
+            || async { weight_of(weir.admin(), "v2").await == Some(canary) },
+        )
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let results = load.await.expect("load");
+    assert!(results.len() >= 400);
+    let failed: Vec<_> = results.iter().filter(|r| r.0 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed",
+        failed.len(),
+        results.len()
+    );
+    let m = metrics(weir.admin()).await;
+    assert_eq!(
+        sample(&m, "weir_config_reloads_total{result=\"success\"}"),
+        Some(reloads as f64)
+    );
+    assert_eq!(
+        sample(&m, "weir_config_reloads_total{result=\"failure\"}"),
+        Some(0.0)
+    );
+    weir.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_edit_is_refused_and_the_old_config_serves() {
+    let a = backend("v1").await;
+    let b = backend("v2").await;
+    let weir = Weir::start(&config(&a, &b, 50.0)).await;
+    // Weights that do not sum to 100, and a service that does not exist.
+    let bad = config(&a, &b, 50.0).replace(
+        "weight: 50}\n        - {service: v2",
+        "weight: 60}\n        - {service: v3",
+    );
+    weir.write_config(&bad);
+    eventually(
+        "the failure is counted",
+        Duration::from_secs(10),
+        || async {
+            sample(
+                &metrics(weir.admin()).await,
+                "weir_config_reloads_total{result=\"failure\"}",
+            ) == Some(1.0)
+        },
+    )
+    .await;
+    let issues = weir.app().reload_stats.last_issues.lock().unwrap().clone();
+    let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    let file = weir.path.display().to_string();
+    assert!(text.iter().all(|t| t.starts_with(&file)), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|t| t.contains(":11:7: spec.routes[0].backends: weights sum to 110%")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("spec.routes[0].backends[1].service: no Service is named \"v3\"")),
+        "{text:?}"
+    );
+    let m = metrics(weir.admin()).await;
+    assert_eq!(sample(&m, "weir_config_last_reload_successful"), Some(0.0));
+    // The old split still serves, at the old weights.
+    let results = drive(weir.web(), "app.test", 4, 200).await;
+    assert!(results.iter().all(|r| r.0 == 200));
+    assert_eq!(results.iter().filter(|r| r.2 == "v2").count(), 100);
+    // A good edit after it is taken.
+    weir.write_config(&config(&a, &b, 20.0));
+    eventually("the good edit is live", Duration::from_secs(10), || async {
+        weight_of(weir.admin(), "v2").await == Some(20.0)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &metrics(weir.admin()).await,
+            "weir_config_last_reload_successful"
+        ),
+        Some(1.0)
+    );
+    weir.shutdown().await;
+}
+
+/// A folder of files, one per document, read recursively; a new file is picked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_are_read_recursively_and_watched() {
+    let a = backend("v1").await;
+    let b = backend("v2").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("services")).unwrap();
+    std::fs::write(
+        dir.path().join("services/v1.yaml"),
+        service("v1", &[a.addr()]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("services/v2.yml"),
+        service("v2", &[b.addr()]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
+    let proxy_yaml = proxy(&split_route("app", &[("v1", 100.0)]), "");
+    std::fs::write(dir.path().join("proxy.yaml"), &proxy_yaml).unwrap();
+    let model = weir_config::load(dir.path()).unwrap();
+    let opts = weir::app::ServeOptions {
+        config: dir.path().to_path_buf(),
+        state_dir: dir.path().join(".state"),
+        workers: 2,
+        measure: true,
+        shutdown_grace: Duration::from_secs(5),
+        watch: true,
+    };
+    let app = weir::app::App::start(model, &opts).await.unwrap();
+    let web = app.listener("web").unwrap();
+    assert_eq!(get(web, "x", "/").await.header("x-backend"), Some("v1"));
+    // Route to v2 by editing the proxy file; the route change is seen.
+    let tmp = dir.path().join(".proxy.tmp");
+    std::fs::write(&tmp, proxy(&split_route("app", &[("v2", 100.0)]), "")).unwrap();
+    std::fs::rename(&tmp, dir.path().join("proxy.yaml")).unwrap();
+    eventually(
+        "the edit in the folder is seen",
+        Duration::from_secs(10),
+        || async { get(web, "x", "/").await.header("x-backend") == Some("v2") },
+    )
+    .await;
+    app.shutdown().await;
+}
