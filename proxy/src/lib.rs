@@ -14,6 +14,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod error;
+mod h1;
 pub mod metrics;
 pub mod routing;
 pub mod server;
@@ -28,7 +29,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ pub struct Proxy {
     /// Sends changes to the single writer.
     pub updater: UpdaterHandle,
     limit: Arc<Semaphore>,
-    graceful: Arc<std::sync::Mutex<Option<GracefulShutdown>>>,
+    drain: server::Drain,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -103,7 +103,7 @@ impl Proxy {
                 upstreams,
                 updater: handle,
                 limit,
-                graceful: Arc::new(std::sync::Mutex::new(Some(GracefulShutdown::new()))),
+                drain: server::Drain::default(),
             },
             updater,
         ))
@@ -132,7 +132,7 @@ impl Proxy {
             listener,
             self.limit.clone(),
             settings,
-            self.graceful.clone(),
+            self.drain.clone(),
             shutdown,
         )
         .await;
@@ -189,11 +189,11 @@ impl Proxy {
     /// Waits for open connections to finish their requests and close, up to `grace`.
     /// Call after the listeners stopped accepting. True when all finished in time.
     pub async fn drain(&self, grace: Duration) -> bool {
-        let g = self.graceful.lock().ok().and_then(|mut g| g.take());
-        match g {
-            Some(g) => tokio::time::timeout(grace, g.shutdown()).await.is_ok(),
-            None => true,
-        }
+        self.drain.token.cancel();
+        self.drain.tracker.close();
+        tokio::time::timeout(grace, self.drain.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// Per route: live weights, achieved split and the window's numbers for each leg.

@@ -1,21 +1,28 @@
 //! Client listeners: the accept loop over an already-bound listener, the connection
-//! limit, and per-connection work (TLS handshake, HTTP/1.1 or HTTP/2 serving) inside the
-//! connection's own task, so a slow handshake never stalls `accept`.
+//! limit, and per-connection work (TLS handshake, protocol detection, serving) inside
+//! the connection's own task, so a slow handshake never stalls `accept`.
+//!
+//! HTTP/1.x goes to the fast path ([`crate::h1`]); HTTP/2, by ALPN or by the prior
+//! knowledge preface, to hyper ([`crate::service`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::h1::{self, H2_PREFACE};
 use crate::service::{ConnInfo, Shared, handle};
 
 /// Settings of the client side that are fixed at start.
@@ -29,15 +36,25 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
 }
 
+/// How connections are drained at shutdown: `token` asks them to finish, `tracker`
+/// knows when they have.
+#[derive(Clone, Debug, Default)]
+pub struct Drain {
+    /// Cancelled when shutdown begins.
+    pub token: CancellationToken,
+    /// Every connection task.
+    pub tracker: TaskTracker,
+}
+
 /// Runs one listener until `shutdown`: accepts, and serves each connection in its own
-/// task, registered with `graceful` so that shutdown can drain it.
+/// task, tracked by `drain`.
 pub async fn serve(
     shared: Arc<Shared>,
     listener_name: Arc<str>,
     listener: TcpListener,
     limit: Arc<Semaphore>,
     settings: ServerSettings,
-    graceful: Arc<std::sync::Mutex<Option<GracefulShutdown>>>,
+    drain: Drain,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
@@ -57,6 +74,9 @@ pub async fn serve(
             }
         };
         let counters = &shared.counters;
+        if drain.token.is_cancelled() {
+            break;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             counters
                 .connections_rejected
@@ -83,27 +103,19 @@ pub async fn serve(
             client_ip: client_ip_header(client),
             tls: tls.is_some(),
         });
-        // Shutdown has begun once the drain took the GracefulShutdown away.
-        let Some(watcher) = graceful
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(GracefulShutdown::watcher))
-        else {
-            drop(stream);
-            continue;
-        };
-        tokio::spawn(async move {
+        let token = drain.token.clone();
+        drain.tracker.spawn(async move {
             let counters = conn.shared.counters.clone();
             counters.connections_open.fetch_add(1, Ordering::Relaxed);
             match tls {
-                None => serve_connection(conn, TokioIo::new(stream), settings, watcher).await,
+                None => detect_and_serve(conn, stream, false, settings, token).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(settings.header_timeout, acceptor.0.accept(stream))
                         .await
                     {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(conn, TokioIo::new(tls_stream), settings, watcher)
-                                .await
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            detect_and_serve(conn, tls_stream, h2, settings, token).await
                         }
                         Ok(Err(e)) => {
                             counters
@@ -127,35 +139,137 @@ pub async fn serve(
     tracing::info!(listener = %listener_name, "stopped accepting");
 }
 
-async fn serve_connection<I>(
+/// Serves HTTP/2 when ALPN chose it or the client opens with the HTTP/2 preface;
+/// otherwise HTTP/1.x on the fast path.
+async fn detect_and_serve<S>(
     conn: Arc<ConnInfo>,
-    io: TokioIo<I>,
+    mut io: S,
+    alpn_h2: bool,
     settings: ServerSettings,
-    graceful: Watcher,
+    drain: CancellationToken,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(settings.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_bytes as u32)
-        .keep_alive_interval(Some(settings.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
+    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    if !alpn_h2 {
+        loop {
+            let n = rbuf.len().min(H2_PREFACE.len());
+            if rbuf.len() >= H2_PREFACE.len() || (n > 0 && rbuf[..n] != H2_PREFACE[..n]) {
+                break;
+            }
+            let read = tokio::select! {
+                r = tokio::time::timeout(settings.header_timeout, io.read_buf(&mut rbuf)) => r,
+                _ = drain.cancelled() => return,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
+            }
+        }
+        if !rbuf.starts_with(H2_PREFACE) {
+            let s = h1::Settings {
+                max_header_bytes: settings.max_header_bytes,
+                header_timeout: settings.header_timeout,
+                idle_timeout: settings.idle_timeout,
+            };
+            h1::serve(conn, io, rbuf, s, drain).await;
+            return;
+        }
+    }
+    serve_h2(
+        conn,
+        Rewind {
+            prefix: rbuf,
+            inner: io,
+        },
+        settings,
+        drain,
+    )
+    .await;
+}
+
+async fn serve_h2<S>(
+    conn: Arc<ConnInfo>,
+    io: Rewind<S>,
+    settings: ServerSettings,
+    drain: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let client = conn.client;
     let service = service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(conn, req).await) }
     });
-    let served = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = graceful.watch(served.into_owned()).await {
-        tracing::debug!(%client, "connection ended: {e}");
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header_bytes as u32)
+        .keep_alive_interval(Some(settings.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let served = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(served);
+    let result = tokio::select! {
+        r = served.as_mut() => r,
+        _ = drain.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%client, "HTTP/2 connection ended: {e}");
+    }
+}
+
+/// An I/O object that first gives back bytes already read from it.
+struct Rewind<S> {
+    prefix: BytesMut,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

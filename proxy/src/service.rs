@@ -44,7 +44,7 @@ pub struct ProxyCounters {
 }
 
 impl ProxyCounters {
-    fn error(&self, kind: Kind) {
+    pub(crate) fn error(&self, kind: Kind) {
         if let Some(i) = Kind::ALL.iter().position(|k| *k == kind) {
             self.errors[i].fetch_add(1, Ordering::Relaxed);
         }

@@ -62,6 +62,21 @@ struct Idle {
     since: Instant,
 }
 
+/// A raw HTTP/1.1 upstream connection, for the HTTP/1.1 fast path.
+#[derive(Debug)]
+pub struct UpConn {
+    /// The socket.
+    pub stream: tokio::net::TcpStream,
+    /// Bytes read from it and not yet used.
+    pub buf: bytes::BytesMut,
+    /// True until it has carried a request: a fresh connection that fails is not a
+    /// stale pooled one, so the request is not sent again.
+    pub fresh: bool,
+}
+
+/// Read buffer size of an upstream connection.
+const UP_BUF: usize = 16 * 1024;
+
 /// One endpoint's idle connections and counters.
 pub struct EndpointPool {
     /// Where it connects.
@@ -69,6 +84,7 @@ pub struct EndpointPool {
     /// The address as written in the config.
     pub authority: Arc<str>,
     idle: Mutex<Vec<Idle>>,
+    raw_idle: Mutex<Vec<(UpConn, Instant)>>,
     in_flight: AtomicUsize,
     /// Connections opened.
     pub connects: AtomicU64,
@@ -102,6 +118,7 @@ impl EndpointPool {
             addr,
             authority: Arc::from(authority),
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
@@ -116,6 +133,69 @@ impl EndpointPool {
     /// Idle connections now.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
+            + self.raw_idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// A raw connection: a pooled one that is still open, else a new one.
+    ///
+    /// # Errors
+    /// Connect failures and timeouts, as proxy errors.
+    pub(crate) async fn checkout_raw(&self, s: &PoolSettings) -> Result<UpConn, ProxyError> {
+        let now = Instant::now();
+        loop {
+            let next = {
+                let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.pop()
+            };
+            let Some((conn, since)) = next else { break };
+            if now.duration_since(since) < s.idle_timeout && still_open(&conn.stream) {
+                return Ok(conn);
+            }
+        }
+        self.connect_raw(s).await
+    }
+
+    /// Opens a new raw connection.
+    pub(crate) async fn connect_raw(&self, s: &PoolSettings) -> Result<UpConn, ProxyError> {
+        let stream = self.tcp_connect(s).await?;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        Ok(UpConn {
+            stream,
+            buf: bytes::BytesMut::with_capacity(UP_BUF),
+            fresh: true,
+        })
+    }
+
+    /// Gives a raw connection back after a complete exchange.
+    pub(crate) fn checkin_raw(&self, mut conn: UpConn, max_idle: usize) {
+        if !conn.buf.is_empty() {
+            // Bytes beyond the response: the connection is out of step.
+            return;
+        }
+        conn.fresh = false;
+        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < max_idle {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn tcp_connect(&self, s: &PoolSettings) -> Result<tokio::net::TcpStream, ProxyError> {
+        match tokio::time::timeout(s.connect_timeout, tokio::net::TcpStream::connect(self.addr))
+            .await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(e)) => {
+                self.connect_errors.fetch_add(1, Ordering::Relaxed);
+                Err(ProxyError::with(Kind::ConnectFailed, e))
+            }
+            Err(_) => {
+                self.connect_errors.fetch_add(1, Ordering::Relaxed);
+                Err(ProxyError::new(Kind::ConnectTimeout))
+            }
+        }
     }
 
     pub(crate) fn begin(&self) {
@@ -222,5 +302,23 @@ impl EndpointPool {
     fn prune(&self, now: Instant, idle_timeout: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < idle_timeout);
+        drop(idle);
+        let mut raw = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        raw.retain(|(c, since)| now.duration_since(*since) < idle_timeout && still_open(&c.stream));
+    }
+}
+
+/// Whether an idle connection is still open, without a system call in the usual case:
+/// the reactor marks an idle socket readable only when the peer closed it (or sent
+/// bytes nobody asked for, which makes it unusable too). Only then is it read to tell.
+fn still_open(stream: &tokio::net::TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        std::task::Poll::Pending => true,
+        std::task::Poll::Ready(Err(_)) => false,
+        std::task::Poll::Ready(Ok(())) => {
+            let mut b = [0u8; 1];
+            matches!(stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
     }
 }

@@ -48,11 +48,10 @@ impl PartialEq for HeaderRoute {
 
 impl HeaderRoute {
     /// Whether a request with these headers matches.
-    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
-        self.matches.iter().any(|h| {
-            h.kind
-                .matches(headers.get(h.name.as_str()).map(|v| v.as_bytes()))
-        })
+    pub fn matches(&self, headers: &impl super::Headers) -> bool {
+        self.matches
+            .iter()
+            .any(|h| h.kind.matches(headers.header(&h.name)))
     }
 }
 

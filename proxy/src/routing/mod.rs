@@ -20,6 +20,19 @@ use split::Split;
 
 pub use build::{BuildContext, HeaderRoute, RolloutTraffic, build};
 
+/// Header lookup by lower-case name, over whatever a request's headers are held in.
+pub trait Headers {
+    /// The first value of the header named `lower`.
+    fn header(&self, lower: &str) -> Option<&[u8]>;
+}
+
+impl Headers for http::HeaderMap {
+    #[inline]
+    fn header(&self, lower: &str) -> Option<&[u8]> {
+        self.get(lower).map(|v| v.as_bytes())
+    }
+}
+
 /// The routing snapshot.
 #[derive(Debug)]
 pub struct RouteTable {
@@ -97,7 +110,7 @@ impl SplitTarget {
     /// The leg for a request with these headers, and its split ticket (None when a
     /// header route decided).
     #[inline]
-    pub fn pick(&self, headers: &http::HeaderMap) -> (&Arc<Backend>, Option<u64>) {
+    pub fn pick(&self, headers: &impl Headers) -> (&Arc<Backend>, Option<u64>) {
         for (hr, leg) in &self.header_routes {
             if hr.matches(headers) {
                 return (&self.legs[*leg], None);
@@ -176,7 +189,7 @@ impl RouteTable {
         listener_index: u32,
         host: &str,
         path: &str,
-        headers: &http::HeaderMap,
+        headers: &impl Headers,
     ) -> Option<&RouteEntry> {
         if let Some(ids) = self.exact.get(host)
             && let Some(r) = self.first_match(ids, listener_index, path, headers)
@@ -200,15 +213,14 @@ impl RouteTable {
         ids: &[u32],
         listener_index: u32,
         path: &str,
-        headers: &http::HeaderMap,
+        headers: &impl Headers,
     ) -> Option<&RouteEntry> {
         ids.iter().map(|i| &self.routes[*i as usize]).find(|r| {
             (r.listener_mask == 0 || r.listener_mask & (1u64 << listener_index.min(63)) != 0)
                 && path.starts_with(&*r.path_prefix)
-                && r.headers.iter().all(|h| {
-                    h.kind
-                        .matches(headers.get(h.name.as_str()).map(|v| v.as_bytes()))
-                })
+                && r.headers
+                    .iter()
+                    .all(|h| h.kind.matches(headers.header(&h.name)))
         })
     }
 
