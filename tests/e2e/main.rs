@@ -5,6 +5,7 @@ mod kit;
 
 mod errors;
 mod examples;
+mod h1;
 mod limits;
 mod reload;
 mod shutdown;

@@ -362,7 +362,8 @@ where
         )
         .await
     } else {
-        write_out(&mut up.stream, wbuf)
+        // wbuf keeps the head: it is sent again if this pooled connection was closed.
+        write_keep(&mut up.stream, wbuf)
             .await
             .map_err(BodyError::Write)
     };
@@ -371,7 +372,6 @@ where
         match retry_head(&r.endpoint, &r.pool, wbuf).await {
             Ok(fresh) => {
                 up = fresh;
-                wbuf.clear();
                 sent = Ok(());
             }
             Err(kind) => return fin.fail(io, wbuf, kind, !client_keep).await,
@@ -388,9 +388,12 @@ where
             }
         };
     }
-    // Keep the head for a retry while nothing but it was sent on a reused connection.
-    let retry_head = (!has_body && idempotent && !up.fresh).then(|| wbuf.clone());
-    wbuf.clear();
+    // While wbuf holds the head and nothing else was sent, a closed pooled
+    // connection can be retried.
+    let retry = !has_body && idempotent && !up.fresh;
+    if !retry {
+        wbuf.clear();
+    }
     finish_exchange(
         conn,
         io,
@@ -408,7 +411,7 @@ where
             expect_continue,
             settings,
             drain,
-            retry_head,
+            retry,
         },
     )
     .await
@@ -424,7 +427,8 @@ struct ExchangeState<'a> {
     expect_continue: bool,
     settings: &'a Settings,
     drain: &'a CancellationToken,
-    retry_head: Option<Vec<u8>>,
+    /// `wbuf` still holds the request head, which may be sent again.
+    retry: bool,
 }
 
 struct Routed {
@@ -469,6 +473,7 @@ where
     let resp = loop {
         match read_response_head(&mut up, timeout).await {
             Ok(h) => {
+                st.retry = false;
                 if (100..200).contains(&h.status) && h.status != 101 {
                     // Relay interim responses as they are; 100 lets the body go.
                     let len = h.common.len;
@@ -501,10 +506,11 @@ where
                 }
                 break h;
             }
-            Err(UpError::Closed) if st.retry_head.is_some() => {
+            Err(UpError::Closed) if st.retry => {
+                tracing::debug!(endpoint = %fin.r.endpoint.addr, "pooled connection closed before answering; retrying on a fresh one");
                 // The pooled connection was closed under us before any answer.
-                let head = st.retry_head.take().unwrap_or_default();
-                match retry_head(&fin.r.endpoint, &fin.r.pool, &head).await {
+                st.retry = false;
+                match retry_head(&fin.r.endpoint, &fin.r.pool, wbuf).await {
                     Ok(fresh) => {
                         up = fresh;
                         continue;
@@ -513,7 +519,8 @@ where
                 }
             }
             Err(UpError::Timeout) => return fin.fail(io, wbuf, Kind::ResponseTimeout, true).await,
-            Err(_) => {
+            Err(e) => {
+                tracing::debug!(endpoint = %fin.r.endpoint.addr, retry = st.retry, "upstream response: {e:?}");
                 return fin
                     .fail(
                         io,
@@ -793,6 +800,13 @@ fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (n, v) in head.common.headers() {
         let name = n.get(buf);
+        if name.eq_ignore_ascii_case(b"te") {
+            // The one TE value a proxy passes on: it forwards trailers verbatim.
+            if v.get(buf).eq_ignore_ascii_case(b"trailers") {
+                put_header(out, name, b"trailers");
+            }
+            continue;
+        }
         if head.common.is_hop_by_hop(buf, name, upgrade)
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
@@ -891,6 +905,12 @@ async fn write_simple<S: AsyncWrite + Unpin>(
     wbuf.extend_from_slice(b"\r\n\r\n");
     wbuf.extend_from_slice(body.as_bytes());
     write_out(io, wbuf).await
+}
+
+/// Writes and flushes `out`, keeping it.
+async fn write_keep<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> std::io::Result<()> {
+    w.write_all(out).await?;
+    w.flush().await
 }
 
 /// Writes and flushes `out`, then empties it.

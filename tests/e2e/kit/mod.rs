@@ -32,6 +32,10 @@ impl Weir {
 
     /// Starts weir on `yaml` written to `file` in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, file: &str, yaml: &str) -> Weir {
+        // RUST_LOG=debug shows weir's logs while debugging a test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        }
         let path = dir.path().join(file);
         std::fs::write(&path, yaml).expect("write config");
         let model = weir_config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
