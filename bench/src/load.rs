@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::X_BACKEND;
+
+/// The response header in which weir (with `debugHeaders: true`) returns the request's split
+/// ticket: consecutive integers in the order its split handed requests out.
+pub const X_WEIR_SPLIT_SEQ: HeaderName = HeaderName::from_static("x-weir-split-seq");
 
 /// Longest time requests in flight at the end of the run may take to finish; past it they are
 /// abandoned and counted as errors.
@@ -56,8 +61,12 @@ pub struct LoadSpec {
     pub mode: Mode,
     /// How long to send requests; requests in flight at the end may finish afterwards.
     pub duration: Duration,
-    /// Whether to keep the `x-backend` of every response in [`Report::sequence`].
+    /// Whether to keep the `x-backend` of every response in [`Report::sequence`] (and its
+    /// `x-weir-split-seq` in [`Report::seqs`]).
     pub record_sequence: bool,
+    /// At most this many requests are sent, over all connections (`None`: no limit). The run
+    /// then ends once they are answered, or at [`LoadSpec::duration`], whichever comes first.
+    pub max_requests: Option<u64>,
 }
 
 impl LoadSpec {
@@ -73,6 +82,7 @@ impl LoadSpec {
             mode: Mode::Closed,
             duration: Duration::from_secs(1),
             record_sequence: false,
+            max_requests: None,
         }
     }
 }
@@ -111,6 +121,10 @@ pub struct Report {
     /// With [`LoadSpec::record_sequence`], the `x-backend` of every response (empty when absent)
     /// in the order the responses completed, across all connections.
     pub sequence: Vec<String>,
+    /// With [`LoadSpec::record_sequence`], each response's `x-weir-split-seq` header (weir's
+    /// split ticket; `None` when absent or not an integer), parallel to [`Report::sequence`].
+    /// [`split_order`] sorts the sequence by it.
+    pub seqs: Vec<Option<u64>>,
 }
 
 impl Default for Report {
@@ -123,6 +137,7 @@ impl Default for Report {
             latency: new_histogram(),
             elapsed: Duration::ZERO,
             sequence: Vec::new(),
+            seqs: Vec::new(),
         }
     }
 }
@@ -274,6 +289,62 @@ pub fn worst_window_deviation(sequence: &[String], backend: &str, share: f64, n:
     worst
 }
 
+/// A recorded run put back into the order weir's split handed the requests out: see
+/// [`split_order`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SplitOrder {
+    /// The backends of the responses that carried a split ticket, sorted by ticket.
+    pub sequence: Vec<String>,
+    /// The lowest ticket seen.
+    pub first: Option<u64>,
+    /// The highest ticket seen.
+    pub last: Option<u64>,
+    /// Responses without a (parseable) ticket; left out of [`SplitOrder::sequence`].
+    pub unsequenced: usize,
+    /// Responses whose ticket another response already carried.
+    pub duplicates: u64,
+    /// Tickets between [`SplitOrder::first`] and [`SplitOrder::last`] that no response carried.
+    pub gaps: u64,
+}
+
+impl SplitOrder {
+    /// Whether every response carried a ticket and the tickets are consecutive integers,
+    /// each seen once: then [`SplitOrder::sequence`] is exactly what the split decided.
+    pub fn is_consecutive(&self) -> bool {
+        self.unsequenced == 0 && self.duplicates == 0 && self.gaps == 0
+    }
+}
+
+/// Sorts `sequence` (backends, as in [`Report::sequence`]) by the parallel split tickets `seqs`
+/// (as in [`Report::seqs`]) and checks that the tickets are consecutive. Entries past the end
+/// of the shorter slice are ignored.
+pub fn split_order(sequence: &[String], seqs: &[Option<u64>]) -> SplitOrder {
+    let mut pairs: Vec<(u64, &str)> = Vec::with_capacity(sequence.len().min(seqs.len()));
+    let mut unsequenced = 0;
+    for (backend, seq) in sequence.iter().zip(seqs) {
+        match seq {
+            Some(seq) => pairs.push((*seq, backend.as_str())),
+            None => unsequenced += 1,
+        }
+    }
+    pairs.sort_by_key(|(seq, _)| *seq);
+    let (mut duplicates, mut gaps) = (0, 0);
+    for w in pairs.windows(2) {
+        match w[1].0 - w[0].0 {
+            0 => duplicates += 1,
+            d => gaps += d - 1,
+        }
+    }
+    SplitOrder {
+        first: pairs.first().map(|p| p.0),
+        last: pairs.last().map(|p| p.0),
+        sequence: pairs.iter().map(|(_, b)| (*b).to_owned()).collect(),
+        unsequenced,
+        duplicates,
+        gaps,
+    }
+}
+
 /// Runs `spec` until its duration is over or `stop` is cancelled, and reports what it saw.
 ///
 /// At the end of the duration no new request is sent, and requests in flight get up to 5 s more
@@ -305,7 +376,10 @@ pub async fn run(spec: LoadSpec, stop: CancellationToken) -> Report {
         drain_deadline: deadline + MAX_DRAIN,
         schedule,
         stop,
-        sequence: spec.record_sequence.then(|| Mutex::new(Vec::new())),
+        sequence: spec
+            .record_sequence
+            .then(|| Mutex::new(Recorded::default())),
+        budget: spec.max_requests.map(AtomicU64::new),
     });
 
     let mut tasks = JoinSet::new();
@@ -324,7 +398,9 @@ pub async fn run(spec: LoadSpec, stop: CancellationToken) -> Report {
     }
     report.elapsed = start.elapsed();
     if let Some(sequence) = &ctx.sequence {
-        report.sequence = std::mem::take(&mut *sequence.lock().unwrap_or_else(|e| e.into_inner()));
+        let recorded = std::mem::take(&mut *sequence.lock().unwrap_or_else(|e| e.into_inner()));
+        report.sequence = recorded.backends;
+        report.seqs = recorded.seqs;
     }
     report
 }
@@ -355,7 +431,28 @@ struct Ctx {
     drain_deadline: Instant,
     schedule: Option<Schedule>,
     stop: CancellationToken,
-    sequence: Option<Mutex<Vec<String>>>,
+    sequence: Option<Mutex<Recorded>>,
+    /// Requests still to send, with [`LoadSpec::max_requests`].
+    budget: Option<AtomicU64>,
+}
+
+/// What [`LoadSpec::record_sequence`] keeps, in completion order.
+#[derive(Default)]
+struct Recorded {
+    backends: Vec<String>,
+    seqs: Vec<Option<u64>>,
+}
+
+impl Ctx {
+    /// Takes one request from the budget; false when it is spent.
+    fn take_budget(&self) -> bool {
+        match &self.budget {
+            None => true,
+            Some(left) => left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
 }
 
 impl Ctx {
@@ -480,6 +577,7 @@ enum Exchange {
     Done {
         status: u16,
         backend: Option<HeaderValue>,
+        seq: Option<u64>,
         close: bool,
     },
     Failed,
@@ -492,6 +590,15 @@ async fn exchange(sender: &mut http1::SendRequest<Empty<Bytes>>, ctx: &Ctx) -> E
     };
     let status = response.status().as_u16();
     let backend = response.headers().get(X_BACKEND).cloned();
+    let seq = if ctx.sequence.is_some() {
+        response
+            .headers()
+            .get(X_WEIR_SPLIT_SEQ)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    } else {
+        None
+    };
     let close = response
         .headers()
         .get_all(CONNECTION)
@@ -506,6 +613,7 @@ async fn exchange(sender: &mut http1::SendRequest<Empty<Bytes>>, ctx: &Ctx) -> E
     Exchange::Done {
         status,
         backend,
+        seq,
         close,
     }
 }
@@ -585,6 +693,9 @@ async fn connection(index: usize, ctx: Arc<Ctx>) -> ConnStats {
             }
         };
 
+        if !ctx.take_budget() {
+            break;
+        }
         let sent = Instant::now();
         let Some(outcome) = ctx.until(ctx.drain_deadline, exchange(sender, &ctx)).await else {
             if !ctx.stop.is_cancelled() {
@@ -597,6 +708,7 @@ async fn connection(index: usize, ctx: Arc<Ctx>) -> ConnStats {
             Exchange::Done {
                 status,
                 backend,
+                seq,
                 close,
             } => {
                 let from = match intended {
@@ -609,10 +721,9 @@ async fn connection(index: usize, ctx: Arc<Ctx>) -> ConnStats {
                         .as_ref()
                         .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
                         .unwrap_or_default();
-                    sequence
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(name);
+                    let mut recorded = sequence.lock().unwrap_or_else(|e| e.into_inner());
+                    recorded.backends.push(name);
+                    recorded.seqs.push(seq);
                 }
                 if close {
                     conn = None;
@@ -662,6 +773,30 @@ mod tests {
         assert_eq!(worst_window_deviation(&[], "a", 0.5, 3), 0.0);
         assert_eq!(worst_window_deviation(&seq("aa"), "a", 0.5, 3), 0.0);
         assert_eq!(worst_window_deviation(&seq("aa"), "a", 0.5, 0), 0.0);
+    }
+
+    #[test]
+    fn split_order_sorts_by_ticket_and_finds_gaps() {
+        // Responses completed out of split order: tickets 10..=19, the canary (c) on 14 and 19.
+        let backends = seq("sscssssscs");
+        let seqs = [11, 10, 19, 12, 13, 15, 16, 17, 14, 18].map(Some);
+        let order = split_order(&backends, &seqs);
+        assert_eq!(order.sequence.concat(), "sssscssssc");
+        assert_eq!((order.first, order.last), (Some(10), Some(19)));
+        assert!(order.is_consecutive());
+        // In split order every window of 5 holds exactly one c; in arrival order not.
+        assert_eq!(worst_window_deviation(&order.sequence, "c", 0.2, 5), 0.0);
+        assert_eq!(worst_window_deviation(&backends, "c", 0.2, 5), 1.0);
+
+        let order = split_order(&seq("abcde"), &[Some(3), None, Some(1), Some(3), Some(7)]);
+        assert_eq!(order.sequence.concat(), "cade");
+        assert_eq!(order.unsequenced, 1);
+        assert_eq!(order.duplicates, 1);
+        // 2, 4, 5 and 6 are missing.
+        assert_eq!(order.gaps, 4);
+        assert!(!order.is_consecutive());
+        assert_eq!(split_order(&[], &[]), SplitOrder::default());
+        assert!(SplitOrder::default().is_consecutive());
     }
 
     #[test]

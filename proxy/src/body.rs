@@ -1,64 +1,25 @@
-//! Body types of the proxy: enums rather than boxed trait objects, so a proxied request
-//! costs no allocation for its bodies.
+//! The response body of the HTTP/2 path: read from a raw upstream HTTP/1.1 connection
+//! (sized, chunked or close-delimited) and handed to hyper frame by frame, or a short
+//! body made by the proxy. An enum, not a boxed trait object: no allocation per request
+//! for the body itself.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 
+use crate::h1::chunked::Chunked;
+use crate::h1::head::Framing;
 use crate::service::Finish;
+use crate::upstream::UpConn;
 
-pin_project! {
-    /// A body sent upstream: the client's, streamed, or none.
-    #[project = ReqBodyProj]
-    #[derive(Debug)]
-    pub enum ReqBody {
-        /// The client's body, streamed as it arrives.
-        Incoming { #[pin] body: Incoming },
-        /// No body.
-        Empty,
-    }
-}
+/// Bytes read from an upstream at once.
+const READ: usize = 16 * 1024;
 
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project() {
-            ReqBodyProj::Incoming { body } => body.poll_frame(cx),
-            ReqBodyProj::Empty => Poll::Ready(None),
-        }
-    }
-
-    #[inline]
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Incoming { body } => body.is_end_stream(),
-            ReqBody::Empty => true,
-        }
-    }
-
-    #[inline]
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Incoming { body } => body.size_hint(),
-            ReqBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// A body sent to the client: the upstream's, streamed, or a short one made here.
-/// It carries the request's [`Finish`], which records the outcome when the body ends
-/// (or is dropped), and returns the upstream connection to its pool when the upstream's
-/// body was read to its end.
+/// A body sent to the client. It carries the request's [`Finish`], which records the
+/// outcome when the body ends (or is dropped) and returns the upstream connection to its
+/// pool when the upstream's body was read to its end.
 #[derive(Debug)]
 pub struct RespBody {
     inner: Inner,
@@ -67,16 +28,38 @@ pub struct RespBody {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(Upstream),
     Full(Option<Bytes>),
 }
 
+#[derive(Debug)]
+struct Upstream {
+    up: Option<UpConn>,
+    framing: Framing,
+    remaining: u64,
+    chunked: Chunked,
+    keep: bool,
+    done: bool,
+}
+
 impl RespBody {
-    /// The upstream's body, finishing with `finish`.
-    pub fn upstream(body: Incoming, finish: Option<Finish>) -> Self {
+    /// The body of `up`'s current response, delimited by `framing`; `keep` says whether
+    /// the connection may be reused once it is read.
+    pub(crate) fn upstream(up: UpConn, framing: Framing, keep: bool, finish: Finish) -> Self {
+        let remaining = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
         RespBody {
-            inner: Inner::Upstream(body),
-            finish,
+            inner: Inner::Upstream(Upstream {
+                up: Some(up),
+                framing,
+                remaining,
+                chunked: Chunked::default(),
+                keep,
+                done: framing == Framing::None,
+            }),
+            finish: Some(finish),
         }
     }
 
@@ -89,22 +72,93 @@ impl RespBody {
         }
     }
 
-    /// No body.
-    pub fn empty() -> Self {
-        RespBody {
-            inner: Inner::Full(None),
-            finish: None,
+    fn settle(&mut self, complete: bool) {
+        let Some(f) = self.finish.take() else { return };
+        let conn = match &mut self.inner {
+            Inner::Upstream(u) if complete && u.keep => u.up.take(),
+            _ => None,
+        };
+        if complete {
+            f.complete(conn);
+        } else {
+            f.abandoned();
         }
     }
 }
 
 impl Drop for RespBody {
     fn drop(&mut self) {
-        if let Some(f) = self.finish.take() {
-            if self.is_end_stream() {
-                f.complete();
-            } else {
-                f.abandoned();
+        let complete = self.is_end_stream();
+        self.settle(complete);
+    }
+}
+
+impl Upstream {
+    /// The next data frame, None at the end of the body.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Bytes>>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let Some(up) = self.up.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if !up.buf.is_empty() {
+                match self.framing {
+                    Framing::None => {
+                        self.done = true;
+                        return Poll::Ready(None);
+                    }
+                    Framing::Length(_) => {
+                        let n = (up.buf.len() as u64).min(self.remaining) as usize;
+                        let data = up.buf.split_to(n).freeze();
+                        self.remaining -= n as u64;
+                        self.done = self.remaining == 0;
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    Framing::Chunked => {
+                        let mut out = Vec::new();
+                        let n = self
+                            .chunked
+                            .feed(&up.buf, Some(&mut out))
+                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                        up.buf.advance(n);
+                        self.done = self.chunked.done();
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Bytes::from(out))));
+                        }
+                        continue;
+                    }
+                    Framing::UntilClose => {
+                        let data = up.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+            }
+            if self.framing == Framing::None
+                || (self.framing != Framing::UntilClose
+                    && self.framing != Framing::Chunked
+                    && self.remaining == 0)
+            {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            up.buf.reserve(READ);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut up.stream),
+                cx,
+                &mut up.buf
+            ))?;
+            if n == 0 {
+                if self.framing == Framing::UntilClose {
+                    self.done = true;
+                    self.keep = false;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the upstream closed before the end of the body",
+                ))));
             }
         }
     }
@@ -112,46 +166,47 @@ impl Drop for RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
-    #[inline]
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         let out = match &mut this.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Upstream(u) => match ready!(u.poll_next(cx)) {
+                Some(Ok(d)) => Some(Ok(Frame::data(d))),
+                Some(Err(e)) => Some(Err(e)),
+                None => None,
+            },
+            Inner::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
         };
         match &out {
-            Poll::Ready(None) => {
-                if let Some(f) = this.finish.take() {
-                    f.complete();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
+            None => this.settle(true),
+            Some(Err(_)) => {
                 if let Some(f) = this.finish.take() {
                     f.broken();
                 }
             }
-            _ => {}
+            Some(Ok(_)) => {}
         }
-        out
+        Poll::Ready(out)
     }
 
-    #[inline]
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Upstream(u) => u.done,
             Inner::Full(data) => data.is_none(),
         }
     }
 
-    #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(body) => body.size_hint(),
+            Inner::Upstream(u) => match u.framing {
+                Framing::Length(_) => SizeHint::with_exact(u.remaining),
+                Framing::None => SizeHint::with_exact(0),
+                _ => SizeHint::default(),
+            },
             Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -1,28 +1,30 @@
-//! The per-request path: one snapshot load, route lookup, split pick, endpoint pick,
-//! forward, and the outcome recorded when the response body ends.
+//! The HTTP/2 request path: requests come from hyper's HTTP/2 server and go upstream over
+//! the same raw HTTP/1.1 connections as the fast path ([`crate::h1`]): one snapshot load,
+//! route lookup, split pick, endpoint pick, the head written, the body streamed, and the
+//! outcome recorded when the response body ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogSink, Entry};
-use crate::body::{ReqBody, RespBody};
+use crate::body::RespBody;
 use crate::error::{Kind, ProxyError};
+use crate::h1::head::Framing;
+use crate::h1::{UpError, put_header, read_response_head, write_keep};
 use crate::routing::{Backend, RouteTable, Target, normalize_host};
-use crate::stats::{Cell, Outcome};
-use crate::upstream::{EndpointPool, PoolSettings, Sender};
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+use crate::stats::Outcome;
+use crate::upstream::{EndpointPool, PoolSettings, UpConn};
 
 /// Counters of the proxy as a whole (not of one backend).
 #[derive(Debug, Default)]
@@ -79,305 +81,6 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Handles one request; never fails (errors become short responses).
-pub async fn handle(conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<RespBody> {
-    let start = Instant::now();
-    let shared = &conn.shared;
-    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
-
-    // One snapshot load; everything needed is taken out before the first await.
-    let (backend, endpoint, settings, route_name, log, debug) = {
-        let table = shared.table.load();
-        let host_raw = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let mut buf = [0u8; 256];
-        let host = normalize_host(host_raw, &mut buf);
-        let log = table.access_log;
-        let Some(route) = table.lookup(conn.listener_index, host, req.uri().path(), req.headers())
-        else {
-            drop(table);
-            return error_response(&conn, &req, start, Kind::NoRoute, None, None, None, log);
-        };
-        let target = match &route.target {
-            Target::Split(t) => t,
-            Target::Unavailable { reason, .. } => {
-                tracing::debug!(route = %route.name, "{reason}");
-                let name = route.name.clone();
-                drop(table);
-                return error_response(
-                    &conn,
-                    &req,
-                    start,
-                    Kind::Unavailable,
-                    Some(&name),
-                    None,
-                    None,
-                    log,
-                );
-            }
-        };
-        let (backend, ticket) = target.pick(req.headers());
-        let backend = backend.clone();
-        let debug = table.debug_headers.then_some(ticket);
-        let route_name = route.name.clone();
-        let settings = PoolSettings {
-            connect_timeout: table.upstream.connect_timeout,
-            idle_timeout: table.upstream.idle_timeout,
-            max_idle: table.upstream.max_idle_per_endpoint as usize,
-        };
-        let request_timeout = table.upstream.request_timeout;
-        drop(table);
-        let Some(endpoint) = backend.pick_endpoint().cloned() else {
-            return error_response(
-                &conn,
-                &req,
-                start,
-                Kind::NoEndpoints,
-                Some(&route_name),
-                Some(&backend),
-                None,
-                log,
-            );
-        };
-        (
-            backend,
-            endpoint,
-            (settings, request_timeout),
-            route_name,
-            log,
-            debug,
-        )
-    };
-    let (pool_settings, request_timeout) = settings;
-
-    // The access log needs the request line; take it only when the log is on.
-    let log_info = log.then(|| LogInfo::of(&req, route_name.clone()));
-
-    let upgrade = is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    prepare_request_head(&conn, &mut parts, upgrade);
-    let up_req = Request::from_parts(parts, ReqBody::Incoming { body });
-
-    endpoint.begin();
-    let finish = Finish {
-        start,
-        status: 0,
-        proxy_error: false,
-        cell: backend.stats.clone(),
-        endpoint: endpoint.clone(),
-        sender: None,
-        max_idle: pool_settings.max_idle,
-        conn: conn.clone(),
-        backend: log.then(|| backend.clone()),
-        log: log_info.map(Box::new),
-    };
-
-    let sent = tokio::time::timeout(
-        request_timeout,
-        send(&endpoint, &pool_settings, up_req, upgrade),
-    )
-    .await;
-    let (mut resp, sender) = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return finish.fail(e),
-        Err(_) => return finish.fail(ProxyError::new(Kind::ResponseTimeout)),
-    };
-
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade {
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let (mut parts, _body) = resp.into_parts();
-        if let Some(client_upgrade) = client_upgrade {
-            tokio::spawn(tunnel(conn.clone(), client_upgrade, upstream_upgrade));
-        }
-        strip_hop_by_hop(&mut parts.headers, true);
-        let mut finish = finish;
-        finish.status = 101;
-        drop(sender);
-        return Response::from_parts(parts, RespBody::full(bytes::Bytes::new(), Some(finish)));
-    }
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
-    if let Some(ticket) = debug {
-        add_debug_headers(&mut parts.headers, &route_name, &backend, &endpoint, ticket);
-    }
-    parts.version = Version::HTTP_11;
-    let mut finish = finish;
-    finish.status = parts.status.as_u16();
-    finish.sender = (!upgrade).then_some(sender);
-    Response::from_parts(parts, RespBody::upstream(body, Some(finish)))
-}
-
-/// Sends on a pooled connection; if that connection turns out closed before the request
-/// went out, once more on a fresh one.
-async fn send(
-    endpoint: &EndpointPool,
-    settings: &PoolSettings,
-    req: Request<ReqBody>,
-    upgrade: bool,
-) -> Result<(Response<Incoming>, Sender), ProxyError> {
-    let mut sender = endpoint.checkout(settings, upgrade).await?;
-    match sender.try_send_request(req).await {
-        Ok(resp) => Ok((resp, sender)),
-        Err(mut e) => match e.take_message() {
-            Some(req) => {
-                let mut fresh = endpoint.connect(settings, upgrade).await?;
-                match fresh.send_request(req).await {
-                    Ok(resp) => Ok((resp, fresh)),
-                    Err(e) => Err(ProxyError::with(Kind::UpstreamProtocol, e)),
-                }
-            }
-            None => Err(ProxyError::with(Kind::UpstreamProtocol, e.into_error())),
-        },
-    }
-}
-
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-/// Makes the client's request head fit to send upstream over HTTP/1.1.
-fn prepare_request_head(conn: &ConnInfo, parts: &mut http::request::Parts, upgrade: bool) {
-    // HTTP/2 requests carry the host in the URI; HTTP/1.1 wants a Host header.
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(a) = parts.uri.authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    // Origin form: path and query only.
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
-    }
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-
-    let headers = &mut parts.headers;
-    match headers.get(&X_FORWARDED_FOR) {
-        None => {
-            headers.insert(X_FORWARDED_FOR.clone(), conn.client_ip.clone());
-        }
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.client_ip.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&v) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
-        }
-    }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
-    if let Some(h) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), h);
-    }
-}
-
-/// The `x-weir-*` headers saying what served a response.
-fn add_debug_headers(
-    h: &mut HeaderMap,
-    route: &str,
-    backend: &Backend,
-    endpoint: &EndpointPool,
-    ticket: Option<u64>,
-) {
-    let mut put = |name: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    put("x-weir-route", route);
-    put("x-weir-service", &backend.key.service);
-    put("x-weir-role", &backend.key.role.to_string());
-    put("x-weir-revision", &backend.key.revision);
-    put("x-weir-upstream", &endpoint.addr.to_string());
-    if let Some(t) = ticket {
-        put("x-weir-split-seq", &t.to_string());
-    }
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `Upgrade` and
-/// `Connection: upgrade` for an upgrade.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Headers named in Connection are hop-by-hop too.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| {
-                let t = t.trim();
-                (!t.is_empty()
-                    && !t.eq_ignore_ascii_case("upgrade")
-                    && !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("keep-alive"))
-                .then(|| HeaderName::from_bytes(t.as_bytes()).ok())
-                .flatten()
-            })
-            .collect();
-        for n in named {
-            headers.remove(n);
-        }
-        if upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        } else {
-            headers.remove(header::CONNECTION);
-        }
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !upgrade {
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(
-    conn: Arc<ConnInfo>,
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-) {
-    let counters = &conn.shared.counters;
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!("upgrade failed: {e}");
-            return;
-        }
-    };
-    counters.upgrades_open.fetch_add(1, Ordering::Relaxed);
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!("upgraded connection ended: {e}");
-    }
-    counters.upgrades_open.fetch_sub(1, Ordering::Relaxed);
-}
-
 /// Request line details kept for the access log.
 #[derive(Debug)]
 struct LogInfo {
@@ -385,150 +88,402 @@ struct LogInfo {
     host: String,
     method: String,
     path: String,
-    route: Arc<str>,
 }
 
-impl LogInfo {
-    fn of<B>(req: &Request<B>, route: Arc<str>) -> LogInfo {
-        LogInfo {
-            time: std::time::SystemTime::now(),
-            host: req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
-                .unwrap_or("")
-                .to_owned(),
-            method: req.method().as_str().to_owned(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            route,
+struct Routed {
+    route: Arc<str>,
+    backend: Arc<Backend>,
+    endpoint: Arc<EndpointPool>,
+    ticket: Option<Option<u64>>,
+    pool: PoolSettings,
+    request_timeout: std::time::Duration,
+}
+
+/// Handles one HTTP/2 request; never fails (errors become short responses).
+pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<RespBody> {
+    let start = Instant::now();
+    let shared = &conn.shared;
+    shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let host_raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_owned();
+
+    let (routed, log) = {
+        let table = shared.table.load();
+        let mut buf = [0u8; 256];
+        let host = normalize_host(&host_raw, &mut buf);
+        let log = table.access_log;
+        let routed = match table.lookup(conn.listener_index, host, req.uri().path(), req.headers())
+        {
+            None => Err((Kind::NoRoute, None, None)),
+            Some(route) => match &route.target {
+                Target::Unavailable { reason, .. } => {
+                    tracing::debug!(route = %route.name, "{reason}");
+                    Err((Kind::Unavailable, Some(route.name.clone()), None))
+                }
+                Target::Split(t) => {
+                    let (backend, ticket) = t.pick(req.headers());
+                    let backend = backend.clone();
+                    match backend.pick_endpoint().cloned() {
+                        None => Err((Kind::NoEndpoints, Some(route.name.clone()), Some(backend))),
+                        Some(endpoint) => Ok(Routed {
+                            route: route.name.clone(),
+                            backend,
+                            endpoint,
+                            ticket: table.debug_headers.then_some(ticket),
+                            pool: PoolSettings {
+                                connect_timeout: table.upstream.connect_timeout,
+                                idle_timeout: table.upstream.idle_timeout,
+                                max_idle: table.upstream.max_idle_per_endpoint as usize,
+                            },
+                            request_timeout: table.upstream.request_timeout,
+                        }),
+                    }
+                }
+            },
+        };
+        (routed, log)
+    };
+    let info = log.then(|| LogInfo {
+        time: std::time::SystemTime::now(),
+        host: host_raw.clone(),
+        method: req.method().as_str().to_owned(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned(),
+    });
+    let r = match routed {
+        Ok(r) => r,
+        Err((kind, route, backend)) => {
+            shared.counters.error(kind);
+            if let Some(b) = &backend {
+                b.stats.record(Outcome {
+                    status: kind.status(),
+                    proxy_error: true,
+                    latency_us: start.elapsed().as_micros() as u64,
+                });
+            }
+            if let Some(info) = &info {
+                write_log(
+                    &conn,
+                    info,
+                    kind.status(),
+                    route.as_deref(),
+                    backend.as_deref(),
+                    None,
+                    start,
+                    Some(kind.label()),
+                );
+            }
+            return short_response(kind, None);
         }
+    };
+
+    r.endpoint.begin();
+    let finish = Finish {
+        start,
+        status: 0,
+        proxy_error: false,
+        conn: conn.clone(),
+        backend: r.backend.clone(),
+        endpoint: r.endpoint.clone(),
+        route: r.route.clone(),
+        max_idle: r.pool.max_idle,
+        log: info.map(Box::new),
+        settled: false,
+    };
+
+    let (parts, body) = req.into_parts();
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_host = false;
+    let mut xff: Option<&HeaderValue> = None;
+    for (name, value) in &parts.headers {
+        match name.as_str() {
+            "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer"
+            | "transfer-encoding" | "upgrade" | "x-forwarded-proto" | "x-forwarded-host" => {}
+            "x-forwarded-for" => xff = Some(value),
+            n => {
+                has_host |= n == "host";
+                put_header(&mut head, n.as_bytes(), value.as_bytes());
+            }
+        }
+    }
+    if !has_host && !host_raw.is_empty() {
+        put_header(&mut head, b"host", host_raw.as_bytes());
+    }
+    let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let has_body = !body.is_end_stream();
+    let chunked = has_body && !sized;
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = xff {
+        head.extend_from_slice(prev.as_bytes());
+        head.extend_from_slice(b", ");
+    }
+    head.extend_from_slice(conn.client_ip.as_bytes());
+    head.extend_from_slice(if conn.tls {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
+    if !host_raw.is_empty() {
+        put_header(&mut head, b"x-forwarded-host", host_raw.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let is_head = parts.method == http::Method::HEAD;
+    let safe = !has_body
+        && matches!(
+            parts.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        );
+
+    let sent = tokio::time::timeout(r.request_timeout, async {
+        let mut up = r.endpoint.checkout_raw(&r.pool).await?;
+        if let Err(e) = send(&mut up, &head, body, chunked).await {
+            if safe && !up.fresh {
+                up = r.endpoint.connect_raw(&r.pool).await?;
+                write_keep(&mut up.stream, &head)
+                    .await
+                    .map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
+            } else {
+                return Err(e);
+            }
+        }
+        match read_response_head(&mut up, r.request_timeout).await {
+            Ok(h) => Ok((up, h)),
+            Err(UpError::Closed) if safe && !up.fresh => {
+                let mut fresh = r.endpoint.connect_raw(&r.pool).await?;
+                write_keep(&mut fresh.stream, &head)
+                    .await
+                    .map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
+                let h = read_response_head(&mut fresh, r.request_timeout)
+                    .await
+                    .map_err(up_error)?;
+                Ok((fresh, h))
+            }
+            Err(e) => Err(up_error(e)),
+        }
+    })
+    .await;
+    let (mut up, mut resp_head) = match sent {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return finish.fail(e),
+        Err(_) => return finish.fail(ProxyError::new(Kind::ResponseTimeout)),
+    };
+    // Interim responses mean nothing to an HTTP/2 client here: skip them.
+    while (100..200).contains(&resp_head.status) {
+        let len = resp_head.common.len;
+        bytes::Buf::advance(&mut up.buf, len);
+        resp_head = match read_response_head(&mut up, r.request_timeout).await {
+            Ok(h) => h,
+            Err(e) => return finish.fail(up_error(e)),
+        };
+    }
+
+    let framing = resp_head.framing(is_head);
+    let keep = resp_head.common.keep_alive() && framing != Framing::UntilClose;
+    let mut builder = Response::builder().status(resp_head.status);
+    {
+        let b: &[u8] = &up.buf;
+        for (n, v) in resp_head.common.headers() {
+            let name = n.get(b);
+            if resp_head.common.is_hop_by_hop(b, name, false) {
+                continue;
+            }
+            builder = builder.header(name, v.get(b));
+        }
+        if let Some(ticket) = r.ticket {
+            builder = builder
+                .header("x-weir-route", &*r.route)
+                .header("x-weir-service", &*r.backend.key.service)
+                .header("x-weir-role", r.backend.key.role.to_string())
+                .header("x-weir-revision", &*r.backend.key.revision)
+                .header("x-weir-upstream", r.endpoint.addr.to_string());
+            if let Some(t) = ticket {
+                builder = builder.header("x-weir-split-seq", t.to_string());
+            }
+        }
+    }
+    let len = resp_head.common.len;
+    bytes::Buf::advance(&mut up.buf, len);
+    let mut finish = finish;
+    finish.status = resp_head.status;
+    match builder.body(()) {
+        Ok(resp) => {
+            let (parts, ()) = resp.into_parts();
+            Response::from_parts(parts, RespBody::upstream(up, framing, keep, finish))
+        }
+        Err(_) => finish.fail(ProxyError::new(Kind::UpstreamProtocol)),
     }
 }
 
-/// The end of one proxied request: records the outcome once, returns the upstream
+fn up_error(e: UpError) -> ProxyError {
+    match e {
+        UpError::Timeout => ProxyError::new(Kind::ResponseTimeout),
+        other => ProxyError::with(Kind::UpstreamProtocol, format!("{other:?}")),
+    }
+}
+
+/// Writes the head, then streams the request body (chunk-encoded when unsized).
+async fn send(
+    up: &mut UpConn,
+    head: &[u8],
+    mut body: Incoming,
+    chunked: bool,
+) -> Result<(), ProxyError> {
+    let w = |e: std::io::Error| ProxyError::with(Kind::UpstreamProtocol, e);
+    write_keep(&mut up.stream, head).await.map_err(w)?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
+        if let Ok(data) = frame.into_data() {
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                let mut size = Vec::with_capacity(12);
+                size.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                up.stream.write_all(&size).await.map_err(w)?;
+                up.stream.write_all(&data).await.map_err(w)?;
+                up.stream.write_all(b"\r\n").await.map_err(w)?;
+            } else {
+                up.stream.write_all(&data).await.map_err(w)?;
+            }
+        }
+    }
+    if chunked {
+        up.stream.write_all(b"0\r\n\r\n").await.map_err(w)?;
+    }
+    up.stream.flush().await.map_err(w)
+}
+
+fn short_response(kind: Kind, finish: Option<Finish>) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(
+        Bytes::from_static(kind.body().as_bytes()),
+        finish,
+    ));
+    *resp.status_mut() = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The end of one proxied HTTP/2 request: records the outcome once, returns the upstream
 /// connection to its pool when the response was read to its end.
 #[derive(Debug)]
 pub struct Finish {
     start: Instant,
     status: u16,
     proxy_error: bool,
-    cell: Arc<Cell>,
-    endpoint: Arc<EndpointPool>,
-    sender: Option<Sender>,
-    max_idle: usize,
     conn: Arc<ConnInfo>,
-    backend: Option<Arc<Backend>>,
+    backend: Arc<Backend>,
+    endpoint: Arc<EndpointPool>,
+    route: Arc<str>,
+    max_idle: usize,
     log: Option<Box<LogInfo>>,
+    settled: bool,
 }
 
 impl Finish {
-    /// The response body was sent to its end.
-    pub(crate) fn complete(mut self) {
-        if let Some(s) = self.sender.take() {
-            self.endpoint.checkin(s, self.max_idle);
+    /// The response body was sent to its end; `conn` goes back to the pool.
+    pub(crate) fn complete(mut self, conn: Option<UpConn>) {
+        if let Some(c) = conn {
+            self.endpoint.checkin_raw(c, self.max_idle);
         }
         self.record(None);
     }
 
     /// The upstream's body broke off: a failure of the upstream.
     pub(crate) fn broken(mut self) {
-        self.sender = None;
         self.proxy_error = true;
         self.conn.shared.counters.error(Kind::UpstreamProtocol);
         self.record(Some(Kind::UpstreamProtocol));
     }
 
-    /// The client went away before the end: the connection cannot be reused, and the
-    /// outcome is what the upstream said.
+    /// The client went away before the end: the outcome is what the upstream said.
     pub(crate) fn abandoned(mut self) {
-        self.sender = None;
         self.record(None);
     }
 
     fn fail(mut self, e: ProxyError) -> Response<RespBody> {
         let kind = e.kind;
-        log_error(&self.conn, &e);
+        tracing::debug!(client = %self.conn.client, "proxy error: {e}");
         self.conn.shared.counters.error(kind);
         self.status = kind.status();
         self.proxy_error = true;
-        self.sender = None;
-        let mut resp = Response::new(RespBody::full(kind.body(), Some(self)));
-        *resp.status_mut() = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        set_text(&mut resp);
-        resp
+        self.record(Some(kind));
+        short_response(kind, None)
     }
 
     fn record(&mut self, error: Option<Kind>) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
         self.endpoint.end();
         let latency_us = self.start.elapsed().as_micros() as u64;
-        self.cell.record(Outcome {
+        self.backend.stats.record(Outcome {
             status: self.status,
             proxy_error: self.proxy_error,
             latency_us,
         });
-        if let Some(info) = self.log.take()
-            && let Some(sink) = self.conn.shared.access_log.load().as_ref()
-        {
-            let b = self.backend.as_ref();
-            sink.write(&Entry {
-                time: crate::access_log::rfc3339(info.time),
-                client: self.conn.client.to_string(),
-                host: &info.host,
-                method: &info.method,
-                path: &info.path,
-                status: self.status,
-                route: Some(&info.route),
-                role: b.map(|b| b.key.role.label()).filter(|r| !r.is_empty()),
-                revision: b.map(|b| &*b.key.revision).filter(|r| !r.is_empty()),
-                upstream: Some(self.endpoint.addr.to_string()),
-                duration: latency_us as f64 / 1e6,
-                error: error
+        if let Some(info) = self.log.take() {
+            write_log(
+                &self.conn,
+                &info,
+                self.status,
+                Some(&self.route),
+                Some(&self.backend),
+                Some(&self.endpoint),
+                self.start,
+                error
                     .map(Kind::label)
                     .or(self.proxy_error.then_some("proxy")),
-            });
+            );
         }
     }
 }
 
-fn log_error(conn: &ConnInfo, e: &ProxyError) {
-    tracing::debug!(client = %conn.client, listener = %conn.listener, "proxy error: {e}");
-}
-
-fn set_text(resp: &mut Response<RespBody>) {
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-}
-
-/// A response the proxy makes itself, recorded against `backend` when there is one.
-#[allow(clippy::too_many_arguments)]
-fn error_response(
-    conn: &Arc<ConnInfo>,
-    req: &Request<Incoming>,
-    start: Instant,
-    kind: Kind,
-    route: Option<&Arc<str>>,
-    backend: Option<&Arc<Backend>>,
-    _endpoint: Option<&EndpointPool>,
-    log: bool,
-) -> Response<RespBody> {
-    conn.shared.counters.error(kind);
-    let status = kind.status();
-    if let Some(b) = backend {
-        b.stats.record(Outcome {
-            status,
-            proxy_error: true,
-            latency_us: start.elapsed().as_micros() as u64,
-        });
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.status == 0 {
+            self.status = 499;
+        }
+        self.record(None);
     }
-    if log && let Some(sink) = conn.shared.access_log.load().as_ref() {
-        let info = LogInfo::of(req, route.cloned().unwrap_or_else(|| Arc::from("")));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_log(
+    conn: &ConnInfo,
+    info: &LogInfo,
+    status: u16,
+    route: Option<&str>,
+    backend: Option<&Backend>,
+    endpoint: Option<&EndpointPool>,
+    start: Instant,
+    error: Option<&str>,
+) {
+    if let Some(sink) = conn.shared.access_log.load().as_ref() {
         sink.write(&Entry {
             time: crate::access_log::rfc3339(info.time),
             client: conn.client.to_string(),
@@ -536,18 +491,14 @@ fn error_response(
             method: &info.method,
             path: &info.path,
             status,
-            route: route.map(|r| &**r),
+            route,
             role: backend
                 .map(|b| b.key.role.label())
                 .filter(|r| !r.is_empty()),
             revision: backend.map(|b| &*b.key.revision).filter(|r| !r.is_empty()),
-            upstream: None,
+            upstream: endpoint.map(|e| e.addr.to_string()),
             duration: start.elapsed().as_secs_f64(),
-            error: Some(kind.label()),
+            error,
         });
     }
-    let mut resp = Response::new(RespBody::full(kind.body(), None));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    set_text(&mut resp);
-    resp
 }

@@ -1,9 +1,9 @@
-//! Upstream connections: a keep-alive pool per endpoint, HTTP/1.1.
+//! Upstream connections: a keep-alive pool of raw HTTP/1.1 connections per endpoint.
 //!
-//! Hand-written rather than hyper-util's legacy client because the hot path wants what
-//! that client does not give: no per-request URI parsing or pool-key hashing, no task
-//! spawned per request to wait for the connection to become idle again, and the pool
-//! entry handed straight to the response body, which gives it back when the body ends.
+//! Hand-written rather than hyper-util's client because the hot path wants what that
+//! client does not give: no task and channel per connection, no per-request URI parsing
+//! or pool-key hashing, and the connection driven by the request that uses it, then
+//! handed back when its response has been read to the end.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,15 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::body::ReqBody;
 use crate::error::{Kind, ProxyError};
-
-/// A connection ready to carry one request.
-pub type Sender = http1::SendRequest<ReqBody>;
 
 /// The pools of every endpoint, by address. Pools outlive routing snapshots.
 #[derive(Debug, Default)]
@@ -57,11 +51,6 @@ impl Upstreams {
     }
 }
 
-struct Idle {
-    sender: Sender,
-    since: Instant,
-}
-
 /// A raw HTTP/1.1 upstream connection, for the HTTP/1.1 fast path.
 #[derive(Debug)]
 pub struct UpConn {
@@ -83,7 +72,6 @@ pub struct EndpointPool {
     pub addr: SocketAddr,
     /// The address as written in the config.
     pub authority: Arc<str>,
-    idle: Mutex<Vec<Idle>>,
     raw_idle: Mutex<Vec<(UpConn, Instant)>>,
     in_flight: AtomicUsize,
     /// Connections opened.
@@ -117,7 +105,6 @@ impl EndpointPool {
         EndpointPool {
             addr,
             authority: Arc::from(authority),
-            idle: Mutex::new(Vec::new()),
             raw_idle: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
@@ -132,8 +119,7 @@ impl EndpointPool {
 
     /// Idle connections now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
-            + self.raw_idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.raw_idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
     /// A raw connection: a pooled one that is still open, else a new one.
@@ -206,103 +192,7 @@ impl EndpointPool {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A pooled connection if one is idle and alive, else None.
-    pub(crate) fn take_idle(&self, s: &PoolSettings) -> Option<Sender> {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = idle.pop() {
-            if c.sender.is_closed() || now.duration_since(c.since) >= s.idle_timeout {
-                continue;
-            }
-            return Some(c.sender);
-        }
-        None
-    }
-
-    /// A connection: an idle one, else a new one.
-    ///
-    /// # Errors
-    /// Connect failures and timeouts, as proxy errors.
-    pub(crate) async fn checkout(
-        &self,
-        s: &PoolSettings,
-        upgrades: bool,
-    ) -> Result<Sender, ProxyError> {
-        if !upgrades {
-            while let Some(mut sender) = self.take_idle(s) {
-                // Just returned connections become ready as soon as their task sees the
-                // end of the previous response.
-                if sender.ready().await.is_ok() {
-                    return Ok(sender);
-                }
-            }
-        }
-        self.connect(s, upgrades).await
-    }
-
-    /// Opens a new connection.
-    pub(crate) async fn connect(
-        &self,
-        s: &PoolSettings,
-        upgrades: bool,
-    ) -> Result<Sender, ProxyError> {
-        let stream = match tokio::time::timeout(
-            s.connect_timeout,
-            tokio::net::TcpStream::connect(self.addr),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                self.connect_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(ProxyError::with(Kind::ConnectFailed, e));
-            }
-            Err(_) => {
-                self.connect_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(ProxyError::new(Kind::ConnectTimeout));
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake::<_, ReqBody>(TokioIo::new(stream))
-            .await
-            .map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
-        self.connects.fetch_add(1, Ordering::Relaxed);
-        let addr = self.addr;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(%addr, "upstream connection ended: {e}");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%addr, "upstream connection ended: {e}");
-                }
-            });
-        }
-        Ok(sender)
-    }
-
-    /// Gives a connection back after its response body was read to the end.
-    pub(crate) fn checkin(&self, sender: Sender, max_idle: usize) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
-    }
-
     fn prune(&self, now: Instant, idle_timeout: Duration) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < idle_timeout);
-        drop(idle);
         let mut raw = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
         raw.retain(|(c, since)| now.duration_since(*since) < idle_timeout && still_open(&c.stream));
     }

@@ -406,3 +406,40 @@ async fn smuggling_attempts_are_refused() {
     }
     weir.shutdown().await;
 }
+
+/// HTTP/2 clients reach HTTP/1.1 upstreams with bodies both ways: an unsized request
+/// body goes out chunked, a chunked response comes back as data frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_with_bodies() {
+    let weir = weir_to(echo_upstream().await).await;
+    let tcp = TcpStream::connect(weir.web()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let payload = format!("h2 body {i} ").repeat(5000);
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(
+            payload
+                .as_bytes()
+                .chunks(7000)
+                .map(|c| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+                .collect::<Vec<_>>(),
+        ));
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://app.test/echo")
+            .body(body)
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-method"], "POST");
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got.len(), payload.len());
+        assert!(got == payload.as_bytes());
+    }
+    weir.shutdown().await;
+}

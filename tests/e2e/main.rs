@@ -3,6 +3,7 @@
 
 mod kit;
 
+mod access_log;
 mod errors;
 mod examples;
 mod h1;

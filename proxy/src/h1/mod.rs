@@ -16,8 +16,8 @@
 //! retry on a fresh connection when a pooled one turns out closed before a safe request
 //! was answered.
 
-mod chunked;
-mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -777,7 +777,7 @@ fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     (None, target)
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -908,7 +908,10 @@ async fn write_simple<S: AsyncWrite + Unpin>(
 }
 
 /// Writes and flushes `out`, keeping it.
-async fn write_keep<W: AsyncWrite + Unpin>(w: &mut W, out: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_keep<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &[u8],
+) -> std::io::Result<()> {
     w.write_all(out).await?;
     w.flush().await
 }
@@ -922,7 +925,7 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, out: &mut Vec<u8>) -> std::
 }
 
 #[derive(Debug)]
-enum UpError {
+pub(crate) enum UpError {
     /// Closed before a byte of the response.
     Closed,
     Timeout,
@@ -931,7 +934,7 @@ enum UpError {
 }
 
 /// Reads a response head into `up.buf`.
-async fn read_response_head(
+pub(crate) async fn read_response_head(
     up: &mut UpConn,
     timeout: Duration,
 ) -> Result<head::ResponseHead, UpError> {
