@@ -7,15 +7,22 @@
 //! - [`load`]: [`load::run`], a keep-alive HTTP/1.1 load generator with closed-loop and
 //!   open-loop (fixed rate, coordinated-omission aware) modes that reports counts by status
 //!   and by backend, a latency histogram and, optionally, the exact sequence of backends that
-//!   answered; [`worst_window_deviation`] turns that sequence into a split-precision figure.
+//!   answered; [`worst_window_deviation`] turns that sequence into a split-precision figure,
+//!   and [`split_order`] puts it back in weir's split order first.
+//! - [`scenarios`]: the `weir-bench split|reload|memory|micro` benchmarks, which start a weir
+//!   binary (or run its pieces in-process) and report.
 //!
-//! Nothing here holds process-global state or binds a socket other than `127.0.0.1:0` or a
-//! listener that the caller passes in, so any number of backends and load runs can share a
-//! process (and a Tokio runtime) with the code under test.
+//! Apart from [`scenarios`], nothing here holds process-global state or binds a socket other
+//! than `127.0.0.1:0` or a listener that the caller passes in, so any number of backends and
+//! load runs can share a process (and a Tokio runtime) with the code under test.
 
 pub mod backend;
 pub mod load;
 mod rng;
+pub mod scenarios;
 
 pub use backend::{Behavior, CONTROL_PATH, FakeBackend, Latency, X_BACKEND};
-pub use load::{LoadSpec, Mode, Report, Summary, run, worst_window_deviation};
+pub use load::{
+    LoadSpec, Mode, Report, SplitOrder, Summary, X_WEIR_SPLIT_SEQ, run, split_order,
+    worst_window_deviation,
+};

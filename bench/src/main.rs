@@ -1,11 +1,18 @@
-//! `weir-bench`: run a fake backend, or put load on an HTTP server.
+//! `weir-bench`: run a fake backend, put load on an HTTP server, or run one of the benchmark
+//! scenarios against a weir binary.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use weir_bench::scenarios::memory::MemoryOptions;
+use weir_bench::scenarios::micro::MicroOptions;
+use weir_bench::scenarios::reload::ReloadOptions;
+use weir_bench::scenarios::split::SplitOptions;
+use weir_bench::scenarios::{WeirOptions, memory, micro, reload, split};
 use weir_bench::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
 
 /// weir's fake backend and load generator.
@@ -26,6 +33,99 @@ enum Command {
     Backend(BackendArgs),
     /// Send load to a URL and print what came back.
     Load(LoadArgs),
+    /// Split precision: a 100-c/c split under closed-loop load, worst deviation over every
+    /// window of 10, 100 and 1000 requests in weir's split order. Fails above 1.
+    Split(SplitArgs),
+    /// Reload latency: flip a route between two backends by renaming a new config over the
+    /// watched one, time until the new backend answers; no request may fail meanwhile.
+    Reload(ReloadArgs),
+    /// Memory per idle keep-alive client connection (VmRSS), for weir and optionally nginx
+    /// and HAProxy.
+    Memory(MemoryArgs),
+    /// In-process nanoseconds per call of stats recording, split pick and route lookup.
+    Micro(MicroArgs),
+}
+
+/// The weir binary the scenarios start.
+#[derive(Debug, Args)]
+struct WeirArgs {
+    /// The weir binary.
+    #[arg(
+        long = "weir",
+        value_name = "PATH",
+        default_value = "target/release/weir"
+    )]
+    binary: PathBuf,
+    /// weir's --workers (default: its own, one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+impl WeirArgs {
+    fn options(&self) -> WeirOptions {
+        WeirOptions {
+            binary: self.binary.clone(),
+            workers: self.workers,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct SplitArgs {
+    /// Concurrent keep-alive client connections.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    connections: usize,
+    /// Responses to collect.
+    #[arg(long, short = 'n', default_value_t = 200_000)]
+    requests: u64,
+    /// The canary's weight in percent (steps of 0.01); the stable gets the rest.
+    #[arg(long, default_value_t = 5.0)]
+    canary: f64,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct ReloadArgs {
+    /// Config changes to make.
+    #[arg(long, default_value_t = 100)]
+    reloads: usize,
+    /// Connections of the background load.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    connections: usize,
+    /// Pause after each reload took effect.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pause: Duration,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct MemoryArgs {
+    /// Client connections to hold open.
+    #[arg(long, short = 'c', default_value_t = 10_000)]
+    connections: usize,
+    /// Also measure nginx and HAProxy (those on PATH), with bench/peers' configs.
+    #[arg(long)]
+    peers: bool,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct MicroArgs {
+    /// Calls per timed round (three rounds per operation; the fastest counts).
+    #[arg(long, default_value_t = 5_000_000)]
+    iterations: u64,
+    /// CPU µs per proxied request, to express the measurement cost as a share of it.
+    #[arg(long, default_value_t = 28.0)]
+    per_request_us: f64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,8 +209,77 @@ fn real_main() -> Result<()> {
         match cli.command {
             Command::Backend(args) => backend(args).await,
             Command::Load(args) => load(args).await,
+            Command::Split(args) => {
+                let opts = SplitOptions {
+                    connections: args.connections,
+                    requests: args.requests,
+                    canary_percent: args.canary,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(split::run(&opts)).await?;
+                print(&result, args.weir.json)?;
+                passed(result.passed, "split")
+            }
+            Command::Reload(args) => {
+                let opts = ReloadOptions {
+                    reloads: args.reloads,
+                    connections: args.connections,
+                    pause: args.pause,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(reload::run(&opts)).await?;
+                print(&result, args.weir.json)?;
+                passed(result.passed, "reload")
+            }
+            Command::Memory(args) => {
+                let opts = MemoryOptions {
+                    connections: args.connections,
+                    peers: args.peers,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(memory::run(&opts)).await?;
+                print(&result, args.weir.json)
+            }
+            Command::Micro(args) => {
+                let opts = MicroOptions {
+                    iterations: args.iterations,
+                    per_request_us: args.per_request_us,
+                };
+                let result = tokio::task::spawn_blocking(move || micro::run(&opts)).await??;
+                print(&result, args.json)
+            }
         }
     })
+}
+
+/// Runs a scenario until it ends or this process gets SIGINT or SIGTERM; then the scenario
+/// is dropped, which stops the processes it started.
+async fn interruptible<T>(scenario: impl Future<Output = Result<T>>) -> Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    tokio::select! {
+        result = scenario => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        _ = term.recv() => bail!("terminated"),
+    }
+}
+
+/// Prints a scenario's result, as text or as one JSON object.
+fn print<T: std::fmt::Display + serde::Serialize>(result: &T, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        println!("{result}");
+    }
+    Ok(())
+}
+
+fn passed(ok: bool, what: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("{what} failed (see the report above)")
+    }
 }
 
 async fn backend(args: BackendArgs) -> Result<()> {
@@ -185,6 +354,7 @@ async fn load(args: LoadArgs) -> Result<()> {
         },
         duration: args.duration,
         record_sequence: false,
+        max_requests: None,
     };
     let stop = CancellationToken::new();
     let on_ctrl_c = stop.clone();

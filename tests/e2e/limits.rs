@@ -142,3 +142,27 @@ async fn forwarding_headers() {
     assert!(!got.contains("\r\nkeep-alive:"), "{got}");
     weir.shutdown().await;
 }
+
+/// Idle keep-alive connections are closed after `limits.idleTimeout`; a client that
+/// starts a head and stops gets 408 after `limits.headerTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_are_timed_out() {
+    let b = backend("b").await;
+    let yaml = proxy(
+        &split_route("app", &[("b", 100.0)]),
+        "  limits: {idleTimeout: 300ms, headerTimeout: 300ms}\n",
+    ) + &service("b", &[b.addr()]);
+    let weir = Weir::start(&yaml).await;
+    // Idle after one request: closed by weir.
+    let mut s = TcpStream::connect(weir.web()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let rest = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(matches!(rest, Ok(Ok(0))), "the idle connection is closed: {rest:?}");
+    // Half a head, then silence: 408.
+    let r = raw(weir.web(), b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 408"), "{r:?}");
+    weir.shutdown().await;
+}

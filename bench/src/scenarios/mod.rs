@@ -74,7 +74,9 @@ impl ChildGuard {
 
     /// The exit status, if the process has exited.
     pub fn try_exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends SIGTERM and waits (without blocking the runtime) for the process to exit; kills it
@@ -376,7 +378,12 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     tree
@@ -444,8 +451,12 @@ mod tests {
 
     #[test]
     fn yaml_helpers() {
-        let y = proxy_yaml(1, 2, "    - name: app\n") + &service_yaml("a", "127.0.0.1:9".parse().unwrap());
-        assert!(y.contains("127.0.0.1:1") && y.contains("127.0.0.1:2"), "{y}");
+        let y = proxy_yaml(1, 2, "    - name: app\n")
+            + &service_yaml("a", "127.0.0.1:9".parse().unwrap());
+        assert!(
+            y.contains("127.0.0.1:1") && y.contains("127.0.0.1:2"),
+            "{y}"
+        );
         assert!(y.contains("endpoints: [\"127.0.0.1:9\"]"), "{y}");
         assert_eq!(pairs([("a", 1), ("b", 2)]), "a=1 b=2");
         assert_eq!(pairs(Vec::<(u8, u8)>::new()), "-");

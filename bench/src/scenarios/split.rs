@@ -222,13 +222,17 @@ impl fmt::Display for SplitResult {
         )?;
         writeln!(
             f,
-            "worst |canaries - share*n| over windows of n: {:>12} {:>14}",
-            "split order", "arrival order"
+            "worst |canaries - share*n| over every window of n consecutive requests:"
+        )?;
+        writeln!(
+            f,
+            "  {:>6} {:>12} {:>14}",
+            "n", "split order", "arrival order"
         )?;
         for w in &self.windows {
             writeln!(
                 f,
-                "  n = {:<5} {:>49.2} {:>14.2}",
+                "  {:>6} {:>12.2} {:>14.2}",
                 w.n, w.split_order, w.arrival_order
             )?;
         }

@@ -269,6 +269,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn least_request_prefers_the_less_busy_endpoint() {
+        use crate::stats::Stats;
+        use crate::upstream::Upstreams;
+        let ups = Upstreams::default();
+        let a = ups.pool("127.0.0.1:1".parse().unwrap(), "a");
+        let b = ups.pool("127.0.0.1:2".parse().unwrap(), "b");
+        let key = CellKey {
+            service: "s".into(),
+            role: Role::None,
+            revision: "".into(),
+        };
+        let cell = Stats::new(1, true).cell(key.clone());
+        let backend = Backend::new(key, cell, vec![a.clone(), b.clone()], LoadBalancer::LeastRequest);
+        for _ in 0..5 {
+            a.begin();
+        }
+        for _ in 0..10 {
+            let e = backend.pick_endpoint().unwrap();
+            assert_eq!(e.addr, b.addr, "b has nothing in flight");
+        }
+        let rr = Backend::new(
+            backend.key.clone(),
+            backend.stats.clone(),
+            vec![a.clone(), b.clone()],
+            LoadBalancer::RoundRobin,
+        );
+        let picks: Vec<_> = (0..4).map(|_| rr.pick_endpoint().unwrap().addr.port()).collect();
+        assert_eq!(picks, vec![1, 2, 1, 2]);
+    }
+
+    #[test]
     fn hosts_normalize() {
         let mut b = [0u8; 256];
         assert_eq!(normalize_host("Example.COM:8080", &mut b), "example.com");
