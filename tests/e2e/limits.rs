@@ -155,12 +155,17 @@ async fn idle_and_slow_clients_are_timed_out() {
     let weir = Weir::start(&yaml).await;
     // Idle after one request: closed by weir.
     let mut s = TcpStream::connect(weir.web()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let rest = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
-    assert!(matches!(rest, Ok(Ok(0))), "the idle connection is closed: {rest:?}");
+    assert!(
+        matches!(rest, Ok(Ok(0))),
+        "the idle connection is closed: {rest:?}"
+    );
     // Half a head, then silence: 408.
     let r = raw(weir.web(), b"GET / HTTP/1.1\r\nHost: x\r\n").await;
     assert!(r.starts_with("HTTP/1.1 408"), "{r:?}");

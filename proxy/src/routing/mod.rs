@@ -281,7 +281,12 @@ mod tests {
             revision: "".into(),
         };
         let cell = Stats::new(1, true).cell(key.clone());
-        let backend = Backend::new(key, cell, vec![a.clone(), b.clone()], LoadBalancer::LeastRequest);
+        let backend = Backend::new(
+            key,
+            cell,
+            vec![a.clone(), b.clone()],
+            LoadBalancer::LeastRequest,
+        );
         for _ in 0..5 {
             a.begin();
         }
@@ -295,7 +300,9 @@ mod tests {
             vec![a.clone(), b.clone()],
             LoadBalancer::RoundRobin,
         );
-        let picks: Vec<_> = (0..4).map(|_| rr.pick_endpoint().unwrap().addr.port()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| rr.pick_endpoint().unwrap().addr.port())
+            .collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);
     }
 
