@@ -34,17 +34,17 @@ taskset -c 1 $BENCH backend --listen $B1 --name b1 --threads 1 >/dev/null 2>&1 &
 taskset -c 1 $BENCH backend --listen $B2 --name b2 --threads 1 >/dev/null 2>&1 &
 sleep 0.5
 
-# Sum of utime+stime ticks over a process group.
+# utime and stime ticks summed over a process group: "user sys".
 group_ticks() {
-  local pg=$1 sum=0
+  local pg=$1 us=0 sy=0
   for p in $(pgrep -g "$pg"); do
     if [ -r /proc/$p/stat ]; then
       # fields after the ')' : state is $1, utime $12, stime $13
       read -r u s < <(sed 's/^.*) //' /proc/$p/stat | awk '{print $12, $13}')
-      sum=$((sum + u + s))
+      us=$((us + u)); sy=$((sy + s))
     fi
   done
-  echo $sum
+  echo "$us $sy"
 }
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
@@ -91,19 +91,20 @@ run_load() {
 }
 
 declare -A CPU
-printf "%-16s %6s %10s %9s %9s %12s\n" proxy round "req/s" p50 p99 "cpu µs/req"
+printf "%-16s %6s %10s %9s %9s %12s %9s %9s\n" proxy round "req/s" p50 p99 "cpu µs/req" user sys
 for round in $(seq $ROUNDS); do
   for name in ${ONLY//,/ }; do
     start_proxy $name
     # warm up connections and caches
     taskset -c 1 wrk -t1 -c $CONNS -d 1s http://127.0.0.1:$PORT/ >/dev/null 2>&1 || true
-    t0=$(group_ticks $PROXY_PID); s0=$(date +%s.%N)
+    read -r u0 y0 < <(group_ticks $PROXY_PID); s0=$(date +%s.%N)
     run_load
-    t1=$(group_ticks $PROXY_PID); s1=$(date +%s.%N)
+    read -r u1 y1 < <(group_ticks $PROXY_PID); s1=$(date +%s.%N)
     stop_proxy
-    cpu_us=$(awk -v a=$t0 -v b=$t1 -v n=$REQS -v tck=$TCK 'BEGIN{ if (n>0) printf "%.2f", (b-a)/tck*1e6/n; else print "nan"}')
+    per() { awk -v a=$1 -v b=$2 -v n=$REQS -v tck=$TCK 'BEGIN{ if (n>0) printf "%.2f", (b-a)/tck*1e6/n; else print "nan"}'; }
+    cpu_us=$(per $((u0 + y0)) $((u1 + y1)))
     rps=$(awk -v n=$REQS -v a=$s0 -v b=$s1 'BEGIN{printf "%.0f", n/(b-a)}')
-    printf "%-16s %6s %10s %9s %9s %12s\n" $name $round $rps $P50 $P99 $cpu_us
+    printf "%-16s %6s %10s %9s %9s %12s %9s %9s\n" $name $round $rps $P50 $P99 $cpu_us $(per $u0 $u1) $(per $y0 $y1)
     CPU[$name]="${CPU[$name]:-} $cpu_us"
   done
 done

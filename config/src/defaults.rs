@@ -14,8 +14,9 @@ pub const MAX_IDLE_PER_ENDPOINT: u32 = 256;
 /// Client connections open at once over all listeners: 50,000. Beyond it new
 /// connections are closed at once and counted.
 pub const MAX_CONNECTIONS: u32 = 50_000;
-/// Request line plus headers, 64 KiB; more gets 431.
-pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
+/// Request line plus headers: 64 KiB less one byte, which is also the most allowed; more
+/// gets 431.
+pub const MAX_HEADER_BYTES: u32 = 65_535;
 /// Smallest header limit hyper accepts, 8 KiB.
 pub const MIN_HEADER_BYTES: u32 = 8 * 1024;
 /// A client has 30 s to send its request headers.

@@ -107,29 +107,37 @@ pub async fn serve(
         drain.tracker.spawn(async move {
             let counters = conn.shared.counters.clone();
             counters.connections_open.fetch_add(1, Ordering::Relaxed);
+            // Each protocol's state is boxed, so that a connection's task is only as large
+            // as the one it speaks (TLS and HTTP/2 state is far larger than HTTP/1.1's).
             match tls {
                 None => detect_and_serve(conn, stream, false, settings, token).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(settings.header_timeout, acceptor.0.accept(stream))
+                    Box::pin(async {
+                        match tokio::time::timeout(
+                            settings.header_timeout,
+                            acceptor.0.accept(stream),
+                        )
                         .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            detect_and_serve(conn, tls_stream, h2, settings, token).await
+                        {
+                            Ok(Ok(tls_stream)) => {
+                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                detect_and_serve(conn, tls_stream, h2, settings, token).await
+                            }
+                            Ok(Err(e)) => {
+                                counters
+                                    .tls_handshake_errors
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(%client, "TLS handshake failed: {e}");
+                            }
+                            Err(_) => {
+                                counters
+                                    .tls_handshake_errors
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(%client, "TLS handshake timed out");
+                            }
                         }
-                        Ok(Err(e)) => {
-                            counters
-                                .tls_handshake_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%client, "TLS handshake failed: {e}");
-                        }
-                        Err(_) => {
-                            counters
-                                .tls_handshake_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(%client, "TLS handshake timed out");
-                        }
-                    }
+                    })
+                    .await
                 }
             }
             counters.connections_open.fetch_sub(1, Ordering::Relaxed);
@@ -150,7 +158,7 @@ async fn detect_and_serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    let mut rbuf = BytesMut::with_capacity(h1::CLIENT_BUF);
     if !alpn_h2 {
         loop {
             let n = rbuf.len().min(H2_PREFACE.len());
@@ -176,16 +184,11 @@ async fn detect_and_serve<S>(
             return;
         }
     }
-    serve_h2(
-        conn,
-        Rewind {
-            prefix: rbuf,
-            inner: io,
-        },
-        settings,
-        drain,
-    )
-    .await;
+    let io = Rewind {
+        prefix: rbuf,
+        inner: io,
+    };
+    Box::pin(serve_h2(conn, io, settings, drain)).await;
 }
 
 async fn serve_h2<S>(
@@ -277,4 +280,58 @@ fn client_ip_header(client: SocketAddr) -> http::HeaderValue {
     let ip = client.ip().to_canonical().to_string();
     http::HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
         .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        println!(
+            "detect_and_serve<TcpStream>: {}",
+            std::mem::size_of::<tokio::net::TcpStream>()
+        );
+        fn size_of_fut<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let s = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap();
+            let shared = std::sync::Arc::new(crate::service::Shared {
+                table: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
+                    crate::routing::build(
+                        &weir_config::load_str(std::path::Path::new("/x.yaml"), "").unwrap(),
+                        &Default::default(),
+                        &mut crate::routing::BuildContext::new(
+                            std::sync::Arc::new(crate::stats::Stats::new(1, true)),
+                            std::sync::Arc::new(crate::upstream::Upstreams::default()),
+                        ),
+                    )
+                    .unwrap(),
+                )),
+                counters: Default::default(),
+                access_log: Default::default(),
+            });
+            let conn = std::sync::Arc::new(crate::service::ConnInfo {
+                shared,
+                listener: "x".into(),
+                listener_index: 0,
+                client: "127.0.0.1:1".parse().unwrap(),
+                client_ip: http::HeaderValue::from_static("127.0.0.1"),
+                tls: false,
+            });
+            let settings = super::ServerSettings {
+                max_header_bytes: 1000,
+                header_timeout: std::time::Duration::from_secs(1),
+                idle_timeout: std::time::Duration::from_secs(1),
+            };
+            let f = super::detect_and_serve(conn, s, false, settings, Default::default());
+            println!("detect_and_serve future: {}", size_of_fut(&f));
+        });
+    }
 }

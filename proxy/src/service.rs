@@ -324,6 +324,7 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
     }
     let len = resp_head.common.len;
     bytes::Buf::advance(&mut up.buf, len);
+    up.spans = std::mem::take(&mut resp_head.common.headers);
     let mut finish = finish;
     finish.status = resp_head.status;
     match builder.body(()) {

@@ -61,6 +61,9 @@ pub struct UpConn {
     /// True until it has carried a request: a fresh connection that fails is not a
     /// stale pooled one, so the request is not sent again.
     pub fresh: bool,
+    /// Header positions of the response head being read, reused from response to
+    /// response.
+    pub(crate) spans: Vec<(crate::h1::head::Span, crate::h1::head::Span)>,
 }
 
 /// Read buffer size of an upstream connection.
@@ -149,6 +152,7 @@ impl EndpointPool {
             stream,
             buf: bytes::BytesMut::with_capacity(UP_BUF),
             fresh: true,
+            spans: Vec::new(),
         })
     }
 

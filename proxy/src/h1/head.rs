@@ -7,25 +7,30 @@ pub(crate) const MAX_HEADERS: usize = 100;
 /// Most Connection options remembered (headers named there are hop-by-hop).
 const MAX_CONN_TOKENS: usize = 8;
 
+/// Longest head accepted, so that offsets fit in 16 bits and a parsed head stays small
+/// (it lives in every connection's task).
+pub(crate) const MAX_HEAD: usize = u16::MAX as usize;
+
 /// A byte range of the buffer a head was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Span {
-    start: u32,
-    len: u32,
+    start: u16,
+    len: u16,
 }
 
 impl Span {
     fn of(buf: &[u8], part: &[u8]) -> Span {
         Span {
-            start: (part.as_ptr() as usize - buf.as_ptr() as usize) as u32,
-            len: part.len() as u32,
+            start: (part.as_ptr() as usize - buf.as_ptr() as usize) as u16,
+            len: part.len() as u16,
         }
     }
 
     /// The bytes of `buf` this span covers.
     #[inline]
     pub(crate) fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.start as usize..(self.start + self.len) as usize]
+        let start = self.start as usize;
+        &buf[start..start + self.len as usize]
     }
 }
 
@@ -58,9 +63,9 @@ pub(crate) struct Common {
     pub(crate) len: usize,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub(crate) minor: u8,
-    /// (name, value) of each header, in order.
-    pub(crate) headers: [(Span, Span); MAX_HEADERS],
-    pub(crate) count: usize,
+    /// (name, value) of each header, in order. The vector is reused from message to
+    /// message (see [`parse_request`]), so that parsing allocates nothing.
+    pub(crate) headers: Vec<(Span, Span)>,
     pub(crate) content_length: Option<u64>,
     pub(crate) chunked: bool,
     pub(crate) conn_close: bool,
@@ -72,12 +77,11 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    fn new() -> Self {
+    fn new(headers: Vec<(Span, Span)>) -> Self {
         Common {
             len: 0,
             minor: 1,
-            headers: [(Span::default(), Span::default()); MAX_HEADERS],
-            count: 0,
+            headers,
             content_length: None,
             chunked: false,
             conn_close: false,
@@ -91,7 +95,7 @@ impl Common {
 
     /// The headers, as (name, value) spans.
     pub(crate) fn headers(&self) -> &[(Span, Span)] {
-        &self.headers[..self.count]
+        &self.headers
     }
 
     /// The first value of header `lower` (a lower-case name).
@@ -127,7 +131,7 @@ impl Common {
     /// Interprets framing and Connection headers; `is_request` refuses what only
     /// responses may do.
     fn interpret(&mut self, buf: &[u8], is_request: bool) -> Result<(), HeadError> {
-        for i in 0..self.count {
+        for i in 0..self.headers.len() {
             let (n, v) = self.headers[i];
             let name = n.get(buf);
             let value = v.get(buf);
@@ -255,17 +259,26 @@ impl RequestHead {
     }
 }
 
-/// Parses a request head at the start of `buf`. `Ok(None)` means incomplete.
-pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
+/// Parses a request head at the start of `buf`. `Ok(None)` means incomplete. The
+/// head's header list is taken from `spans` (give it back when done with the head).
+pub(crate) fn parse_request(
+    buf: &[u8],
+    spans: &mut Vec<(Span, Span)>,
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(&buf[..buf.len().min(MAX_HEAD)], &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(HeadError::TooManyHeaders);
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
         Err(_) => return Err(HeadError::Malformed("malformed request")),
     };
-    let mut common = Common::new();
+    let mut headers = std::mem::take(spans);
+    headers.clear();
+    let mut common = Common::new(headers);
     common.len = len;
     common.minor = req.version.unwrap_or(1);
     let (Some(method), Some(path)) = (req.method, req.path) else {
@@ -287,8 +300,7 @@ pub(crate) fn parse_request(buf: &[u8]) -> Result<Option<RequestHead>, HeadError
         } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             xff = Some(vs);
         }
-        common.headers[common.count] = (ns, vs);
-        common.count += 1;
+        common.headers.push((ns, vs));
     }
     let method = Span::of(buf, method.as_bytes());
     let target = Span::of(buf, path.as_bytes());
@@ -335,17 +347,30 @@ impl ResponseHead {
     }
 }
 
-/// Parses a response head at the start of `buf`. `Ok(None)` means incomplete.
-pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+/// Parses a response head at the start of `buf`. `Ok(None)` means incomplete. The
+/// head's header list is taken from `spans`.
+pub(crate) fn parse_response(
+    buf: &[u8],
+    spans: &mut Vec<(Span, Span)>,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        &buf[..buf.len().min(MAX_HEAD)],
+        &mut raw,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(HeadError::TooManyHeaders);
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
         Err(_) => return Err(HeadError::Malformed("malformed response")),
     };
-    let mut common = Common::new();
+    let mut headers = std::mem::take(spans);
+    headers.clear();
+    let mut common = Common::new(headers);
     common.len = len;
     common.minor = resp.version.unwrap_or(1);
     let status = resp.code.unwrap_or(0);
@@ -354,8 +379,9 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, HeadErr
         .map(|r| Span::of(buf, r.as_bytes()))
         .unwrap_or_default();
     for h in resp.headers.iter() {
-        common.headers[common.count] = (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value));
-        common.count += 1;
+        common
+            .headers
+            .push((Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value)));
     }
     common.interpret(buf, false)?;
     Ok(Some(ResponseHead {
@@ -372,7 +398,7 @@ mod tests {
     #[test]
     fn requests() {
         let b = b"POST /x?y=1 HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nConnection: keep-alive, X-Foo\r\nX-Foo: 1\r\n\r\nhello";
-        let r = parse_request(b).unwrap().unwrap();
+        let r = parse_request(b, &mut Vec::new()).unwrap().unwrap();
         assert_eq!(r.common.len, b.len() - 5);
         assert_eq!(r.method.get(b), b"POST");
         assert_eq!(r.target.get(b), b"/x?y=1");
@@ -383,7 +409,7 @@ mod tests {
         assert!(r.common.is_hop_by_hop(b, b"Keep-Alive", false));
         assert!(!r.common.is_hop_by_hop(b, b"content-length", false));
         assert!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: a")
+            parse_request(b"GET / HTTP/1.1\r\nHost: a", &mut Vec::new())
                 .unwrap()
                 .is_none()
         );
@@ -400,7 +426,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_request(bad), Err(HeadError::Malformed(_))),
+                matches!(parse_request(bad, &mut Vec::new()), Err(HeadError::Malformed(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -409,26 +435,36 @@ mod tests {
 
     #[test]
     fn http10_keep_alive() {
-        let r = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert!(!r.common.keep_alive());
-        let r = parse_request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+        let r = parse_request(b"GET / HTTP/1.0\r\n\r\n", &mut Vec::new())
             .unwrap()
             .unwrap();
+        assert!(!r.common.keep_alive());
+        let r = parse_request(
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            &mut Vec::new(),
+        )
+        .unwrap()
+        .unwrap();
         assert!(r.common.keep_alive());
     }
 
     #[test]
     fn responses() {
         let b = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let r = parse_response(b).unwrap().unwrap();
+        let r = parse_response(b, &mut Vec::new()).unwrap().unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.framing(false), Framing::Chunked);
         assert_eq!(r.framing(true), Framing::None);
-        let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
-        assert_eq!(r.framing(false), Framing::UntilClose);
-        let r = parse_response(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+        let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", &mut Vec::new())
             .unwrap()
             .unwrap();
+        assert_eq!(r.framing(false), Framing::UntilClose);
+        let r = parse_response(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            &mut Vec::new(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.framing(false), Framing::None);
     }
 }

@@ -48,8 +48,11 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Duration,
 }
 
-/// Read buffer of a client connection to start with.
-const CLIENT_BUF: usize = 8 * 1024;
+/// Read buffer of a client connection to start with, and its growth step while a
+/// head is incomplete: most request heads fit in it, and an idle connection holds it.
+pub(crate) const CLIENT_BUF: usize = 2 * 1024;
+/// An idle keep-alive connection frees its buffers after this long.
+const SHRINK_AFTER: Duration = Duration::from_secs(2);
 /// Bytes read at once while streaming a body.
 const BODY_READ: usize = 16 * 1024;
 
@@ -82,10 +85,15 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut wbuf: Vec<u8> = Vec::with_capacity(4096);
+    let mut wbuf: Vec<u8> = Vec::new();
+    let mut spans = Vec::new();
     let mut first = true;
     loop {
-        let head = match read_head(&mut io, &mut rbuf, first, &settings, &drain).await {
+        let head = match read_head(
+            &mut io, &mut rbuf, &mut wbuf, &mut spans, first, &settings, &drain,
+        )
+        .await
+        {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(status) => {
@@ -107,11 +115,12 @@ pub(crate) async fn serve<S>(
             .counters
             .requests
             .fetch_add(1, Ordering::Relaxed);
-        match exchange(
-            &conn, &mut io, &mut rbuf, &mut wbuf, head, start, &settings, &drain,
-        )
-        .await
-        {
+        // Boxed: the exchange's state is large and only needed while a request is in
+        // flight; an idle connection's task then holds just its small loop.
+        let ex = Box::pin(exchange(
+            &conn, &mut io, &mut rbuf, &mut wbuf, &mut spans, head, start, &settings, &drain,
+        ));
+        match ex.await {
             Next::KeepAlive => {}
             Next::Close => break,
         }
@@ -124,13 +133,15 @@ pub(crate) async fn serve<S>(
 async fn read_head<S: AsyncRead + Unpin>(
     io: &mut S,
     rbuf: &mut BytesMut,
+    wbuf: &mut Vec<u8>,
+    spans: &mut Vec<(head::Span, head::Span)>,
     first: bool,
     settings: &Settings,
     drain: &CancellationToken,
 ) -> Result<Option<RequestHead>, u16> {
     loop {
         if !rbuf.is_empty() {
-            match parse_request(rbuf) {
+            match parse_request(rbuf, spans) {
                 Ok(Some(h)) => return Ok(Some(h)),
                 Ok(None) => {
                     if rbuf.len() >= settings.max_header_bytes {
@@ -153,16 +164,33 @@ async fn read_head<S: AsyncRead + Unpin>(
         } else {
             settings.header_timeout
         };
-        rbuf.reserve(
-            CLIENT_BUF
-                .min(settings.max_header_bytes - rbuf.len())
-                .max(1024),
-        );
+        rbuf.reserve(CLIENT_BUF.min(settings.max_header_bytes.saturating_sub(rbuf.len()).max(1)));
         let read = if idle {
-            tokio::select! {
+            // A busy connection waits once. One idle past SHRINK_AFTER gives its buffers
+            // back, so that thousands of idle keep-alive connections cost little memory.
+            let shrink_at = limit.min(SHRINK_AFTER);
+            let r = tokio::select! {
                 biased;
-                r = tokio::time::timeout(limit, io.read_buf(rbuf)) => r,
+                r = tokio::time::timeout(shrink_at, io.read_buf(rbuf)) => r,
                 _ = drain.cancelled() => return Ok(None),
+            };
+            match r {
+                Err(_) if shrink_at < limit => {
+                    *rbuf = BytesMut::new();
+                    *wbuf = Vec::new();
+                    let mut one = [0u8; 1];
+                    let r = tokio::select! {
+                        biased;
+                        r = tokio::time::timeout(limit - shrink_at, io.read(&mut one)) => r,
+                        _ = drain.cancelled() => return Ok(None),
+                    };
+                    if let Ok(Ok(1)) = r {
+                        rbuf.reserve(CLIENT_BUF);
+                        rbuf.extend_from_slice(&one);
+                    }
+                    r
+                }
+                r => r,
             }
         } else {
             tokio::time::timeout(limit, io.read_buf(rbuf)).await
@@ -191,7 +219,8 @@ async fn exchange<S>(
     io: &mut S,
     rbuf: &mut BytesMut,
     wbuf: &mut Vec<u8>,
-    head: RequestHead,
+    spans: &mut Vec<(head::Span, head::Span)>,
+    mut head: RequestHead,
     start: Instant,
     settings: &Settings,
     drain: &CancellationToken,
@@ -298,6 +327,7 @@ where
             // An unread body cannot be skipped safely: close after answering.
             let close = has_body || !client_keep || drain.is_cancelled();
             let len = head.common.len;
+            *spans = std::mem::take(&mut head.common.headers);
             rbuf.advance(len);
             let ok = write_simple(io, wbuf, status, reason(status), kind.body(), close)
                 .await
@@ -328,6 +358,7 @@ where
     write_request_head(wbuf, conn, &head, buf, origin, authority, upgrade);
     let expect_continue = head.expect_continue && has_body;
     rbuf.advance(head.common.len);
+    *spans = std::mem::take(&mut head.common.headers);
 
     r.endpoint.begin();
     let mut fin = Fin {
@@ -470,13 +501,14 @@ where
 {
     let timeout = fin.r.request_timeout;
     // Response head, skipping (and relaying) interim 1xx responses.
-    let resp = loop {
+    let mut resp = loop {
         match read_response_head(&mut up, timeout).await {
-            Ok(h) => {
+            Ok(mut h) => {
                 st.retry = false;
                 if (100..200).contains(&h.status) && h.status != 101 {
                     // Relay interim responses as they are; 100 lets the body go.
                     let len = h.common.len;
+                    up.spans = std::mem::take(&mut h.common.headers);
                     wbuf.clear();
                     wbuf.extend_from_slice(&up.buf[..len]);
                     up.buf.advance(len);
@@ -604,6 +636,7 @@ where
     }
     let len = resp.common.len;
     up.buf.advance(len);
+    up.spans = std::mem::take(&mut resp.common.headers);
 
     match forward_body(
         &mut up.buf,
@@ -940,7 +973,7 @@ pub(crate) async fn read_response_head(
 ) -> Result<head::ResponseHead, UpError> {
     loop {
         if !up.buf.is_empty() {
-            match parse_response(&up.buf) {
+            match parse_response(&up.buf, &mut up.spans) {
                 Ok(Some(h)) => return Ok(h),
                 Ok(None) => {
                     if up.buf.len() > 64 * 1024 {
@@ -1066,5 +1099,46 @@ mod tests {
             split_target(b"http://h.test?q"),
             (Some(&b"h.test"[..]), &b"?q"[..])
         );
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn future_sizes() {
+        let shared = Arc::new(crate::service::Shared {
+            table: Arc::new(arc_swap::ArcSwap::from_pointee(
+                crate::routing::build(
+                    &weir_config::load_str(std::path::Path::new("/x.yaml"), "").unwrap(),
+                    &Default::default(),
+                    &mut crate::routing::BuildContext::new(
+                        Arc::new(crate::stats::Stats::new(1, true)),
+                        Arc::new(crate::upstream::Upstreams::default()),
+                    ),
+                )
+                .unwrap(),
+            )),
+            counters: Default::default(),
+            access_log: Default::default(),
+        });
+        let conn = Arc::new(ConnInfo {
+            shared,
+            listener: "x".into(),
+            listener_index: 0,
+            client: "127.0.0.1:1".parse().unwrap(),
+            client_ip: http::HeaderValue::from_static("127.0.0.1"),
+            tls: false,
+        });
+        let s = Settings {
+            max_header_bytes: 1000,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let (a, _b) = tokio::io::duplex(64);
+        let f = serve(conn, a, BytesMut::new(), s, CancellationToken::new());
+        println!("serve future: {} bytes", std::mem::size_of_val(&f));
+        println!("RequestHead: {} bytes", std::mem::size_of::<RequestHead>());
     }
 }
