@@ -11,6 +11,7 @@
 //! [`watch`] runs the pipeline again whenever a watched file changes and publishes only
 //! good models: a bad edit is reported and the last good model stays in force.
 
+pub mod analysis;
 pub mod defaults;
 pub mod duration;
 pub mod error;
@@ -18,8 +19,10 @@ pub mod load;
 pub mod model;
 pub mod node;
 pub mod raw;
+pub mod rollout;
 mod tls;
 mod validate;
+mod validate_argo;
 pub mod watch;
 
 pub use error::{ConfigError, Issue, Notice};

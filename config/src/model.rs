@@ -17,6 +17,8 @@ pub struct Model {
     pub proxy: Proxy,
     /// Services by name.
     pub services: BTreeMap<String, Arc<Service>>,
+    /// Rollouts, analysis templates and the Kubernetes data they use.
+    pub argo: crate::rollout::Argo,
     /// Every file that was read, and every file the model depends on (certificates):
     /// the watcher reloads when any of them changes.
     pub files: Vec<PathBuf>,
@@ -127,7 +129,7 @@ pub enum HostMatch {
 }
 
 /// A header condition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeaderMatch {
     /// Lower-case header name.
     pub name: String,
@@ -146,6 +148,18 @@ pub enum HeaderMatchKind {
     Regex(regex::Regex),
     /// Present (`true`) or absent (`false`).
     Present(bool),
+}
+
+impl PartialEq for HeaderMatchKind {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (HeaderMatchKind::Exact(a), HeaderMatchKind::Exact(b))
+            | (HeaderMatchKind::Prefix(a), HeaderMatchKind::Prefix(b)) => a == b,
+            (HeaderMatchKind::Regex(a), HeaderMatchKind::Regex(b)) => a.as_str() == b.as_str(),
+            (HeaderMatchKind::Present(a), HeaderMatchKind::Present(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl HeaderMatchKind {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 /// A position in a YAML file, 1-based. Line 0 means unknown.
@@ -125,44 +125,46 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
-/// A mapping key: YAML allows any scalar, Kubernetes-style documents only use strings, so
-/// other scalars are turned into their text (`1: x` has key `"1"`).
+/// A mapping key. Kubernetes-style documents use strings; other scalars are turned into
+/// their text (`1: x` has key `"1"`), and the rare complex key (YAML allows a mapping as a
+/// key, which is what an unquoted `{{args.x}}` parses as) into a compact rendering of it,
+/// so that such documents still load.
 struct KeyString(String);
 
 impl<'de> Deserialize<'de> for KeyString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = KeyString;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a scalar mapping key")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<KeyString, E> {
-                Ok(KeyString(v.to_owned()))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<KeyString, E> {
-                Ok(KeyString(v.to_string()))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<KeyString, E> {
-                Ok(KeyString(v.to_string()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<KeyString, E> {
-                Ok(KeyString(v.to_string()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<KeyString, E> {
-                Ok(KeyString(v.to_string()))
-            }
-            fn visit_unit<E>(self) -> Result<KeyString, E> {
-                Ok(KeyString("null".to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<KeyString, A::Error> {
-                Err(de::Error::custom("a mapping key must be a scalar"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<KeyString, A::Error> {
-                Err(de::Error::custom("a mapping key must be a scalar"))
-            }
-        }
-        d.deserialize_any(KeyVisitor)
+        let v = NodeValue::deserialize(d)?;
+        Ok(KeyString(render_key(&v)))
+    }
+}
+
+fn render_key(v: &NodeValue) -> String {
+    match v {
+        NodeValue::Null => "null".to_owned(),
+        NodeValue::Bool(b) => b.to_string(),
+        NodeValue::Int(i) => i.to_string(),
+        NodeValue::UInt(u) => u.to_string(),
+        NodeValue::Float(f) => f.to_string(),
+        NodeValue::Str(s) => s.clone(),
+        NodeValue::Seq(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|n| render_key(&n.value))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        NodeValue::Map(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, _, v)| match v.value {
+                    NodeValue::Null => k.clone(),
+                    ref other => format!("{k}: {}", render_key(other)),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

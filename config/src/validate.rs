@@ -105,6 +105,7 @@ pub(crate) fn validate(
     let mut ctx = Ctx::default();
     let mut proxies: Vec<(Document, raw::ProxyDoc)> = Vec::new();
     let mut services: Vec<(Document, raw::ServiceDoc)> = Vec::new();
+    let mut argo_docs = crate::validate_argo::ArgoDocs::default();
 
     for doc in docs {
         let api = doc.api_version().map(str::to_owned);
@@ -138,6 +139,37 @@ pub(crate) fn validate(
                 "kind",
                 format!("{WEIR_API} has no kind {other:?}: the kinds are Proxy and Service"),
             ),
+            (ARGO_API, "Rollout") => {
+                if let Some(raw) = ctx.decode::<crate::raw::argo::RolloutDoc>(&doc) {
+                    argo_docs.rollouts.push((doc, raw));
+                }
+            }
+            (ARGO_API, k @ ("AnalysisTemplate" | "ClusterAnalysisTemplate")) => {
+                let cluster = k == "ClusterAnalysisTemplate";
+                if let Some(raw) = ctx.decode::<crate::raw::argo::AnalysisTemplateDoc>(&doc) {
+                    argo_docs.templates.push((doc, raw, cluster));
+                }
+            }
+            ("v1", "Secret") => {
+                if let Some(raw) = ctx.decode::<crate::raw::argo::SecretDoc>(&doc) {
+                    ctx.notice(
+                        &doc,
+                        "kind",
+                        "Secret: read for secretKeyRef args, not acted on otherwise",
+                    );
+                    argo_docs.secrets.push((doc, raw));
+                }
+            }
+            ("apps/v1", "Deployment") => {
+                if let Some(raw) = ctx.decode::<crate::raw::argo::DeploymentDoc>(&doc) {
+                    ctx.notice(
+                        &doc,
+                        "kind",
+                        "Deployment: read for a Rollout's workloadRef, not acted on otherwise",
+                    );
+                    argo_docs.deployments.push((doc, raw));
+                }
+            }
             (api, kind) => ctx.notice(
                 &doc,
                 "kind",
@@ -147,7 +179,8 @@ pub(crate) fn validate(
     }
 
     let services = validate_services(&mut ctx, services);
-    let proxy = validate_proxy(&mut ctx, proxies, &services);
+    let argo = crate::validate_argo::validate(&mut ctx, argo_docs, &services);
+    let proxy = validate_proxy(&mut ctx, proxies, &services, &argo);
 
     issues.append(&mut ctx.issues);
     if !issues.is_empty() {
@@ -163,6 +196,7 @@ pub(crate) fn validate(
         fingerprint,
         proxy,
         services,
+        argo,
         files: all_files,
         notices: ctx.notices,
     })
@@ -329,6 +363,7 @@ fn validate_proxy(
     ctx: &mut Ctx,
     mut docs: Vec<(Document, raw::ProxyDoc)>,
     services: &BTreeMap<String, Arc<Service>>,
+    argo: &crate::rollout::Argo,
 ) -> Proxy {
     let mut proxy = default_proxy();
     if docs.len() > 1 {
@@ -505,7 +540,7 @@ fn validate_proxy(
     // Routes.
     let mut route_names = BTreeSet::new();
     for (i, r) in spec.routes.iter().enumerate() {
-        if let Some(route) = validate_route(ctx, doc, i, r, services, &names) {
+        if let Some(route) = validate_route(ctx, doc, i, r, services, argo, &names) {
             if !route_names.insert(route.name.clone()) {
                 ctx.issue(
                     doc,
@@ -526,6 +561,7 @@ fn validate_route(
     i: usize,
     r: &raw::Route,
     services: &BTreeMap<String, Arc<Service>>,
+    argo: &crate::rollout::Argo,
     listeners: &BTreeSet<String>,
 ) -> Option<Route> {
     let field = format!("spec.routes[{i}]");
@@ -602,7 +638,16 @@ fn validate_route(
             );
             None
         }
-        (Some(ro), None) => Some(RouteTarget::Rollout(ro.clone())),
+        (Some(ro), None) => {
+            if !argo.rollouts.contains_key(ro) {
+                ctx.issue(
+                    doc,
+                    &format!("{field}.rollout"),
+                    format!("no Rollout is named {ro:?}: define one (argoproj.io/v1alpha1, kind Rollout)"),
+                );
+            }
+            Some(RouteTarget::Rollout(ro.clone()))
+        }
         (None, Some(backends)) => split_target(ctx, doc, &field, backends, services),
     };
     if ctx.issues.len() > before {

@@ -3,6 +3,7 @@
 //! weir's own kinds deny unknown fields so that typos fail loudly. Argo's kinds tolerate
 //! them, because real Rollouts carry many Kubernetes fields weir has no use for.
 
+pub mod argo;
 pub mod weir;
 
 use serde::Deserialize;

@@ -32,18 +32,12 @@ pub struct RolloutTraffic {
 }
 
 /// Argo's setHeaderRoute: a request matching any of `matches` goes to the canary.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeaderRoute {
     /// The managed route's name.
     pub name: String,
     /// OR'd conditions.
     pub matches: Vec<HeaderMatch>,
-}
-
-impl PartialEq for HeaderRoute {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && format!("{:?}", self.matches) == format!("{:?}", other.matches)
-    }
 }
 
 impl HeaderRoute {
