@@ -7,7 +7,7 @@ use weir_config::{ConfigError, load};
 
 fn conformance(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance")
+        .join("../tests/conformance")
         .join(rel)
 }
 
@@ -230,8 +230,48 @@ fn files_checked_together_and_apart() {
 
 #[test]
 fn quickstart_example_loads() {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/quickstart.yaml");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart.yaml");
     let m = load(&p).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.argo.rollouts["my-app"].image, "my-app:v1.0.0");
     assert_eq!(m.argo.templates.len(), 1);
+}
+
+/// The copies in this repository are the shared files, unchanged (checked where the
+/// shared folder sits beside the checkout).
+#[test]
+fn copies_match_the_shared_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shared = root.join("../shared");
+    if !shared.is_dir() {
+        println!("skipped: {} is not here to compare with", shared.display());
+        return;
+    }
+    let mut stack = vec![shared.join("conformance")];
+    let mut compared = 0;
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(shared.join("conformance")).unwrap();
+            let ours = root.join("tests/conformance").join(rel);
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                std::fs::read(&ours).unwrap_or_default(),
+                "{}",
+                rel.display()
+            );
+            compared += 1;
+        }
+    }
+    for f in ["quickstart.yaml", "static-split.yaml"] {
+        assert_eq!(
+            std::fs::read(shared.join("examples").join(f)).unwrap(),
+            std::fs::read(root.join("examples").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(compared > 30);
 }

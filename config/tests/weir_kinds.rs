@@ -184,7 +184,7 @@ fn duplicate_names_and_missing_names() {
 
 #[test]
 fn examples_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples/static-split.yaml");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/static-split.yaml");
     let m = weir_config::load(&dir).unwrap();
     assert_eq!(m.proxy.routes.len(), 1);
 }
