@@ -1,1 +1,12 @@
-//! placeholder
+//! weir's rollout control loop: the Argo Rollouts canary and blue-green strategies, run
+//! against the proxy's own measurements.
+//!
+//! Place in the data flow: the binary hands the controller each new config model and
+//! gives it two narrow ports ([`ports::MetricsSource`] to read the data plane's windows,
+//! [`ports::TrafficRouter`] to set weights through the proxy's single writer). The pure
+//! core ([`analysis`], [`engine`]) turns (state, spec, observations, now) into a new state
+//! and actions; the thin async shell ([`controller`]) owns clocks, timers, providers and
+//! persistence.
+
+pub mod analysis;
+pub mod eval;
