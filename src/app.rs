@@ -11,8 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_config::Model;
 use weir_config::watch::{ConfigWatcher, ReloadStats};
+use weir_control::{Controller, ControllerHandle, ControllerOptions};
 use weir_proxy::admin::Admin;
 use weir_proxy::{Proxy, ProxyOptions};
+
+use crate::wiring::{ProxyMetrics, ProxyRouter, RolloutsApi};
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -65,6 +68,8 @@ pub struct App {
     pub reload: Arc<Notify>,
     /// Reload outcomes.
     pub reload_stats: Arc<ReloadStats>,
+    /// The control loop.
+    pub controller: ControllerHandle,
     accept: CancellationToken,
     background: CancellationToken,
     tasks: TaskTracker,
@@ -169,11 +174,41 @@ impl App {
             tasks.spawn(async move { proxy.serve_listener(&name, listener, token).await });
         }
 
-        let admin_server = Arc::new(Admin::new(proxy.clone(), registry, None));
-        tasks.spawn(admin_server.serve(admin_listener, background.clone()));
-
         // Config: the watcher publishes good models; a bridge hands them to the updater.
         let (tx, rx) = watch::channel(model.clone());
+
+        // The control loop, reaching the proxy through the two ports.
+        let proxy_url = listeners.iter().find_map(|(name, addr)| {
+            let plain = model
+                .proxy
+                .listeners
+                .iter()
+                .any(|l| &l.name == name && l.tls.is_none());
+            plain.then(|| format!("http://{addr}"))
+        });
+        let (controller, handle) = Controller::new(
+            rx.clone(),
+            Arc::new(ProxyMetrics(proxy.clone())),
+            Arc::new(ProxyRouter(proxy.clone())),
+            ControllerOptions {
+                state_dir: Some(opts.state_dir.clone()),
+                proxy_url,
+            },
+        )
+        .map_err(|e| {
+            StartError::Build(format!(
+                "cannot use the state folder {}: {e}",
+                opts.state_dir.display()
+            ))
+        })?;
+        tasks.spawn(controller.run(background.clone()));
+
+        let admin_server = Arc::new(Admin::new(
+            proxy.clone(),
+            registry,
+            Some(Arc::new(RolloutsApi(handle.clone()))),
+        ));
+        tasks.spawn(admin_server.serve(admin_listener, background.clone()));
         let watcher = ConfigWatcher::new(opts.config.clone(), tx, reload_stats.clone());
         let reload = watcher.trigger();
         if opts.watch {
@@ -207,6 +242,7 @@ impl App {
             admin,
             reload,
             reload_stats,
+            controller: handle,
             accept,
             background,
             tasks,

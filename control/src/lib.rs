@@ -9,4 +9,16 @@
 //! persistence.
 
 pub mod analysis;
+pub mod api;
+pub mod controller;
+pub mod engine;
 pub mod eval;
+pub mod ports;
+pub mod providers;
+pub mod resolve;
+pub mod state;
+pub mod store;
+
+pub use controller::{Clock, Controller, ControllerHandle, ControllerOptions};
+pub use engine::{Action, TrafficPlan};
+pub use ports::{MetricsSource, Sample, TrafficRouter};

@@ -1,0 +1,458 @@
+//! The async shell around the pure core: it owns the clock, the timers, the measurement
+//! tasks, persistence and the ports. Each turn reconciles every Rollout, applies the
+//! traffic that changed, starts the measurements that are due, and saves what changed.
+//! Measurement results and user actions wake it at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use weir_config::Model;
+use weir_config::rollout::{Rollout, Step, Strategy};
+
+use crate::analysis::{Ms, Outcome};
+use crate::api::status_json;
+use crate::engine::{self, Action, TrafficPlan, World};
+use crate::ports::{MetricsSource, TrafficRouter};
+use crate::providers::{HttpClient, Providers, Subject};
+use crate::state::{Event, PauseReason, RolloutStatus};
+use crate::store::Store;
+
+/// The longest the loop sleeps: phases and messages (time left in a pause) refresh at
+/// least this often.
+const MAX_SLEEP_MS: Ms = 1_000;
+
+/// The control loop's clock: wall-clock milliseconds that advance with tokio's time,
+/// so that tests with paused time run long rollouts instantly.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base_ms: Ms,
+    base: Instant,
+}
+
+impl Clock {
+    /// A clock starting at the system time now.
+    pub fn system() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as Ms)
+            .unwrap_or(0);
+        Clock {
+            base_ms: ms,
+            base: Instant::now(),
+        }
+    }
+
+    /// Now, in milliseconds.
+    pub fn now(&self) -> Ms {
+        self.base_ms + self.base.elapsed().as_millis() as Ms
+    }
+
+    fn instant_at(&self, ms: Ms) -> Instant {
+        self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
+    }
+}
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Where rollout state is saved; None keeps it in memory.
+    pub state_dir: Option<PathBuf>,
+    /// `http://host:port` of a plain listener, for jobs' `http_proxy`.
+    pub proxy_url: Option<String>,
+}
+
+enum Request {
+    Act {
+        rollout: String,
+        action: Action,
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
+    Get {
+        rollout: String,
+        reply: oneshot::Sender<Option<Value>>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<Value>>,
+    },
+}
+
+/// Talks to a running controller. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControllerHandle {
+    tx: mpsc::Sender<Request>,
+    events: broadcast::Sender<(String, Event)>,
+}
+
+impl ControllerHandle {
+    /// Applies a user action; the rollout's new state, or why it did not apply.
+    pub async fn act(&self, rollout: &str, action: Action) -> Result<Value, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Act {
+                rollout: rollout.to_owned(),
+                action,
+                reply,
+            })
+            .await
+            .map_err(|_| "the controller has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the controller has stopped".to_owned())?
+    }
+
+    /// One rollout's state.
+    pub async fn get(&self, rollout: &str) -> Option<Value> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Get {
+                rollout: rollout.to_owned(),
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Every rollout's state.
+    pub async fn list(&self) -> Vec<Value> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::List { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Every event from now on, with its rollout's name.
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, Event)> {
+        self.events.subscribe()
+    }
+}
+
+struct MeasureResult {
+    rollout: String,
+    run: String,
+    metric: usize,
+    started: Ms,
+    outcome: Outcome,
+}
+
+/// The control loop.
+pub struct Controller {
+    model: watch::Receiver<Arc<Model>>,
+    router: Arc<dyn TrafficRouter>,
+    providers: Providers,
+    store: Option<Store>,
+    rx: mpsc::Receiver<Request>,
+    events: broadcast::Sender<(String, Event)>,
+    states: BTreeMap<String, RolloutStatus>,
+    applied: BTreeMap<String, Option<TrafficPlan>>,
+    saved: BTreeMap<String, String>,
+    clock: Clock,
+    results_tx: mpsc::UnboundedSender<MeasureResult>,
+    results_rx: mpsc::UnboundedReceiver<MeasureResult>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+fn has_endpoints(model: &Model, service: &str, image: &str) -> bool {
+    model.services.get(service).is_some_and(|s| {
+        s.endpoints
+            .iter()
+            .any(|e| e.image.as_deref() == Some(image))
+    })
+}
+
+impl Controller {
+    /// A controller over `model`, measuring through `metrics` and routing through
+    /// `router`. Saved state is loaded from the state folder.
+    ///
+    /// # Errors
+    /// When the state folder cannot be created.
+    pub fn new(
+        model: watch::Receiver<Arc<Model>>,
+        metrics: Arc<dyn MetricsSource>,
+        router: Arc<dyn TrafficRouter>,
+        opts: ControllerOptions,
+    ) -> std::io::Result<(Controller, ControllerHandle)> {
+        let store = match &opts.state_dir {
+            Some(d) => Some(Store::open(d)?),
+            None => None,
+        };
+        let states = store.as_ref().map(Store::load_all).unwrap_or_default();
+        for (name, st) in &states {
+            tracing::info!(rollout = %name, phase = ?st.phase, step = ?st.current_step_index, "restored rollout state");
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(1024);
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let saved = states
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_string(v).unwrap_or_default()))
+            .collect();
+        Ok((
+            Controller {
+                model,
+                router,
+                providers: Providers {
+                    metrics,
+                    http: HttpClient::new(),
+                    proxy_url: opts.proxy_url,
+                },
+                store,
+                rx,
+                events: events.clone(),
+                states,
+                applied: BTreeMap::new(),
+                saved,
+                clock: Clock::system(),
+                results_tx,
+                results_rx,
+            },
+            ControllerHandle { tx, events },
+        ))
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let model = self.model.borrow_and_update().clone();
+            self.turn(&model).await;
+            let wake = self.next_wakeup(&model);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(res) = self.results_rx.recv() => {
+                    self.record(res);
+                    while let Ok(res) = self.results_rx.try_recv() {
+                        self.record(res);
+                    }
+                }
+                Some(req) = self.rx.recv() => self.request(req, &model).await,
+                r = self.model.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
+            }
+        }
+        let all: Vec<RolloutStatus> = self.states.values().cloned().collect();
+        for st in all {
+            self.save(st);
+        }
+    }
+
+    fn record(&mut self, res: MeasureResult) {
+        let now = self.clock.now();
+        if let Some(st) = self.states.get_mut(&res.rollout) {
+            for run in st.runs_mut() {
+                if run.name == res.run {
+                    run.record(res.metric, res.outcome, res.started, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn request(&mut self, req: Request, model: &Model) {
+        match req {
+            Request::Act {
+                rollout,
+                action,
+                reply,
+            } => {
+                let result = match (
+                    model.argo.rollouts.get(&rollout),
+                    self.states.get_mut(&rollout),
+                ) {
+                    (Some(spec), Some(st)) => {
+                        let now = self.clock.now();
+                        match engine::act(st, spec, &action, now) {
+                            Ok(events) => {
+                                for e in events {
+                                    let _ = self.events.send((rollout.clone(), e));
+                                }
+                                let spec = spec.clone();
+                                self.turn(model).await;
+                                Ok(self.json(&rollout, &spec))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    _ => Err(format!("no rollout named {rollout:?}")),
+                };
+                let _ = reply.send(result);
+            }
+            Request::Get { rollout, reply } => {
+                let v = model
+                    .argo
+                    .rollouts
+                    .get(&rollout)
+                    .map(|spec| self.json(&rollout, spec));
+                let _ = reply.send(v);
+            }
+            Request::List { reply } => {
+                let v = model
+                    .argo
+                    .rollouts
+                    .iter()
+                    .map(|(name, spec)| self.json(name, spec))
+                    .collect();
+                let _ = reply.send(v);
+            }
+        }
+    }
+
+    fn json(&self, name: &str, spec: &Rollout) -> Value {
+        match self.states.get(name) {
+            Some(st) => status_json(st, spec, self.applied.get(name).and_then(Option::as_ref)),
+            None => status_json(&RolloutStatus::new(name), spec, None),
+        }
+    }
+
+    /// One turn over every Rollout.
+    async fn turn(&mut self, model: &Model) {
+        let now = self.clock.now();
+        for (name, spec) in &model.argo.rollouts {
+            let st = self
+                .states
+                .entry(name.clone())
+                .or_insert_with(|| RolloutStatus::new(name));
+            let endpoints = |image: &str| has_endpoints(model, name, image);
+            let world = World {
+                now,
+                argo: &model.argo,
+                has_endpoints: &endpoints,
+            };
+            let events = engine::reconcile(st, spec, &world);
+            let plan = engine::traffic(st, spec, &endpoints);
+            for e in events {
+                let _ = self.events.send((name.clone(), e));
+            }
+            if self.applied.get(name) != Some(&plan) {
+                self.router.apply(name, name, plan.clone()).await;
+                self.applied.insert(name.clone(), plan);
+            }
+            // Measurements that are due.
+            let subject = Subject {
+                service: name.clone(),
+                canary: st
+                    .current
+                    .as_ref()
+                    .map(|r| r.image.clone())
+                    .unwrap_or_default(),
+                stable: st
+                    .stable
+                    .as_ref()
+                    .map(|r| r.image.clone())
+                    .unwrap_or_default(),
+            };
+            for run in st.runs_mut() {
+                for i in run.due(now) {
+                    let Some(metric) = run.metrics[i].metric() else {
+                        continue;
+                    };
+                    run.begin(i);
+                    let tx = self.results_tx.clone();
+                    let providers = self.providers.clone();
+                    let subject = subject.clone();
+                    let run_name = run.name.clone();
+                    let rollout = name.clone();
+                    tokio::spawn(async move {
+                        let outcome = providers.measure(&metric.provider, &subject).await;
+                        let _ = tx.send(MeasureResult {
+                            rollout,
+                            run: run_name,
+                            metric: i,
+                            started: now,
+                            outcome,
+                        });
+                    });
+                }
+            }
+            let st = st.clone();
+            self.save(st);
+        }
+        // Rollouts that left the configuration.
+        let gone: Vec<String> = self
+            .states
+            .keys()
+            .filter(|k| !model.argo.rollouts.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.states.remove(&name);
+            self.saved.remove(&name);
+            if self.applied.remove(&name).is_some() {
+                self.router.apply(&name, &name, None).await;
+            }
+            if let Some(s) = &self.store {
+                s.remove(&name);
+            }
+            tracing::info!(rollout = %name, "rollout removed from the configuration");
+        }
+    }
+
+    fn save(&mut self, st: RolloutStatus) {
+        let Some(store) = &self.store else { return };
+        let text = serde_json::to_string(&st).unwrap_or_default();
+        if self.saved.get(&st.name) == Some(&text) {
+            return;
+        }
+        match store.save(&st) {
+            Ok(()) => {
+                self.saved.insert(st.name.clone(), text);
+            }
+            Err(e) => tracing::error!(rollout = %st.name, "cannot save the rollout state: {e}"),
+        }
+    }
+
+    /// The earliest moment something is due: a measurement, the end of a timed pause,
+    /// an auto-promotion, a deadline; at most a second away.
+    fn next_wakeup(&self, model: &Model) -> Ms {
+        let now = self.clock.now();
+        let mut wake = now + MAX_SLEEP_MS;
+        for (name, st) in &self.states {
+            for run in st.runs() {
+                if let Some(t) = run.next_wakeup() {
+                    wake = wake.min(t);
+                }
+            }
+            let Some(spec) = model.argo.rollouts.get(name) else {
+                continue;
+            };
+            for p in &st.pause_conditions {
+                let d = match (&spec.strategy, p.reason) {
+                    (Strategy::Canary(c), PauseReason::CanaryPauseStep) => {
+                        match st.current_step_index.and_then(|i| c.steps.get(i)) {
+                            Some(Step::Pause(Some(d))) => Some(*d),
+                            _ => None,
+                        }
+                    }
+                    (Strategy::BlueGreen(b), PauseReason::BlueGreenPause) => {
+                        b.auto_promotion_seconds
+                    }
+                    _ => None,
+                };
+                if let Some(d) = d {
+                    wake = wake.min(p.start_time + d.as_millis() as Ms);
+                }
+            }
+        }
+        wake.max(now)
+    }
+}
+
+/// Names of rollouts in a model, for callers that list them.
+pub fn rollout_names(model: &Model) -> BTreeSet<String> {
+    model.argo.rollouts.keys().cloned().collect()
+}

@@ -1,0 +1,40 @@
+//! The two narrow ports through which the control loop reaches the data plane. The binary
+//! implements them over the proxy; tests use in-memory fakes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::engine::TrafficPlan;
+
+/// What the data plane measured for one revision over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Requests that finished in the window.
+    pub requests: u64,
+    /// Of which failed (5xx or proxy error).
+    pub failures: u64,
+    /// The asked-for latency quantile, in seconds, if there were requests.
+    pub latency: Option<f64>,
+    /// The window's length in seconds.
+    pub seconds: f64,
+}
+
+/// Reads the data plane's measurements.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Requests of `service`'s `revision` (whatever role they were served under) over the
+    /// last `window`, with the `quantile` latency.
+    fn sample(&self, service: &str, revision: &str, window: Duration, quantile: f64) -> Sample;
+}
+
+/// Sets a Rollout's traffic in the data plane.
+pub trait TrafficRouter: Send + Sync + 'static {
+    /// Applies `plan` (None: the Rollout is gone). Resolves once the data plane serves
+    /// with it.
+    fn apply<'a>(
+        &'a self,
+        rollout: &'a str,
+        service: &'a str,
+        plan: Option<TrafficPlan>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}

@@ -1,0 +1,209 @@
+//! A rollout's status: everything the control loop knows about one Rollout, persisted
+//! after every change so that a restart resumes where it stopped.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{AnalysisRun, Ms};
+
+/// Events kept per rollout.
+pub const EVENTS_KEPT: usize = 200;
+/// Finished analysis runs kept per rollout.
+pub const RUNS_KEPT: usize = 10;
+
+/// One revision of a Rollout's template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    /// Increases with every new revision (Argo's `rollout.argoproj.io/revision`).
+    pub number: u64,
+    /// Hash of the template.
+    pub hash: String,
+    /// The image: what selects its endpoints.
+    pub image: String,
+    /// The template itself, for `undo`.
+    pub template: serde_json::Value,
+}
+
+/// Why a rollout is paused (Argo's pause reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PauseReason {
+    /// A `pause` step.
+    CanaryPauseStep,
+    /// Blue-green waiting to switch.
+    BlueGreenPause,
+    /// An analysis ended Inconclusive.
+    InconclusiveAnalysisRun,
+}
+
+/// A pause condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseCondition {
+    /// Why.
+    pub reason: PauseReason,
+    /// Since when.
+    pub start_time: Ms,
+}
+
+/// One entry of the rollout's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// When.
+    pub time: Ms,
+    /// Argo's event reason (`RolloutStepCompleted`, `TrafficWeightUpdated`, ...); as a
+    /// notification trigger it is `on-` plus its kebab-case.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// The four phases (there is no Aborted phase: an aborted rollout is Degraded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolloutPhase {
+    /// Fully rolled out.
+    Healthy,
+    /// Moving.
+    Progressing,
+    /// Waiting on a pause.
+    Paused,
+    /// Aborted, or stuck past its deadline.
+    Degraded,
+}
+
+/// Everything the control loop keeps about one Rollout.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The Rollout's name.
+    pub name: String,
+    /// The stable revision (for blue-green: the one marked stable).
+    pub stable: Option<Revision>,
+    /// The revision being rolled out (equal to stable when done).
+    pub current: Option<Revision>,
+    /// Every revision seen, oldest first.
+    pub history: Vec<Revision>,
+    /// The next revision number.
+    pub next_number: u64,
+    /// Hash of the steps the current index refers to.
+    pub steps_hash: String,
+    /// Hash of the template last seen in the configuration.
+    pub spec_hash: String,
+    /// Set by `undo`: the revision wanted instead of the configured one, until the
+    /// configured template changes again.
+    pub undo_to: Option<Revision>,
+    /// Index of the current step.
+    pub current_step_index: Option<usize>,
+    /// Aborted (a flag, not a phase).
+    pub aborted: bool,
+    /// When it was aborted.
+    pub aborted_at: Option<Ms>,
+    /// Pause conditions.
+    pub pause_conditions: Vec<PauseCondition>,
+    /// Set when the controller paused; a pause cleared by a user while this is set
+    /// completes the pause.
+    pub controller_pause: bool,
+    /// Paused by the `pause` action.
+    pub manual_pause: bool,
+    /// Promote everything (`promote --full`).
+    pub promote_full: bool,
+    /// The canary weight now applied, in hundredths of a percent.
+    pub canary_weight_bp: u32,
+    /// The step analysis run.
+    pub step_run: Option<AnalysisRun>,
+    /// The background analysis run.
+    pub background_run: Option<AnalysisRun>,
+    /// Blue-green pre-promotion run.
+    pub pre_run: Option<AnalysisRun>,
+    /// Blue-green post-promotion run.
+    pub post_run: Option<AnalysisRun>,
+    /// Finished runs, newest last.
+    pub past_runs: VecDeque<AnalysisRun>,
+    /// Blue-green: the revision the active service points at.
+    pub active: Option<Revision>,
+    /// Blue-green: the previous active revision, reachable for a fast rollback until
+    /// this time.
+    pub previous_active: Option<(Revision, Ms)>,
+    /// Last progress, for the progress deadline.
+    pub progress_since: Ms,
+    /// The progress deadline passed.
+    pub deadline_exceeded: bool,
+    /// Phase.
+    pub phase: Option<RolloutPhase>,
+    /// What it is doing or waiting for.
+    pub message: String,
+    /// Timeline, newest last.
+    pub events: VecDeque<Event>,
+    /// When the status last changed.
+    pub updated_at: Ms,
+}
+
+impl RolloutStatus {
+    /// A status for a Rollout not seen before.
+    pub fn new(name: &str) -> Self {
+        RolloutStatus {
+            name: name.to_owned(),
+            next_number: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Adds an event to the timeline, returning it.
+    pub fn event(&mut self, time: Ms, reason: &str, message: String) -> Event {
+        let e = Event {
+            time,
+            reason: reason.to_owned(),
+            message,
+        };
+        self.events.push_back(e.clone());
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        e
+    }
+
+    /// Files a finished (or abandoned) run in the history.
+    pub fn archive(&mut self, run: Option<AnalysisRun>, now: Ms) {
+        if let Some(mut r) = run {
+            r.terminate(now);
+            self.past_runs.push_back(r);
+            while self.past_runs.len() > RUNS_KEPT {
+                self.past_runs.pop_front();
+            }
+        }
+    }
+
+    /// Whether an update is in progress.
+    pub fn updating(&self) -> bool {
+        match (&self.current, &self.stable) {
+            (Some(c), Some(s)) => c.hash != s.hash,
+            _ => false,
+        }
+    }
+
+    /// The current runs, for measurement scheduling and display.
+    pub fn runs_mut(&mut self) -> impl Iterator<Item = &mut AnalysisRun> {
+        [
+            self.step_run.as_mut(),
+            self.background_run.as_mut(),
+            self.pre_run.as_mut(),
+            self.post_run.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The current runs.
+    pub fn runs(&self) -> impl Iterator<Item = &AnalysisRun> {
+        [
+            self.step_run.as_ref(),
+            self.background_run.as_ref(),
+            self.pre_run.as_ref(),
+            self.post_run.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
