@@ -36,6 +36,117 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a configuration: exit 0 when valid, else print every error and exit 1.
     Check(CheckArgs),
+    /// Show a rollout (`get rollout NAME [-w]`).
+    Get(GetArgs),
+    /// One line per rollout (`list rollouts`).
+    List(ListArgs),
+    /// Wait until a rollout is Healthy (exit 0) or Degraded (exit 1).
+    Status(StatusArgs),
+    /// Move past the current pause or step; `--full` skips every remaining step.
+    Promote(PromoteArgs),
+    /// Abort the update in progress: the canary's weight goes to 0.
+    Abort(NameArgs),
+    /// Start an aborted update again from step 0 (`retry NAME` or `retry rollout NAME`).
+    Retry(RetryArgs),
+    /// Pause a rollout.
+    Pause(NameArgs),
+    /// Resume a paused rollout.
+    Resume(NameArgs),
+    /// Roll back to the previous revision, or to `--to-revision N`.
+    Undo(UndoArgs),
+}
+
+/// Where the admin API is.
+#[derive(Debug, Args)]
+pub struct AdminArg {
+    /// weir's admin API.
+    #[arg(long, default_value = "http://127.0.0.1:9901", global = true)]
+    pub admin: String,
+}
+
+/// `weir get rollout NAME`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// What to get: `rollout`.
+    pub kind: String,
+    /// The rollout's name.
+    pub name: String,
+    /// Keep watching, redrawing on every change.
+    #[arg(short, long)]
+    pub watch: bool,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
+}
+
+/// `weir list rollouts`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// What to list: `rollouts`.
+    pub kind: String,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
+}
+
+/// `weir status NAME`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The rollout's name.
+    pub name: String,
+    /// Give up after this long (exit 1).
+    #[arg(short, long, value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
+}
+
+/// `weir promote NAME [--full]`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The rollout's name.
+    pub name: String,
+    /// Skip every remaining step.
+    #[arg(long)]
+    pub full: bool,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
+}
+
+/// A command on one rollout.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The rollout's name.
+    pub name: String,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
+}
+
+/// `weir retry [rollout] NAME`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// `rollout NAME`, or just `NAME`.
+    #[arg(num_args = 1..=2, required = true)]
+    pub words: Vec<String>,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
+}
+
+/// `weir undo NAME [--to-revision N]`.
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The rollout's name.
+    pub name: String,
+    /// The revision to go back to (default: the previous one).
+    #[arg(long)]
+    pub to_revision: Option<u64>,
+    /// Admin API.
+    #[command(flatten)]
+    pub admin: AdminArg,
 }
 
 /// `weir serve`.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use weir::app::{App, ServeOptions};
 use weir::cli::{CheckArgs, Cli, Command, LogFormat, ServeArgs};
+use weir::client::{AdminClient, render_list, render_rollout};
 
 const EXIT_CONFIG: u8 = 64;
 
@@ -16,7 +17,116 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
+        other => remote(other),
     }
+}
+
+/// Commands that talk to a running weir.
+fn remote(cmd: Command) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::from(1);
+    };
+    rt.block_on(async move {
+        let result: Result<ExitCode, String> = async {
+            match cmd {
+                Command::Get(a) => {
+                    if a.kind != "rollout" && a.kind != "rollouts" && a.kind != "ro" {
+                        return Err(format!("weir get {}: only `get rollout NAME` is known", a.kind));
+                    }
+                    let c = AdminClient::new(&a.admin.admin);
+                    if !a.watch {
+                        print!("{}", render_rollout(&c.get(&a.name).await?));
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    let mut last = String::new();
+                    loop {
+                        let text = render_rollout(&c.get(&a.name).await?);
+                        if text != last {
+                            // Clear the screen and draw again, as kubectl's watch does.
+                            print!("\x1b[2J\x1b[H{text}");
+                            last = text;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+                Command::List(a) => {
+                    if a.kind != "rollouts" && a.kind != "rollout" && a.kind != "ro" {
+                        return Err(format!("weir list {}: only `list rollouts` is known", a.kind));
+                    }
+                    print!("{}", render_list(&AdminClient::new(&a.admin.admin).list().await?));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Status(a) => {
+                    let c = AdminClient::new(&a.admin.admin);
+                    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
+                    let mut last = String::new();
+                    loop {
+                        let v = c.get(&a.name).await?;
+                        let phase = v.get("phase").and_then(|p| p.as_str()).unwrap_or("").to_owned();
+                        let msg = v.get("message").and_then(|p| p.as_str()).unwrap_or("").to_owned();
+                        let line = if msg.is_empty() { phase.clone() } else { format!("{phase} - {msg}") };
+                        if line != last {
+                            println!("{line}");
+                            last = line;
+                        }
+                        match phase.as_str() {
+                            "Healthy" => return Ok(ExitCode::SUCCESS),
+                            "Degraded" => return Ok(ExitCode::from(1)),
+                            _ => {}
+                        }
+                        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                            eprintln!("timed out: rollout {:?} is {phase}, not Healthy", a.name);
+                            return Ok(ExitCode::from(1));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+                Command::Promote(a) => {
+                    let c = AdminClient::new(&a.admin.admin);
+                    c.act(&a.name, if a.full { "promote?full=true" } else { "promote" }).await?;
+                    println!("rollout '{}' {}", a.name, if a.full { "fully promoted" } else { "promoted" });
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Abort(a) => simple(&a.admin.admin, &a.name, "abort", "aborted").await,
+                Command::Pause(a) => simple(&a.admin.admin, &a.name, "pause", "paused").await,
+                Command::Resume(a) => simple(&a.admin.admin, &a.name, "resume", "resumed").await,
+                Command::Retry(a) => {
+                    let name = match a.words.as_slice() {
+                        [n] => n.clone(),
+                        [kind, n] if kind == "rollout" || kind == "ro" => n.clone(),
+                        _ => return Err("usage: weir retry [rollout] NAME".into()),
+                    };
+                    simple(&a.admin.admin, &name, "retry", "retried").await
+                }
+                Command::Undo(a) => {
+                    let action = match a.to_revision {
+                        Some(n) => format!("undo?toRevision={n}"),
+                        None => "undo".into(),
+                    };
+                    let c = AdminClient::new(&a.admin.admin);
+                    c.act(&a.name, &action).await?;
+                    println!("rollout '{}' undo", a.name);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Check(_) | Command::Serve(_) => unreachable!("handled above"),
+            }
+        }
+        .await;
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn simple(admin: &str, name: &str, action: &str, done: &str) -> Result<ExitCode, String> {
+    AdminClient::new(admin).act(name, action).await?;
+    println!("rollout '{name}' {done}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(level: Option<&str>, format: LogFormat) {

@@ -313,10 +313,34 @@ impl Controller {
     }
 
     fn json(&self, name: &str, spec: &Rollout) -> Value {
-        match self.states.get(name) {
+        let mut v = match self.states.get(name) {
             Some(st) => status_json(st, spec, self.applied.get(name).and_then(Option::as_ref)),
             None => status_json(&RolloutStatus::new(name), spec, None),
+        };
+        // What each revision is doing now, over the last minute.
+        if let Some(st) = self.states.get(name) {
+            let mut stats = serde_json::Map::new();
+            let mut revs = vec![("stable", st.stable.as_ref())];
+            if st.updating() {
+                revs.push(("canary", st.current.as_ref()));
+            }
+            for (role, rev) in revs {
+                let Some(rev) = rev else { continue };
+                let s = self.providers.metrics.sample(name, &rev.image, Duration::from_secs(60), 0.99);
+                stats.insert(
+                    role.to_owned(),
+                    serde_json::json!({
+                        "revision": rev.image,
+                        "requests": s.requests,
+                        "rps": s.requests as f64 / s.seconds.max(1.0),
+                        "successRate": (s.requests > 0).then(|| (s.requests - s.failures) as f64 / s.requests as f64),
+                        "p99": s.latency,
+                    }),
+                );
+            }
+            v["stats"] = Value::Object(stats);
         }
+        v
     }
 
     /// One turn over every Rollout.
