@@ -49,13 +49,17 @@ impl AdminClient {
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        let v = serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+        let v = serde_json::from_slice(&body)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
         Ok((status, v))
     }
 
     /// One rollout's state.
     pub async fn get(&self, name: &str) -> Result<Value, String> {
-        match self.call(http::Method::GET, &format!("/api/v1/rollouts/{name}")).await? {
+        match self
+            .call(http::Method::GET, &format!("/api/v1/rollouts/{name}"))
+            .await?
+        {
             (200, v) => Ok(v),
             (404, _) => Err(format!("rollout {name:?} not found")),
             (s, v) => Err(format!("the admin API answered {s}: {v}")),
@@ -72,7 +76,13 @@ impl AdminClient {
 
     /// Runs an action (`promote`, `promote?full=true`, `abort`, ...).
     pub async fn act(&self, name: &str, action: &str) -> Result<Value, String> {
-        match self.call(http::Method::POST, &format!("/api/v1/rollouts/{name}/{action}")).await? {
+        match self
+            .call(
+                http::Method::POST,
+                &format!("/api/v1/rollouts/{name}/{action}"),
+            )
+            .await?
+        {
             (200, v) => Ok(v),
             (404, _) => Err(format!("rollout {name:?} not found")),
             (_, v) => Err(v
@@ -134,13 +144,32 @@ pub fn render_rollout(v: &Value) -> String {
     if !s(v, "message").is_empty() {
         let _ = writeln!(o, "Message:         {}", s(v, "message"));
     }
-    let _ = writeln!(o, "Strategy:        {}", if strategy == "blueGreen" { "BlueGreen" } else { "Canary" });
+    let _ = writeln!(
+        o,
+        "Strategy:        {}",
+        if strategy == "blueGreen" {
+            "BlueGreen"
+        } else {
+            "Canary"
+        }
+    );
     if strategy == "canary" {
-        let step = v.get("currentStepIndex").and_then(Value::as_u64).unwrap_or(0);
+        let step = v
+            .get("currentStepIndex")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let count = v.get("stepCount").and_then(Value::as_u64).unwrap_or(0);
         let _ = writeln!(o, "  Step:          {}/{count}", step.min(count));
-        let _ = writeln!(o, "  SetWeight:     {}", pct(v.get("setWeight").and_then(Value::as_f64)));
-        let _ = writeln!(o, "  ActualWeight:  {}", pct(v.get("actualWeight").and_then(Value::as_f64)));
+        let _ = writeln!(
+            o,
+            "  SetWeight:     {}",
+            pct(v.get("setWeight").and_then(Value::as_f64))
+        );
+        let _ = writeln!(
+            o,
+            "  ActualWeight:  {}",
+            pct(v.get("actualWeight").and_then(Value::as_f64))
+        );
     }
     let stable = s(v, "stableRevision");
     let canary = s(v, "canaryRevision");
@@ -156,7 +185,14 @@ pub fn render_rollout(v: &Value) -> String {
     let stats = v.get("stats");
     let _ = writeln!(o);
     let _ = writeln!(o, "{:<44} {:<12} {:<15} INFO", "NAME", "KIND", "STATUS");
-    let _ = writeln!(o, "⟳ {:<42} {:<12} {} {:<13}", s(v, "name"), "Rollout", icon(phase), phase);
+    let _ = writeln!(
+        o,
+        "⟳ {:<42} {:<12} {} {:<13}",
+        s(v, "name"),
+        "Rollout",
+        icon(phase),
+        phase
+    );
     let runs: Vec<&Value> = v
         .get("analysisRuns")
         .and_then(Value::as_array)
@@ -169,13 +205,25 @@ pub fn render_rollout(v: &Value) -> String {
         .unwrap_or_default();
     let mut revs: Vec<(String, &str, Option<&Value>)> = Vec::new();
     if !canary.is_empty() {
-        revs.push((canary.to_owned(), canary_tag, stats.and_then(|s| s.get("canary"))));
+        revs.push((
+            canary.to_owned(),
+            canary_tag,
+            stats.and_then(|s| s.get("canary")),
+        ));
     }
-    revs.push((stable.to_owned(), stable_tag, stats.and_then(|s| s.get("stable"))));
+    revs.push((
+        stable.to_owned(),
+        stable_tag,
+        stats.and_then(|s| s.get("stable")),
+    ));
     let nrev = revs.len();
     for (i, (image, tag, st)) in revs.iter().enumerate() {
         let last = i + 1 == nrev;
-        let (branch, pad) = if last { ("└──", "   ") } else { ("├──", "│  ") };
+        let (branch, pad) = if last {
+            ("└──", "   ")
+        } else {
+            ("├──", "│  ")
+        };
         let number = v
             .get("revisions")
             .and_then(Value::as_array)
@@ -191,7 +239,11 @@ pub fn render_rollout(v: &Value) -> String {
         };
         let children = 1 + run_lines.len();
         for c in 0..children {
-            let twig = if c + 1 == children { "└──" } else { "├──" };
+            let twig = if c + 1 == children {
+                "└──"
+            } else {
+                "├──"
+            };
             if c == 0 {
                 let _ = writeln!(
                     o,
@@ -200,7 +252,11 @@ pub fn render_rollout(v: &Value) -> String {
                     "Revision",
                     icon("Healthy"),
                     "Healthy",
-                    if st.is_some() { format!(", {}", stats_line(*st)) } else { String::new() }
+                    if st.is_some() {
+                        format!(", {}", stats_line(*st))
+                    } else {
+                        String::new()
+                    }
                 );
             } else {
                 let r = run_lines[c - 1];
@@ -211,9 +267,19 @@ pub fn render_rollout(v: &Value) -> String {
                     r.get("failed").and_then(Value::as_u64).unwrap_or(0),
                     r.get("inconclusive").and_then(Value::as_u64).unwrap_or(0),
                     r.get("error").and_then(Value::as_u64).unwrap_or(0),
-                    r.get("waiting").and_then(Value::as_str).map(|w| format!(" (waiting: {w})")).unwrap_or_default()
+                    r.get("waiting")
+                        .and_then(Value::as_str)
+                        .map(|w| format!(" (waiting: {w})"))
+                        .unwrap_or_default()
                 );
-                let _ = writeln!(o, "{pad}{twig}α {:<37} {:<12} {} {:<13} {info}", s(r, "name"), "AnalysisRun", icon(ph), ph);
+                let _ = writeln!(
+                    o,
+                    "{pad}{twig}α {:<37} {:<12} {} {:<13} {info}",
+                    s(r, "name"),
+                    "AnalysisRun",
+                    icon(ph),
+                    ph
+                );
             }
         }
     }
@@ -222,10 +288,20 @@ pub fn render_rollout(v: &Value) -> String {
 
 /// One line per rollout, as `kubectl argo rollouts list rollouts`.
 pub fn render_list(items: &[Value]) -> String {
-    let mut o = format!("{:<24} {:<10} {:<12} {:<6} {:<10} {:<24} {}\n", "NAME", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "STABLE", "CANARY");
+    let mut o = format!(
+        "{:<24} {:<10} {:<12} {:<6} {:<10} {:<24} {}\n",
+        "NAME", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "STABLE", "CANARY"
+    );
     for v in items {
-        let strategy = if s(v, "strategy") == "blueGreen" { "BlueGreen" } else { "Canary" };
-        let step = match (v.get("currentStepIndex").and_then(Value::as_u64), v.get("stepCount").and_then(Value::as_u64)) {
+        let strategy = if s(v, "strategy") == "blueGreen" {
+            "BlueGreen"
+        } else {
+            "Canary"
+        };
+        let step = match (
+            v.get("currentStepIndex").and_then(Value::as_u64),
+            v.get("stepCount").and_then(Value::as_u64),
+        ) {
             (Some(i), Some(n)) if strategy == "Canary" => format!("{}/{n}", i.min(n)),
             _ => "-".into(),
         };

@@ -23,7 +23,10 @@ fn main() -> ExitCode {
 
 /// Commands that talk to a running weir.
 fn remote(cmd: Command) -> ExitCode {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         eprintln!("cannot start the runtime");
         return ExitCode::from(1);
     };
@@ -32,7 +35,10 @@ fn remote(cmd: Command) -> ExitCode {
             match cmd {
                 Command::Get(a) => {
                     if a.kind != "rollout" && a.kind != "rollouts" && a.kind != "ro" {
-                        return Err(format!("weir get {}: only `get rollout NAME` is known", a.kind));
+                        return Err(format!(
+                            "weir get {}: only `get rollout NAME` is known",
+                            a.kind
+                        ));
                     }
                     let c = AdminClient::new(&a.admin.admin);
                     if !a.watch {
@@ -52,9 +58,15 @@ fn remote(cmd: Command) -> ExitCode {
                 }
                 Command::List(a) => {
                     if a.kind != "rollouts" && a.kind != "rollout" && a.kind != "ro" {
-                        return Err(format!("weir list {}: only `list rollouts` is known", a.kind));
+                        return Err(format!(
+                            "weir list {}: only `list rollouts` is known",
+                            a.kind
+                        ));
                     }
-                    print!("{}", render_list(&AdminClient::new(&a.admin.admin).list().await?));
+                    print!(
+                        "{}",
+                        render_list(&AdminClient::new(&a.admin.admin).list().await?)
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Command::Status(a) => {
@@ -63,9 +75,21 @@ fn remote(cmd: Command) -> ExitCode {
                     let mut last = String::new();
                     loop {
                         let v = c.get(&a.name).await?;
-                        let phase = v.get("phase").and_then(|p| p.as_str()).unwrap_or("").to_owned();
-                        let msg = v.get("message").and_then(|p| p.as_str()).unwrap_or("").to_owned();
-                        let line = if msg.is_empty() { phase.clone() } else { format!("{phase} - {msg}") };
+                        let phase = v
+                            .get("phase")
+                            .and_then(|p| p.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        let msg = v
+                            .get("message")
+                            .and_then(|p| p.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        let line = if msg.is_empty() {
+                            phase.clone()
+                        } else {
+                            format!("{phase} - {msg}")
+                        };
                         if line != last {
                             println!("{line}");
                             last = line;
@@ -84,8 +108,20 @@ fn remote(cmd: Command) -> ExitCode {
                 }
                 Command::Promote(a) => {
                     let c = AdminClient::new(&a.admin.admin);
-                    c.act(&a.name, if a.full { "promote?full=true" } else { "promote" }).await?;
-                    println!("rollout '{}' {}", a.name, if a.full { "fully promoted" } else { "promoted" });
+                    c.act(
+                        &a.name,
+                        if a.full {
+                            "promote?full=true"
+                        } else {
+                            "promote"
+                        },
+                    )
+                    .await?;
+                    println!(
+                        "rollout '{}' {}",
+                        a.name,
+                        if a.full { "fully promoted" } else { "promoted" }
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Command::Abort(a) => simple(&a.admin.admin, &a.name, "abort", "aborted").await,

@@ -326,7 +326,10 @@ impl Controller {
             }
             for (role, rev) in revs {
                 let Some(rev) = rev else { continue };
-                let s = self.providers.metrics.sample(name, &rev.image, Duration::from_secs(60), 0.99);
+                let s =
+                    self.providers
+                        .metrics
+                        .sample(name, &rev.image, Duration::from_secs(60), 0.99);
                 stats.insert(
                     role.to_owned(),
                     serde_json::json!({

@@ -1045,12 +1045,16 @@ pub fn act(
                 st.pause_conditions.clear();
                 if inconclusive {
                     st.controller_pause = false;
-                    if matches!(spec.strategy, Strategy::Canary(_)) && st.step_run.is_none() {
-                        // The inconclusive step is passed over.
+                    let step_inconclusive = st
+                        .step_run
+                        .as_ref()
+                        .is_some_and(|r| r.phase == Phase::Inconclusive);
+                    if matches!(spec.strategy, Strategy::Canary(_)) && step_inconclusive {
+                        // The inconclusive step analysis is passed over.
+                        let run = st.step_run.take();
+                        st.archive(run, now);
                         let i = st.current_step_index.unwrap_or(0);
-                        if matches!(steps_of(spec).get(i), Some(Step::Analysis(_))) {
-                            st.current_step_index = Some(i + 1);
-                        }
+                        st.current_step_index = Some(i + 1);
                     }
                 }
             } else if matches!(spec.strategy, Strategy::Canary(_)) {

@@ -11,7 +11,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_config::Model;
-use weir_control::{Action, Controller, ControllerHandle, ControllerOptions, MetricsSource, Sample, TrafficPlan, TrafficRouter};
+use weir_control::{
+    Action, Controller, ControllerHandle, ControllerOptions, MetricsSource, Sample, TrafficPlan,
+    TrafficRouter,
+};
 
 #[derive(Default)]
 struct FakeMetrics {
@@ -22,14 +25,25 @@ impl FakeMetrics {
     fn set(&self, revision: &str, requests: u64, failures: u64, latency: f64) {
         self.by_revision.lock().unwrap().insert(
             revision.to_owned(),
-            Sample { requests, failures, latency: Some(latency), seconds: 60.0 },
+            Sample {
+                requests,
+                failures,
+                latency: Some(latency),
+                seconds: 60.0,
+            },
         );
     }
 }
 
 impl MetricsSource for FakeMetrics {
     fn sample(&self, _service: &str, revision: &str, window: Duration, _q: f64) -> Sample {
-        let mut s = self.by_revision.lock().unwrap().get(revision).copied().unwrap_or_default();
+        let mut s = self
+            .by_revision
+            .lock()
+            .unwrap()
+            .get(revision)
+            .copied()
+            .unwrap_or_default();
         s.seconds = window.as_secs_f64();
         s
     }
@@ -42,7 +56,11 @@ struct FakeRouter {
 
 impl FakeRouter {
     fn last(&self) -> Option<TrafficPlan> {
-        self.plans.lock().unwrap().last().and_then(|(_, p)| p.clone())
+        self.plans
+            .lock()
+            .unwrap()
+            .last()
+            .and_then(|(_, p)| p.clone())
     }
     fn weights(&self) -> Vec<f64> {
         let mut out: Vec<f64> = Vec::new();
@@ -57,24 +75,44 @@ impl FakeRouter {
 }
 
 impl TrafficRouter for FakeRouter {
-    fn apply<'a>(&'a self, _r: &'a str, _s: &'a str, plan: Option<TrafficPlan>) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        self.plans.lock().unwrap().push((tokio::time::Instant::now(), plan));
+    fn apply<'a>(
+        &'a self,
+        _r: &'a str,
+        _s: &'a str,
+        plan: Option<TrafficPlan>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        self.plans
+            .lock()
+            .unwrap()
+            .push((tokio::time::Instant::now(), plan));
         Box::pin(async {})
     }
 }
 
 fn conformance(rel: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance").join(rel)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/conformance")
+            .join(rel),
+    )
+    .unwrap()
 }
 
 fn model(yaml: &str) -> Arc<Model> {
-    Arc::new(weir_config::load_str(Path::new("/test/weir.yaml"), yaml).unwrap_or_else(|e| panic!("{e}")))
+    Arc::new(
+        weir_config::load_str(Path::new("/test/weir.yaml"), yaml).unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 fn service(name: &str, images: &[&str]) -> String {
-    let mut s = format!("---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  endpoints:\n");
+    let mut s = format!(
+        "---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  endpoints:\n"
+    );
     for (i, img) in images.iter().enumerate() {
-        s.push_str(&format!("    - {{address: \"127.0.0.1:{}\", image: \"{img}\"}}\n", 9001 + i));
+        s.push_str(&format!(
+            "    - {{address: \"127.0.0.1:{}\", image: \"{img}\"}}\n",
+            9001 + i
+        ));
     }
     s
 }
@@ -95,12 +133,21 @@ fn start(initial: Arc<Model>) -> Harness {
         rx,
         metrics.clone(),
         router.clone(),
-        ControllerOptions { state_dir: None, proxy_url: None },
+        ControllerOptions {
+            state_dir: None,
+            proxy_url: None,
+        },
     )
     .unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(c.run(stop.clone()));
-    Harness { tx, metrics, router, handle, stop }
+    Harness {
+        tx,
+        metrics,
+        router,
+        handle,
+        stop,
+    }
 }
 
 async fn phase(h: &Harness, name: &str) -> String {
@@ -116,11 +163,18 @@ async fn seed_01_canary_basic_runs_through() {
     let svc = service("my-app", &["my-app:v2.0.0", "my-app:v3.0.0"]);
     let h = start(model(&(v2.clone() + &svc)));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(phase(&h, "my-app").await, "Healthy", "first sight is stable at once");
+    assert_eq!(
+        phase(&h, "my-app").await,
+        "Healthy",
+        "first sight is stable at once"
+    );
     assert_eq!(h.router.last().unwrap().stable, "my-app:v2.0.0");
 
     let start = tokio::time::Instant::now();
-    h.tx.send(model(&(v2.replace("my-app:v2.0.0", "my-app:v3.0.0") + &svc))).unwrap();
+    h.tx.send(model(
+        &(v2.replace("my-app:v2.0.0", "my-app:v3.0.0") + &svc),
+    ))
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(h.router.last().unwrap().canary_weight.percent(), 5.0);
     assert_eq!(phase(&h, "my-app").await, "Paused");
@@ -137,7 +191,10 @@ async fn seed_01_canary_basic_runs_through() {
     // takes everything as the new stable, with no canary left.
     assert_eq!(h.router.weights(), vec![0.0, 5.0, 20.0, 50.0, 0.0]);
     let took = start.elapsed();
-    assert!(took >= Duration::from_secs(15 * 60) && took < Duration::from_secs(16 * 60), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(15 * 60) && took < Duration::from_secs(16 * 60),
+        "{took:?}"
+    );
     h.stop.cancel();
 }
 
@@ -182,14 +239,22 @@ spec:
 #[tokio::test(start_paused = true)]
 async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     let v1 = conformance("seed/11-production-api.yaml");
-    let svc = service("api", &["registry.example.com/api:v1.0.0", "registry.example.com/api:v2.0.0"]);
+    let svc = service(
+        "api",
+        &[
+            "registry.example.com/api:v1.0.0",
+            "registry.example.com/api:v2.0.0",
+        ],
+    );
     let h = start(model(&(v1.clone() + &svc + TEMPLATES_11)));
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(phase(&h, "api").await, "Healthy");
-    h.metrics.set("registry.example.com/api:v2.0.0", 1000, 3, 0.05);
+    h.metrics
+        .set("registry.example.com/api:v2.0.0", 1000, 3, 0.05);
 
     let v2 = v1.replace("api:v1.0.0", "api:v2.0.0");
-    h.tx.send(model(&(v2.clone() + &svc + TEMPLATES_11))).unwrap();
+    h.tx.send(model(&(v2.clone() + &svc + TEMPLATES_11)))
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(phase(&h, "api").await, "Paused", "at 5%, pausing 2m");
     // 2m + 5m + 10m of pauses and two 3-measurement analyses a minute apart.
@@ -200,16 +265,32 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     }
     assert_eq!(phase(&h, "api").await, "Healthy", "after {waited:?}");
     assert!(waited >= Duration::from_secs(17 * 60), "{waited:?}");
-    assert_eq!(h.router.last().unwrap().stable, "registry.example.com/api:v2.0.0");
+    assert_eq!(
+        h.router.last().unwrap().stable,
+        "registry.example.com/api:v2.0.0"
+    );
     assert_eq!(h.router.weights(), vec![0.0, 5.0, 25.0, 75.0, 0.0]);
     let v = h.handle.get("api").await.unwrap();
     let runs = v["pastAnalysisRuns"].as_array().unwrap();
-    assert!(runs.iter().filter(|r| r["phase"] == "Successful").count() >= 3, "{runs:?}");
+    assert!(
+        runs.iter().filter(|r| r["phase"] == "Successful").count() >= 3,
+        "{runs:?}"
+    );
 
     // v3 fails half its requests: the analysis at 25% fails and the rollout aborts.
-    let svc3 = service("api", &["registry.example.com/api:v2.0.0", "registry.example.com/api:v3.0.0"]);
-    h.metrics.set("registry.example.com/api:v3.0.0", 1000, 500, 0.05);
-    h.tx.send(model(&(v1.replace("api:v1.0.0", "api:v3.0.0") + &svc3 + TEMPLATES_11))).unwrap();
+    let svc3 = service(
+        "api",
+        &[
+            "registry.example.com/api:v2.0.0",
+            "registry.example.com/api:v3.0.0",
+        ],
+    );
+    h.metrics
+        .set("registry.example.com/api:v3.0.0", 1000, 500, 0.05);
+    h.tx.send(model(
+        &(v1.replace("api:v1.0.0", "api:v3.0.0") + &svc3 + TEMPLATES_11),
+    ))
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut waited = Duration::ZERO;
     while phase(&h, "api").await != "Degraded" && waited < Duration::from_secs(30 * 60) {
@@ -219,13 +300,24 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     let v = h.handle.get("api").await.unwrap();
     assert_eq!(v["phase"], "Degraded");
     assert_eq!(v["aborted"], true);
-    assert!(v["message"].as_str().unwrap().starts_with("RolloutAborted"), "{}", v["message"]);
+    assert!(
+        v["message"].as_str().unwrap().starts_with("RolloutAborted"),
+        "{}",
+        v["message"]
+    );
     assert_eq!(h.router.last().unwrap().canary_weight.percent(), 0.0);
-    assert_eq!(h.router.last().unwrap().stable, "registry.example.com/api:v2.0.0");
+    assert_eq!(
+        h.router.last().unwrap().stable,
+        "registry.example.com/api:v2.0.0"
+    );
     // Retry starts again from step 0 with new runs; going back to the stable template
     // clears the abort at once.
     h.handle.act("api", Action::Retry).await.unwrap();
-    assert_eq!(h.handle.get("api").await.unwrap()["currentStepIndex"], 1, "step 0 (setWeight) done again");
+    assert_eq!(
+        h.handle.get("api").await.unwrap()["currentStepIndex"],
+        1,
+        "step 0 (setWeight) done again"
+    );
     h.tx.send(model(&(v2 + &svc3 + TEMPLATES_11))).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(phase(&h, "api").await, "Healthy");
