@@ -1,6 +1,7 @@
 //! The shared examples load and behave as their comments say.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::kit::*;
 
@@ -35,5 +36,75 @@ async fn static_split_example() {
     assert_eq!(is_v2.iter().filter(|b| **b).count(), 300);
     // Every window of 100 holds exactly 10: 0.1·100 is whole, so "within one" is exact here.
     assert!(worst_deviation(&is_v2, 0.1, 100) < 1.0);
+    weir.shutdown().await;
+}
+
+/// quickstart.yaml: "edit the Rollout's image to my-app:v2.0.0 and save: the canary
+/// begins", measured by the proxy itself. Time is compressed (the pauses and intervals
+/// are shortened) and load is driven; nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_example() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let yaml = example("quickstart.yaml")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("127.0.0.1:9001", &v1.addr().to_string())
+        .replace("127.0.0.1:9002", &v2.addr().to_string())
+        .replace("duration: 10s", "duration: 1s")
+        .replace("interval: 2s", "interval: 500ms");
+    let weir = Weir::start(&yaml).await;
+    let st = || {
+        let a = weir.admin();
+        async move {
+            serde_json::from_slice::<serde_json::Value>(
+                &get(a, "admin", "/api/v1/rollouts/my-app").await.body,
+            )
+            .unwrap()
+        }
+    };
+    eventually("v1 is stable at once", Duration::from_secs(5), || async {
+        st().await["phase"] == "Healthy"
+    })
+    .await;
+    // Host: my-app-canary and my-app-stable reach the revisions directly.
+    assert_eq!(
+        get(weir.web(), "my-app-stable", "/")
+            .await
+            .header("x-backend"),
+        Some("v1")
+    );
+    let (stop, load) = crate::rollout::load(weir.web(), 200.0);
+    let i = yaml.find("kind: Rollout").unwrap();
+    let edited = format!(
+        "{}{}",
+        &yaml[..i],
+        yaml[i..].replacen("image: my-app:v1.0.0", "image: my-app:v2.0.0", 1)
+    );
+    weir.write_config(&edited);
+    eventually(
+        "the canary begins at 5%",
+        Duration::from_secs(10),
+        || async { st().await["canaryWeight"] == 5.0 },
+    )
+    .await;
+    assert_eq!(
+        get(weir.web(), "my-app-canary", "/")
+            .await
+            .header("x-backend"),
+        Some("v2")
+    );
+    eventually("promoted", Duration::from_secs(60), || async {
+        let s = st().await;
+        s["phase"] == "Healthy" && s["stableRevision"] == "my-app:v2.0.0"
+    })
+    .await;
+    stop.cancel();
+    let report = load.await.unwrap();
+    assert!(
+        report.by_status.keys().all(|s| *s == 200),
+        "{:?}",
+        report.by_status
+    );
     weir.shutdown().await;
 }

@@ -9,6 +9,8 @@ mod examples;
 mod h1;
 mod limits;
 mod reload;
+mod restart;
+mod rollout;
 mod shutdown;
 mod split;
 mod tls;
