@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use weir_control::{Action, ControllerHandle, MetricsSource, Sample, TrafficPlan, TrafficRouter};
 use weir_proxy::admin::{AdminBody, AdminExtension, AdminRequest, json, text};
-use weir_proxy::{CellKey, HeaderRoute, Proxy, Role, RolloutTraffic};
+use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic};
 
 /// The proxy's measurements, summed over the roles a revision was served under.
 pub struct ProxyMetrics(pub Arc<Proxy>);
@@ -67,6 +67,15 @@ impl TrafficRouter for ProxyRouter {
                     .header_routes
                     .into_iter()
                     .map(|(name, matches)| HeaderRoute { name, matches })
+                    .collect(),
+                mirror_routes: p
+                    .mirror_routes
+                    .into_iter()
+                    .map(|(name, percentage, matches)| MirrorRoute {
+                        name,
+                        percentage,
+                        matches,
+                    })
                     .collect(),
                 role_hosts: p
                     .role_hosts

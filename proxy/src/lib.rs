@@ -44,7 +44,7 @@ use crate::stats::Stats;
 use crate::updater::{Updater, UpdaterHandle};
 use crate::upstream::Upstreams;
 
-pub use routing::{HeaderRoute, RolloutTraffic};
+pub use routing::{HeaderRoute, MirrorRoute, RolloutTraffic};
 pub use stats::{CellKey, Role, WindowSample};
 
 /// Options fixed for the life of the process.

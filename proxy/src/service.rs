@@ -91,6 +91,7 @@ struct LogInfo {
 }
 
 struct Routed {
+    mirror: Option<(Arc<Backend>, Arc<EndpointPool>)>,
     route: Arc<str>,
     backend: Arc<Backend>,
     endpoint: Arc<EndpointPool>,
@@ -128,6 +129,9 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
                 Target::Split(t) => {
                     let (backend, ticket) = t.pick(req.headers());
                     let backend = backend.clone();
+                    let mirror = t
+                        .mirror(req.method().as_str(), req.uri().path(), req.headers())
+                        .and_then(|b| b.pick_endpoint().cloned().map(|e| (b.clone(), e)));
                     match backend.pick_endpoint().cloned() {
                         None => Err((Kind::NoEndpoints, Some(route.name.clone()), Some(backend))),
                         Some(endpoint) => Ok(Routed {
@@ -141,6 +145,7 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
                                 max_idle: table.upstream.max_idle_per_endpoint as usize,
                             },
                             request_timeout: table.upstream.request_timeout,
+                            mirror,
                         }),
                     }
                 }
@@ -249,6 +254,18 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
     }
     head.extend_from_slice(b"\r\n");
     let is_head = parts.method == http::Method::HEAD;
+    if let Some((target, endpoint)) = &r.mirror
+        && !has_body
+    {
+        tokio::spawn(crate::h1::mirror_copy(
+            head.clone(),
+            target.clone(),
+            endpoint.clone(),
+            r.pool,
+            r.request_timeout,
+            is_head,
+        ));
+    }
     let safe = !has_body
         && matches!(
             parts.method.as_str(),

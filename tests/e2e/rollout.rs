@@ -11,7 +11,11 @@ use crate::kit::*;
 
 /// A Proxy routing everything to rollout `app`, a Service with one endpoint per image,
 /// a Rollout with `steps` on `image`, and a fast analysis template measured by weir.
-pub(crate) fn rollout_config(image: &str, strategy: &str, endpoints: &[(SocketAddr, &str)]) -> String {
+pub(crate) fn rollout_config(
+    image: &str,
+    strategy: &str,
+    endpoints: &[(SocketAddr, &str)],
+) -> String {
     let mut eps = String::new();
     for (a, img) in endpoints {
         eps.push_str(&format!("    - {{address: \"{a}\", image: \"{img}\"}}\n"));
@@ -95,7 +99,11 @@ pub(crate) async fn state(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_default()
 }
 
-pub(crate) async fn wait_phase(admin: SocketAddr, phase: &str, within: Duration) -> serde_json::Value {
+pub(crate) async fn wait_phase(
+    admin: SocketAddr,
+    phase: &str,
+    within: Duration,
+) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
@@ -377,5 +385,56 @@ async fn job_smoke_test_reaches_the_canary_by_name() {
         v2.hits() >= before + 2,
         "the job's two curls reached the canary"
     );
+    weir.shutdown().await;
+}
+
+/// setHeaderRoute sends matching requests to the canary whatever the weight;
+/// setMirrorRoute copies a share of matching requests to it, answered by stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_mirror_routes() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let eps = [(v1.addr(), "app:v1"), (v2.addr(), "app:v2")];
+    let strategy = "    canary:
+      trafficRouting:
+        managedRoutes: [{name: beta}, {name: shadow}]
+      steps:
+        - setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {exact: \"1\"}}]}
+        - setMirrorRoute: {name: shadow, percentage: 50, match: [{method: {exact: GET}, path: {prefix: /api}}]}
+        - pause: {}";
+    let weir = Weir::start(&rollout_config("app:v1", strategy, &eps)).await;
+    wait_phase(weir.admin(), "Healthy", Duration::from_secs(5)).await;
+    weir.write_config(&rollout_config("app:v2", strategy, &eps));
+    let s = wait_phase(weir.admin(), "Paused", Duration::from_secs(10)).await;
+    assert_eq!(s["canaryWeight"], 0.0);
+    let c = client();
+    let r = get_with(&c, weir.web(), "app.test", "/", &[("x-beta", "1")]).await;
+    assert_eq!(
+        r.header("x-backend"),
+        Some("v2"),
+        "the header route reaches the canary at weight 0"
+    );
+    let r = get_with(&c, weir.web(), "app.test", "/", &[]).await;
+    assert_eq!(r.header("x-backend"), Some("v1"));
+    let before = v2.hits();
+    for _ in 0..100 {
+        let r = get_with(&c, weir.web(), "app.test", "/api/items", &[]).await;
+        assert_eq!(
+            r.header("x-backend"),
+            Some("v1"),
+            "mirrored requests are answered by stable"
+        );
+    }
+    eventually(
+        "half the matching requests are copied to the canary",
+        Duration::from_secs(10),
+        || async { v2.hits() - before == 50 },
+    )
+    .await;
+    // Promotion removes the managed routes.
+    post(weir.admin(), "/api/v1/rollouts/app/promote").await;
+    wait_phase(weir.admin(), "Healthy", Duration::from_secs(10)).await;
+    let s = state(weir.admin()).await;
+    assert_eq!(s["headerRoutes"].as_array().unwrap().len(), 0);
     weir.shutdown().await;
 }

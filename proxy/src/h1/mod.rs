@@ -278,6 +278,13 @@ where
                 Target::Split(t) => {
                     let (backend, ticket) = t.pick(&view);
                     let backend = backend.clone();
+                    let mirror = t
+                        .mirror(
+                            std::str::from_utf8(head.method.get(buf)).unwrap_or(""),
+                            path_str,
+                            &view,
+                        )
+                        .and_then(|b| b.pick_endpoint().cloned().map(|e| (b.clone(), e)));
                     match backend.pick_endpoint().cloned() {
                         None => Err((
                             Kind::NoEndpoints,
@@ -297,6 +304,7 @@ where
                             },
                             request_timeout: table.upstream.request_timeout,
                             log: table.access_log,
+                            mirror,
                         }),
                     }
                 }
@@ -358,6 +366,27 @@ where
     write_request_head(wbuf, conn, &head, buf, origin, authority, upgrade);
     let expect_continue = head.expect_continue && has_body;
     rbuf.advance(head.common.len);
+    // A copy for a mirror route, when the whole request is at hand (no body, or a body
+    // already read): a mirror never holds back or buffers the real request.
+    if let Some((target, endpoint)) = &r.mirror {
+        let body_len = match req_framing {
+            Framing::None => Some(0),
+            Framing::Length(n) if (n as usize) <= rbuf.len() => Some(n as usize),
+            _ => None,
+        };
+        if let Some(n) = body_len {
+            let mut copy = wbuf.clone();
+            copy.extend_from_slice(&rbuf[..n]);
+            tokio::spawn(mirror_copy(
+                copy,
+                target.clone(),
+                endpoint.clone(),
+                r.pool,
+                r.request_timeout,
+                is_head,
+            ));
+        }
+    }
     *spans = std::mem::take(&mut head.common.headers);
 
     r.endpoint.begin();
@@ -463,6 +492,7 @@ struct ExchangeState<'a> {
 }
 
 struct Routed {
+    mirror: Option<(Arc<Backend>, Arc<EndpointPool>)>,
     route: Arc<str>,
     backend: Arc<Backend>,
     endpoint: Arc<EndpointPool>,
@@ -1141,4 +1171,62 @@ mod size_tests {
         println!("serve future: {} bytes", std::mem::size_of_val(&f));
         println!("RequestHead: {} bytes", std::mem::size_of::<RequestHead>());
     }
+}
+
+/// Sends a mirrored copy and reads its response to the end: discarded, but measured in
+/// the target's stats like any canary request.
+pub(crate) async fn mirror_copy(
+    copy: Vec<u8>,
+    target: Arc<Backend>,
+    endpoint: Arc<EndpointPool>,
+    pool: PoolSettings,
+    timeout: Duration,
+    head_request: bool,
+) {
+    let start = Instant::now();
+    endpoint.begin();
+    let result: Result<u16, Kind> = async {
+        let mut up = endpoint.checkout_raw(&pool).await.map_err(|e| e.kind)?;
+        up.stream
+            .write_all(&copy)
+            .await
+            .map_err(|_| Kind::UpstreamProtocol)?;
+        let resp = match read_response_head(&mut up, timeout).await {
+            Ok(r) => r,
+            Err(UpError::Timeout) => return Err(Kind::ResponseTimeout),
+            Err(_) => return Err(Kind::UpstreamProtocol),
+        };
+        let status = resp.status;
+        let framing = resp.framing(head_request);
+        let keep = resp.common.keep_alive() && framing != Framing::UntilClose;
+        up.buf.advance(resp.common.len);
+        let mut out = Vec::new();
+        let mut sink = tokio::io::sink();
+        forward_body(
+            &mut up.buf,
+            &mut up.stream,
+            &mut sink,
+            &mut out,
+            framing,
+            false,
+            timeout,
+        )
+        .await
+        .map_err(|_| Kind::UpstreamProtocol)?;
+        if keep {
+            endpoint.checkin_raw(up, pool.max_idle);
+        }
+        Ok(status)
+    }
+    .await;
+    endpoint.end();
+    let (status, proxy_error) = match result {
+        Ok(s) => (s, false),
+        Err(k) => (k.status(), true),
+    };
+    target.stats.record(Outcome {
+        status,
+        proxy_error,
+        latency_us: start.elapsed().as_micros() as u64,
+    });
 }

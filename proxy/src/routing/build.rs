@@ -27,8 +27,35 @@ pub struct RolloutTraffic {
     pub canary_weight: Weight,
     /// Requests matching these go to the canary whatever the weight.
     pub header_routes: Vec<HeaderRoute>,
+    /// Copies of matching requests go to the canary.
+    pub mirror_routes: Vec<MirrorRoute>,
     /// Hosts that reach one role directly (canaryService, stableService, ...).
     pub role_hosts: Vec<(String, Role)>,
+}
+
+/// Argo's setMirrorRoute: a share of the requests matching any block is copied to the
+/// canary; the copy's response is discarded but measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirrorRoute {
+    /// The managed route's name.
+    pub name: String,
+    /// Share of matching requests copied.
+    pub percentage: Weight,
+    /// OR'd match blocks (method, path and headers within a block AND'd).
+    pub matches: Vec<weir_config::rollout::MirrorMatch>,
+}
+
+impl MirrorRoute {
+    /// Whether a request matches.
+    pub fn matches(&self, method: &str, path: &str, headers: &impl super::Headers) -> bool {
+        self.matches.iter().any(|m| {
+            m.method.as_ref().is_none_or(|x| x.matches(method))
+                && m.path.as_ref().is_none_or(|x| x.matches(path))
+                && m.headers
+                    .iter()
+                    .all(|h| h.kind.matches(headers.header(&h.name)))
+        })
+    }
 }
 
 /// Argo's setHeaderRoute: a request matching any of `matches` goes to the canary.
@@ -276,15 +303,40 @@ fn split_target(
     header_routes: Vec<(super::HeaderRoute, usize)>,
     used: &mut Vec<String>,
 ) -> Target {
+    split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new(), used)
+}
+
+fn split_target_with_mirrors(
+    ctx: &mut BuildContext,
+    route: &str,
+    legs: Vec<(Arc<Backend>, Weight)>,
+    header_routes: Vec<(super::HeaderRoute, usize)>,
+    mirror_routes: Vec<(MirrorRoute, Arc<Backend>)>,
+    used: &mut Vec<String>,
+) -> Target {
     let counters = ctx.counters.entry(route.to_owned()).or_default();
     used.push(route.to_owned());
     let weights: Vec<u32> = legs.iter().map(|(_, w)| w.basis_points()).collect();
     let split = Split::new(&weights, counters);
+    let mut mirrors = Vec::new();
+    for (m, target) in mirror_routes {
+        let key = format!("{route}#mirror/{}", m.name);
+        let counters = ctx.counters.entry(key.clone()).or_default();
+        used.push(key);
+        let p = m.percentage.basis_points();
+        let share = Split::new(&[p, Weight::SCALE - p], counters);
+        mirrors.push(super::Mirror {
+            route: m,
+            share,
+            target,
+        });
+    }
     Target::Split(SplitTarget {
         split,
         weights: legs.iter().map(|(_, w)| *w).collect(),
         legs: legs.into_iter().map(|(b, _)| b).collect(),
         header_routes,
+        mirrors,
     })
 }
 
@@ -306,8 +358,14 @@ fn rollout_target(
     let stable = backend(ctx, rollout, Role::Stable, &t.stable, svc);
     let mut legs = vec![(stable, t.canary_weight.complement())];
     let mut header_routes = Vec::new();
+    let mut mirrors = Vec::new();
     if let Some(canary) = &t.canary {
         let c = backend(ctx, rollout, Role::Canary, canary, svc);
+        mirrors = t
+            .mirror_routes
+            .iter()
+            .map(|m| (m.clone(), c.clone()))
+            .collect();
         if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() {
             legs.push((c, t.canary_weight));
             header_routes = t.header_routes.iter().map(|h| (h.clone(), 1)).collect();
@@ -316,5 +374,5 @@ fn rollout_target(
     if legs.len() == 1 {
         legs[0].1 = Weight::FULL;
     }
-    split_target(ctx, route, legs, header_routes, used)
+    split_target_with_mirrors(ctx, route, legs, header_routes, mirrors, used)
 }

@@ -18,7 +18,7 @@ use crate::tls::TlsAcceptor;
 use crate::upstream::EndpointPool;
 use split::Split;
 
-pub use build::{BuildContext, HeaderRoute, RolloutTraffic, build};
+pub use build::{BuildContext, HeaderRoute, MirrorRoute, RolloutTraffic, build};
 
 /// Header lookup by lower-case name, over whatever a request's headers are held in.
 pub trait Headers {
@@ -104,6 +104,39 @@ pub struct SplitTarget {
     /// Requests matching any of these go to the given leg whatever the weights
     /// (Argo's setHeaderRoute).
     pub header_routes: Vec<(HeaderRoute, usize)>,
+    /// Copies of matching requests go to these (Argo's setMirrorRoute).
+    pub mirrors: Vec<Mirror>,
+}
+
+/// One mirror route in the snapshot.
+#[derive(Debug)]
+pub struct Mirror {
+    /// What it matches and how much it copies.
+    pub route: MirrorRoute,
+    /// The exact split deciding which matching requests are copied.
+    pub share: Split,
+    /// Where copies go.
+    pub target: Arc<Backend>,
+}
+
+impl SplitTarget {
+    /// The backend a copy of this request goes to, if a mirror route takes it.
+    #[inline]
+    pub fn mirror(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &impl Headers,
+    ) -> Option<&Arc<Backend>> {
+        if self.mirrors.is_empty() {
+            return None;
+        }
+        self.mirrors
+            .iter()
+            .find(|m| m.route.matches(method, path, headers))
+            .filter(|m| m.share.pick() == 0)
+            .map(|m| &m.target)
+    }
 }
 
 impl SplitTarget {
