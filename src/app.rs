@@ -202,6 +202,21 @@ impl App {
             ))
         })?;
         tasks.spawn(controller.run(background.clone()));
+        let notify_stats = Arc::new(weir_control::notify::NotifyStats::default());
+        let notifier = weir_control::notify::Notifier::new(
+            rx.clone(),
+            handle.subscribe(),
+            notify_stats.clone(),
+        );
+        tasks.spawn(notifier.run(background.clone()));
+        registry
+            .register(Box::new(crate::wiring::NotifyCollector::new(notify_stats)))
+            .map_err(|e| StartError::Build(e.to_string()))?;
+        registry
+            .register(Box::new(crate::wiring::ControlCollector::new(
+                handle.stats.clone(),
+            )))
+            .map_err(|e| StartError::Build(e.to_string()))?;
 
         let admin_server = Arc::new(Admin::new(
             proxy.clone(),

@@ -160,3 +160,182 @@ fn not_found(name: &str) -> http::Response<AdminBody> {
         &serde_json::json!({ "error": format!("no rollout named {name:?}") }),
     )
 }
+
+/// The control loop's own metrics.
+pub struct ControlCollector {
+    stats: Arc<weir_control::LoopStats>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl ControlCollector {
+    /// A collector over the loop's statistics.
+    pub fn new(stats: Arc<weir_control::LoopStats>) -> Self {
+        let descs = [
+            "weir_control_decisions_total",
+            "weir_control_decision_seconds_sum",
+            "weir_control_decision_seconds_max",
+            "weir_control_turns_total",
+            "weir_control_turn_seconds_sum",
+        ]
+        .iter()
+        .map(|n| {
+            prometheus::core::Desc::new((*n).into(), (*n).into(), Vec::new(), Default::default())
+                .expect("valid name")
+        })
+        .collect();
+        ControlCollector { stats, descs }
+    }
+}
+
+impl prometheus::core::Collector for ControlCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let one = |name: &str, help: &str, kind: prometheus::proto::MetricType, v: f64| {
+            let mut m = prometheus::proto::Metric::default();
+            if kind == prometheus::proto::MetricType::COUNTER {
+                let mut c = prometheus::proto::Counter::default();
+                c.set_value(v);
+                m.set_counter(c);
+            } else {
+                let mut g = prometheus::proto::Gauge::default();
+                g.set_value(v);
+                m.set_gauge(g);
+            }
+            let mut f = prometheus::proto::MetricFamily::default();
+            f.set_name(name.into());
+            f.set_help(help.into());
+            f.set_field_type(kind);
+            f.set_metric(vec![m]);
+            f
+        };
+        use prometheus::proto::MetricType::{COUNTER, GAUGE};
+        vec![
+            one(
+                "weir_control_decisions_total",
+                "Traffic changes made right after a measurement result.",
+                COUNTER,
+                s.decisions.load(Relaxed) as f64,
+            ),
+            one(
+                "weir_control_decision_seconds_sum",
+                "Time from a measurement result to the data plane serving the traffic it led to, summed.",
+                COUNTER,
+                s.decision_us_sum.load(Relaxed) as f64 / 1e6,
+            ),
+            one(
+                "weir_control_decision_seconds_max",
+                "The longest time from a measurement result to the new traffic being served.",
+                GAUGE,
+                s.decision_us_max.load(Relaxed) as f64 / 1e6,
+            ),
+            one(
+                "weir_control_turns_total",
+                "Control loop turns over every rollout.",
+                COUNTER,
+                s.turns.load(Relaxed) as f64,
+            ),
+            one(
+                "weir_control_turn_seconds_sum",
+                "Time spent in control loop turns.",
+                COUNTER,
+                s.turn_us_sum.load(Relaxed) as f64 / 1e6,
+            ),
+        ]
+    }
+}
+
+/// Notification delivery metrics.
+pub struct NotifyCollector {
+    stats: Arc<weir_control::notify::NotifyStats>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl NotifyCollector {
+    /// A collector over the notifier's counts.
+    pub fn new(stats: Arc<weir_control::notify::NotifyStats>) -> Self {
+        let descs = [
+            "weir_notifications_sent_total",
+            "weir_notification_send_errors_total",
+            "weir_notifications_failed_total",
+        ]
+        .iter()
+        .map(|n| {
+            prometheus::core::Desc::new((*n).into(), (*n).into(), Vec::new(), Default::default())
+                .expect("valid name")
+        })
+        .collect();
+        NotifyCollector { stats, descs }
+    }
+}
+
+impl prometheus::core::Collector for NotifyCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+        use std::sync::atomic::Ordering::Relaxed;
+        let counter = |labels: Vec<(&str, &str)>, v: f64| {
+            let mut c = Counter::default();
+            c.set_value(v);
+            let mut m = Metric::default();
+            m.set_label(
+                labels
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let mut l = LabelPair::default();
+                        l.set_name(k.into());
+                        l.set_value(v.into());
+                        l
+                    })
+                    .collect(),
+            );
+            m.set_counter(c);
+            m
+        };
+        let family = |name: &str, help: &str, metrics: Vec<Metric>| {
+            let mut f = MetricFamily::default();
+            f.set_name(name.into());
+            f.set_help(help.into());
+            f.set_field_type(MetricType::COUNTER);
+            f.set_metric(metrics);
+            f
+        };
+        let sent = self
+            .stats
+            .sent
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        vec![
+            family(
+                "weir_notifications_sent_total",
+                "Notifications delivered, by service and trigger.",
+                sent.iter()
+                    .map(|((svc, trig), n)| {
+                        counter(vec![("service", svc), ("trigger", trig)], *n as f64)
+                    })
+                    .collect(),
+            ),
+            family(
+                "weir_notification_send_errors_total",
+                "Notification attempts that failed (each is retried with backoff).",
+                vec![counter(
+                    Vec::new(),
+                    self.stats.send_errors.load(Relaxed) as f64,
+                )],
+            ),
+            family(
+                "weir_notifications_failed_total",
+                "Notifications given up after every attempt, or for a service that is not configured.",
+                vec![counter(Vec::new(), self.stats.failed.load(Relaxed) as f64)],
+            ),
+        ]
+    }
+}

@@ -8,11 +8,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use weir_bench::scenarios::blast::BlastOptions;
+use weir_bench::scenarios::control_loop::ControlLoopOptions;
+use weir_bench::scenarios::false_rollbacks::FalseRollbacksOptions;
 use weir_bench::scenarios::memory::MemoryOptions;
 use weir_bench::scenarios::micro::MicroOptions;
 use weir_bench::scenarios::reload::ReloadOptions;
 use weir_bench::scenarios::split::SplitOptions;
-use weir_bench::scenarios::{WeirOptions, memory, micro, reload, split};
+use weir_bench::scenarios::{
+    WeirOptions, blast, control_loop, false_rollbacks, memory, micro, reload, split,
+};
 use weir_bench::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
 
 /// weir's fake backend and load generator.
@@ -44,6 +49,16 @@ enum Command {
     Memory(MemoryArgs),
     /// In-process nanoseconds per call of stats recording, split pick and route lookup.
     Micro(MicroArgs),
+    /// Blast radius of a broken canary (100% 500s) under open-loop load: failed requests and
+    /// seconds until weir's own analysis aborts it, and the decision latency. Fails when a run
+    /// fails more than 25 requests or for more than 2 s.
+    Blast(BlastArgs),
+    /// Healthy-but-noisy updates (both images fail 1%) under load: counts those weir's
+    /// analysis wrongly aborts. Fails on any.
+    FalseRollbacks(FalseRollbacksArgs),
+    /// weir's CPU, RSS and control-loop turns with N Rollouts, idle and paused mid-update,
+    /// and the time to start an update on all N at once.
+    ControlLoop(ControlLoopArgs),
 }
 
 /// The weir binary the scenarios start.
@@ -111,6 +126,45 @@ struct MemoryArgs {
     /// Also measure nginx and HAProxy (those on PATH), with bench/peers' configs.
     #[arg(long)]
     peers: bool,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct BlastArgs {
+    /// Open-loop load, requests per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Broken updates to make.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct FalseRollbacksArgs {
+    /// Updates to make (alternating v1 -> v2, v2 -> v1).
+    #[arg(long, default_value_t = 100)]
+    runs: usize,
+    /// Open-loop load, requests per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Share of requests (0..1) both images answer with 500.
+    #[arg(long, default_value_t = 0.01)]
+    error_rate: f64,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct ControlLoopArgs {
+    /// Rollouts in the config.
+    #[arg(long, default_value_t = 1000)]
+    rollouts: usize,
+    /// Seconds of each measured phase (idle, paused).
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
     #[command(flatten)]
     weir: WeirArgs,
 }
@@ -247,6 +301,36 @@ fn real_main() -> Result<()> {
                 };
                 let result = tokio::task::spawn_blocking(move || micro::run(&opts)).await??;
                 print(&result, args.json)
+            }
+            Command::Blast(args) => {
+                let opts = BlastOptions {
+                    rate: args.rate,
+                    runs: args.runs,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(blast::run(&opts)).await?;
+                print(&result, args.weir.json)?;
+                passed(result.passed, "blast")
+            }
+            Command::FalseRollbacks(args) => {
+                let opts = FalseRollbacksOptions {
+                    runs: args.runs,
+                    rate: args.rate,
+                    error_rate: args.error_rate,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(false_rollbacks::run(&opts)).await?;
+                print(&result, args.weir.json)?;
+                passed(result.passed, "false-rollbacks")
+            }
+            Command::ControlLoop(args) => {
+                let opts = ControlLoopOptions {
+                    rollouts: args.rollouts,
+                    seconds: Duration::from_secs(args.seconds),
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(control_loop::run(&opts)).await?;
+                print(&result, args.weir.json)
             }
         }
     })

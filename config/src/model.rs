@@ -48,6 +48,31 @@ pub struct Proxy {
     /// Add `x-weir-route`, `x-weir-upstream`, `x-weir-role`, `x-weir-revision` and
     /// `x-weir-split-seq` to responses.
     pub debug_headers: bool,
+    /// Notification services by name.
+    pub notifiers: BTreeMap<String, Notifier>,
+}
+
+/// A notification service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notifier {
+    /// A generic JSON webhook.
+    Webhook {
+        /// URL.
+        url: String,
+        /// POST or PUT.
+        method: String,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+    },
+    /// A Slack incoming webhook; recipients are channels.
+    Slack {
+        /// The incoming-webhook URL.
+        webhook_url: String,
+        /// Sender name.
+        username: Option<String>,
+        /// Sender icon.
+        icon_emoji: Option<String>,
+    },
 }
 
 /// A client listener.

@@ -356,6 +356,7 @@ fn default_proxy() -> Proxy {
         },
         access_log: AccessLog::Off,
         debug_headers: false,
+        notifiers: BTreeMap::new(),
     }
 }
 
@@ -536,6 +537,81 @@ fn validate_proxy(
     }
 
     proxy.debug_headers = spec.debug_headers.unwrap_or(false);
+    if let Some(n) = &spec.notifications {
+        for (i, svc) in n.services.iter().enumerate() {
+            let f = format!("spec.notifications.services[{i}]");
+            let Some(name) = svc.name.clone().filter(|n| !n.is_empty()) else {
+                ctx.issue(doc, &f, "a notification service needs a name");
+                continue;
+            };
+            let url_ok = |ctx: &mut Ctx, field: &str, u: &Option<String>| -> Option<String> {
+                match u {
+                    Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                        Some(u.clone())
+                    }
+                    Some(u) => {
+                        ctx.issue(doc, field, format!("{u:?} is not an http(s) URL"));
+                        None
+                    }
+                    None => {
+                        ctx.issue(doc, field, "a URL is required");
+                        None
+                    }
+                }
+            };
+            let notifier = match (&svc.webhook, &svc.slack) {
+                (Some(w), None) => {
+                    let method = w
+                        .method
+                        .clone()
+                        .unwrap_or_else(|| "POST".into())
+                        .to_ascii_uppercase();
+                    if method != "POST" && method != "PUT" {
+                        ctx.issue(
+                            doc,
+                            &format!("{f}.webhook.method"),
+                            format!("{method} is not allowed: use POST or PUT"),
+                        );
+                    }
+                    let headers = w
+                        .headers
+                        .iter()
+                        .filter_map(|h| {
+                            Some((h.name.clone()?, h.value.clone().unwrap_or_default()))
+                        })
+                        .collect();
+                    url_ok(ctx, &format!("{f}.webhook.url"), &w.url).map(|url| Notifier::Webhook {
+                        url,
+                        method,
+                        headers,
+                    })
+                }
+                (None, Some(s)) => url_ok(ctx, &format!("{f}.slack.webhookUrl"), &s.webhook_url)
+                    .map(|webhook_url| Notifier::Slack {
+                        webhook_url,
+                        username: s.username.clone(),
+                        icon_emoji: s.icon_emoji.clone(),
+                    }),
+                _ => {
+                    ctx.issue(
+                        doc,
+                        &f,
+                        "a notification service has exactly one of webhook, slack",
+                    );
+                    None
+                }
+            };
+            if let Some(n) = notifier
+                && proxy.notifiers.insert(name.clone(), n).is_some()
+            {
+                ctx.issue(
+                    doc,
+                    &format!("{f}.name"),
+                    format!("notification service {name:?} is defined twice"),
+                );
+            }
+        }
+    }
 
     // Routes.
     let mut route_names = BTreeSet::new();

@@ -82,11 +82,29 @@ enum Request {
     },
 }
 
+/// How fast decisions reach the data plane, and what a turn costs.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// Traffic changes applied after a measurement result.
+    pub decisions: std::sync::atomic::AtomicU64,
+    /// Sum of microseconds from a measurement result arriving to the data plane serving
+    /// the traffic it led to.
+    pub decision_us_sum: std::sync::atomic::AtomicU64,
+    /// The largest such time.
+    pub decision_us_max: std::sync::atomic::AtomicU64,
+    /// Turns over every rollout.
+    pub turns: std::sync::atomic::AtomicU64,
+    /// Microseconds spent in turns.
+    pub turn_us_sum: std::sync::atomic::AtomicU64,
+}
+
 /// Talks to a running controller. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ControllerHandle {
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<(String, Event)>,
+    /// Loop statistics.
+    pub stats: Arc<LoopStats>,
 }
 
 impl ControllerHandle {
@@ -155,6 +173,9 @@ pub struct Controller {
     clock: Clock,
     results_tx: mpsc::UnboundedSender<MeasureResult>,
     results_rx: mpsc::UnboundedReceiver<MeasureResult>,
+    stats: Arc<LoopStats>,
+    /// When the measurement result that this turn reacts to arrived.
+    result_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -194,6 +215,7 @@ impl Controller {
         let (tx, rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(1024);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(LoopStats::default());
         let saved = states
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::to_string(v).unwrap_or_default()))
@@ -216,8 +238,10 @@ impl Controller {
                 clock: Clock::system(),
                 results_tx,
                 results_rx,
+                stats: stats.clone(),
+                result_at: None,
             },
-            ControllerHandle { tx, events },
+            ControllerHandle { tx, events, stats },
         ))
     }
 
@@ -231,6 +255,7 @@ impl Controller {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(res) = self.results_rx.recv() => {
+                    self.result_at = Some(Instant::now());
                     self.record(res);
                     while let Ok(res) = self.results_rx.try_recv() {
                         self.record(res);
@@ -348,6 +373,9 @@ impl Controller {
 
     /// One turn over every Rollout.
     async fn turn(&mut self, model: &Model) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let began = Instant::now();
+        let result_at = self.result_at.take();
         let now = self.clock.now();
         for (name, spec) in &model.argo.rollouts {
             let st = self
@@ -368,6 +396,12 @@ impl Controller {
             if self.applied.get(name) != Some(&plan) {
                 self.router.apply(name, name, plan.clone()).await;
                 self.applied.insert(name.clone(), plan);
+                if let Some(at) = result_at {
+                    let us = at.elapsed().as_micros() as u64;
+                    self.stats.decisions.fetch_add(1, Relaxed);
+                    self.stats.decision_us_sum.fetch_add(us, Relaxed);
+                    self.stats.decision_us_max.fetch_max(us, Relaxed);
+                }
             }
             // Measurements that are due.
             let subject = Subject {
@@ -409,6 +443,10 @@ impl Controller {
             let st = st.clone();
             self.save(st);
         }
+        self.stats.turns.fetch_add(1, Relaxed);
+        self.stats
+            .turn_us_sum
+            .fetch_add(began.elapsed().as_micros() as u64, Relaxed);
         // Rollouts that left the configuration.
         let gone: Vec<String> = self
             .states

@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod state;
 pub mod store;
 
-pub use controller::{Clock, Controller, ControllerHandle, ControllerOptions};
+pub use controller::{Clock, Controller, ControllerHandle, ControllerOptions, LoopStats};
 pub use engine::{Action, TrafficPlan};
 pub use ports::{MetricsSource, Sample, TrafficRouter};
+pub mod notify;

@@ -8,6 +8,8 @@ mod errors;
 mod examples;
 mod h1;
 mod limits;
+mod notify;
+mod prometheus;
 mod reload;
 mod restart;
 mod rollout;

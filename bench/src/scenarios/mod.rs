@@ -5,6 +5,14 @@
 //! - [`memory`]: resident memory per idle keep-alive client connection (optionally for nginx
 //!   and HAProxy too).
 //! - [`micro`]: in-process nanoseconds per operation of weir's hot-path pieces.
+//! - [`blast`]: how many requests a broken canary fails, and for how long, before weir's own
+//!   analysis aborts it.
+//! - [`false_rollbacks`]: how often a healthy-but-noisy canary is wrongly aborted.
+//! - [`control_loop`]: weir's CPU, memory and control-loop turns with many Rollouts, idle and
+//!   paused mid-update, and how long starting an update on all of them takes.
+//!
+//! [`canary`] holds what the last three share: the Rollout config, an admin API client, and
+//! readings of `/metrics` and `/proc`.
 //!
 //! Every scenario but [`micro`] starts the weir binary ([`WeirProcess`]) with a config in a
 //! temporary folder and fake backends ([`crate::FakeBackend`]) in this process, and stops it
@@ -12,6 +20,10 @@
 //! Unlike the rest of the crate, these spawn processes and bind fixed (freshly picked) ports,
 //! so they are for the command line, not for tests.
 
+pub mod blast;
+pub mod canary;
+pub mod control_loop;
+pub mod false_rollbacks;
 pub mod memory;
 pub mod micro;
 pub mod reload;
@@ -309,14 +321,35 @@ impl KeepAlive {
 
     /// `GET path`, reading the body to its end; returns the status and the headers.
     pub async fn get(&mut self, path: &str) -> Result<(StatusCode, HeaderMap)> {
-        let result = self.try_get(path).await;
+        self.get_with_body(path, false)
+            .await
+            .map(|(status, headers, _)| (status, headers))
+    }
+
+    /// `GET path`; returns the status and the whole body.
+    pub async fn get_body(&mut self, path: &str) -> Result<(StatusCode, Bytes)> {
+        self.get_with_body(path, true)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    async fn get_with_body(
+        &mut self,
+        path: &str,
+        keep_body: bool,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let result = self.try_get(path, keep_body).await;
         if result.is_err() {
             self.sender = None;
         }
         result
     }
 
-    async fn try_get(&mut self, path: &str) -> Result<(StatusCode, HeaderMap)> {
+    async fn try_get(
+        &mut self,
+        path: &str,
+        keep_body: bool,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = TcpStream::connect(self.addr).await?;
             let _ = stream.set_nodelay(true);
@@ -335,10 +368,14 @@ impl KeepAlive {
             .body(Empty::new())?;
         let response = sender.send_request(request).await?;
         let (parts, mut body) = response.into_parts();
+        let mut kept = Vec::new();
         while let Some(frame) = body.frame().await {
-            frame?;
+            let frame = frame?;
+            if keep_body && let Some(data) = frame.data_ref() {
+                kept.extend_from_slice(data);
+            }
         }
-        Ok((parts.status, parts.headers))
+        Ok((parts.status, parts.headers, Bytes::from(kept)))
     }
 }
 

@@ -43,6 +43,64 @@ pub struct ProxySpec {
     /// Add `x-weir-*` headers to responses saying which route, revision and endpoint
     /// served them (off by default).
     pub debug_headers: Option<bool>,
+    /// Where rollout notifications go.
+    pub notifications: Option<Notifications>,
+}
+
+/// `spec.notifications`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Notifications {
+    /// The services Rollout annotations subscribe to, by name.
+    #[serde(default)]
+    pub services: Vec<NotificationService>,
+}
+
+/// One notification service: exactly one of `webhook`, `slack`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationService {
+    /// The name used in `notifications.argoproj.io/subscribe.<trigger>.<name>`.
+    pub name: Option<String>,
+    /// A generic webhook.
+    pub webhook: Option<Webhook>,
+    /// A Slack incoming webhook.
+    pub slack: Option<Slack>,
+}
+
+/// A generic webhook.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Webhook {
+    /// Where to send.
+    pub url: Option<String>,
+    /// POST (default) or PUT.
+    pub method: Option<String>,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: Vec<NameValue>,
+}
+
+/// A Slack incoming webhook.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Slack {
+    /// The incoming-webhook URL.
+    pub webhook_url: Option<String>,
+    /// Name shown as the sender.
+    pub username: Option<String>,
+    /// Emoji shown as the sender's icon, e.g. `:rocket:`.
+    pub icon_emoji: Option<String>,
+}
+
+/// A name and a value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NameValue {
+    /// Name.
+    pub name: Option<String>,
+    /// Value.
+    pub value: Option<String>,
 }
 
 /// A client listener.
