@@ -149,9 +149,28 @@ async fn the_seeds_queries_return_the_right_numbers() {
     let success = query(prom.addr, &queries[0]).await.expect("success rate");
     let p99 = query(prom.addr, &queries[1]).await.expect("p99");
     let errors = query(prom.addr, &queries[2]).await.expect("error rate");
+    // weir's own view of the same seconds.
+    let own: serde_json::Value = serde_json::from_slice(
+        &get(weir.admin(), "admin", "/api/v1/stats?window=4s")
+            .await
+            .body,
+    )
+    .unwrap();
+    let legs = own["routes"][0]["legs"].as_array().unwrap().clone();
+    let (mut req, mut fail) = (0.0, 0.0);
+    let mut own_p99: f64 = 0.0;
+    for l in &legs {
+        req += l["window"]["requests"].as_f64().unwrap();
+        fail += l["window"]["failures"].as_f64().unwrap();
+        own_p99 = own_p99.max(l["window"]["p99"].as_f64().unwrap_or(0.0));
+    }
     stop.cancel();
     let _ = load.await;
     println!("Prometheus: success rate {success:.4}, p99 {p99:.4}s, 5xx rate {errors:.4}");
+    println!(
+        "weir itself (last 4 s): success rate {:.4}, p99 {own_p99:.4}s, failures {fail}/{req}",
+        (req - fail) / req
+    );
     // The split is exact, so the answer is 0.9 / 0.1 up to where the rate windows cut.
     assert!((success - 0.9).abs() < 0.01, "success rate {success}");
     assert!((errors - 0.1).abs() < 0.01, "error rate {errors}");
@@ -226,5 +245,86 @@ async fn the_seed_template_promotes_a_healthy_canary_and_aborts_a_failing_one() 
     assert!(runs.iter().any(|r| r["phase"] == "Failed"), "{runs:?}");
     stop.cancel();
     let _ = load.await;
+    weir.shutdown().await;
+}
+
+/// The prometheus provider against the real server: vector, scalar, range, an empty
+/// vector, a bad query and a refused connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_provider_shapes_results() {
+    use weir_config::analysis::PrometheusProvider;
+    use weir_control::analysis::Outcome;
+    use weir_control::providers::HttpClient;
+    use weir_control::providers::prometheus::measure;
+    let weir = Weir::start(
+        &(proxy(&split_route("app", &[("v1", 100.0)]), "")
+            + &service("v1", &[backend("v1").await.addr()])),
+    )
+    .await;
+    let Some(prom) = start_prometheus(weir.admin()).await else {
+        return;
+    };
+    let http = HttpClient::new();
+    let p = |query: &str, range: Option<(String, String, Duration)>| PrometheusProvider {
+        address: format!("http://{}", prom.addr),
+        query: query.to_owned(),
+        timeout: Duration::from_secs(5),
+        insecure: false,
+        headers: vec![("X-Scope-OrgID".into(), "test".into())],
+        range,
+        basic_auth: None,
+    };
+    eventually("weir is scraped", Duration::from_secs(20), || async {
+        matches!(measure(&http, &p("up{job=\"weir\"}", None)).await, Outcome::Value(serde_json::Value::Array(a)) if a.len() == 1)
+    })
+    .await;
+    assert_eq!(
+        measure(&http, &p("up{job=\"weir\"}", None)).await,
+        Outcome::Value(serde_json::json!([1.0]))
+    );
+    assert_eq!(
+        measure(&http, &p("scalar(up{job=\"weir\"})", None)).await,
+        Outcome::Value(serde_json::json!(1.0))
+    );
+    assert_eq!(
+        measure(&http, &p("up{job=\"nothing\"}", None)).await,
+        Outcome::Value(serde_json::json!([])),
+        "an empty vector is []: result[0] then makes an Error"
+    );
+    let range = || {
+        Some((
+            "now() - duration(\"3s\")".to_owned(),
+            "now()".to_owned(),
+            Duration::from_secs(1),
+        ))
+    };
+    eventually(
+        "a range query gives one flat list of samples",
+        Duration::from_secs(20),
+        || async {
+            match measure(&http, &p("up{job=\"weir\"}", range())).await {
+                Outcome::Value(serde_json::Value::Array(a)) => {
+                    assert!(a.iter().all(|v| v == 1.0), "{a:?}");
+                    a.len() >= 3
+                }
+                other => panic!("{other:?}"),
+            }
+        },
+    )
+    .await;
+    match measure(&http, &p("sum(", None)).await {
+        Outcome::Error(e) => assert!(e.contains("parse error"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut refused = p("up", None);
+    refused.address = format!("http://{closed}");
+    match measure(&http, &refused).await {
+        Outcome::Error(e) => assert!(e.contains("Prometheus at"), "{e}"),
+        other => panic!("{other:?}"),
+    }
     weir.shutdown().await;
 }
