@@ -36,6 +36,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate a configuration: exit 0 when valid, else print every error and exit 1.
     Check(CheckArgs),
+    /// The whole story on this machine: a healthy canary promoted, a broken one reverted.
+    Demo(DemoArgs),
     /// Show a rollout (`get rollout NAME [-w]`).
     Get(GetArgs),
     /// One line per rollout (`list rollouts`).
@@ -189,4 +191,21 @@ pub const DEFAULT_STATE_DIR: &str = ".weir-state";
 /// Parses `30s`, `5m`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     weir_config::duration::parse_go(s)
+}
+
+/// `weir demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port for the app's traffic.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Port for the admin API and the dashboard.
+    #[arg(long, default_value_t = 9901)]
+    pub admin_port: u16,
+    /// Requests per second of the built-in load.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Tell the story once and exit: 0 when it went as expected.
+    #[arg(long)]
+    pub once: bool,
 }

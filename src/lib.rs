@@ -8,4 +8,5 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod demo;
 pub mod wiring;

@@ -13,10 +13,16 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref(), cli.log_format);
+    // The demo narrates on stdout; its logs only say what goes wrong.
+    let level = match (&cli.log_level, &cli.command) {
+        (None, Command::Demo(_)) if std::env::var_os("RUST_LOG").is_none() => Some("warn"),
+        (l, _) => l.as_deref(),
+    };
+    init_logging(level, cli.log_format);
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
+        Command::Demo(args) => demo(args),
         other => remote(other),
     }
 }
@@ -145,7 +151,9 @@ fn remote(cmd: Command) -> ExitCode {
                     println!("rollout '{}' undo", a.name);
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Check(_) | Command::Serve(_) => unreachable!("handled above"),
+                Command::Check(_) | Command::Serve(_) | Command::Demo(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
         .await;
@@ -294,6 +302,34 @@ async fn wait_for_signal(app: &App) {
                 tracing::info!("SIGHUP: reloading the configuration");
                 app.reload.notify_one();
             }
+        }
+    }
+}
+
+fn demo(args: weir::cli::DemoArgs) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::from(1);
+    };
+    let opts = weir::demo::DemoOptions {
+        port: args.port,
+        admin_port: args.admin_port,
+        rate: args.rate,
+        once: args.once,
+    };
+    match rt.block_on(weir::demo::run_demo(opts)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("the demo did not go as expected");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("weir demo: {e}");
+            ExitCode::from(1)
         }
     }
 }

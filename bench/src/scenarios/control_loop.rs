@@ -239,10 +239,11 @@ impl fmt::Display for ControlLoopResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "control loop with {} rollouts (config {:.0} KB, no traffic); all Healthy {:.2}s after starting weir",
+            "control loop with {} rollouts (config {:.0} KB, no traffic); all Healthy {:.2}s after starting weir; CPU = utime+stime from /proc/PID/stat (1 tick = {} ms)",
             self.rollouts,
             self.config_bytes as f64 / 1024.0,
-            self.start_to_all_healthy_s
+            self.start_to_all_healthy_s,
+            1000 / rustix::param::clock_ticks_per_second().max(1)
         )?;
         writeln!(f, "idle   {:.1}s: {}", self.idle.seconds, self.idle)?;
         writeln!(
