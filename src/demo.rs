@@ -209,7 +209,6 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
         async move { controller.get(ROLLOUT).await.unwrap_or_default() }
     };
     let wait_for = |want: &'static str, image: &'static str, within: Duration| {
-        let state = state;
         async move {
             let deadline = tokio::time::Instant::now() + within;
             loop {
