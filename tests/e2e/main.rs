@@ -5,6 +5,7 @@ mod kit;
 
 mod access_log;
 mod errors;
+mod demo;
 mod examples;
 mod h1;
 mod limits;
