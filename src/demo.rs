@@ -208,23 +208,21 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
         let controller = app.controller.clone();
         async move { controller.get(ROLLOUT).await.unwrap_or_default() }
     };
-    let wait_for = |want: &'static str, image: &'static str, within: Duration| {
-        async move {
-            let deadline = tokio::time::Instant::now() + within;
-            loop {
-                let s = state().await;
-                let done = match want {
-                    "promoted" => s["phase"] == "Healthy" && s["stableRevision"] == image,
-                    _ => s["phase"] == "Degraded",
-                };
-                if done {
-                    return Some(s);
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let wait_for = |want: &'static str, image: &'static str, within: Duration| async move {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = state().await;
+            let done = match want {
+                "promoted" => s["phase"] == "Healthy" && s["stableRevision"] == image,
+                _ => s["phase"] == "Degraded",
+            };
+            if done {
+                return Some(s);
             }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
 

@@ -45,6 +45,41 @@ impl MetricsSource for ProxyMetrics {
             },
         }
     }
+
+    fn series(
+        &self,
+        service: &str,
+        revision: &str,
+        points: usize,
+        step: Duration,
+        quantile: f64,
+    ) -> Vec<Sample> {
+        let step = step.as_secs().max(1);
+        let mut total: Option<Vec<weir_proxy::WindowSample>> = None;
+        for role in [Role::Stable, Role::Canary, Role::None] {
+            let key = CellKey {
+                service: Arc::from(service),
+                role,
+                revision: Arc::from(revision),
+            };
+            if let Some(series) = self.0.series(&key, points, step) {
+                match &mut total {
+                    None => total = Some(series),
+                    Some(t) => t.iter_mut().zip(&series).for_each(|(a, b)| a.merge(b)),
+                }
+            }
+        }
+        total
+            .unwrap_or_default()
+            .iter()
+            .map(|w| Sample {
+                requests: w.requests,
+                failures: w.failures,
+                latency: w.quantile(quantile),
+                seconds: step as f64,
+            })
+            .collect()
+    }
 }
 
 /// Traffic decisions to the proxy's single writer.
@@ -88,7 +123,10 @@ impl TrafficRouter for ProxyRouter {
     }
 }
 
-/// `/api/v1/rollouts...` on the admin listener.
+/// The dashboard: one page, its CSS and script inside it, built into the binary (no CDN).
+const DASHBOARD: &str = include_str!("assets/dashboard.html");
+
+/// `/` (the dashboard) and `/api/v1/rollouts...` on the admin listener.
 pub struct RolloutsApi(pub ControllerHandle);
 
 impl AdminExtension for RolloutsApi {
@@ -100,6 +138,16 @@ impl AdminExtension for RolloutsApi {
         let path = req.path.clone();
         let query = req.query.clone();
         Box::pin(async move {
+            if method == Method::GET && (path == "/" || path == "/index.html") {
+                let mut r = http::Response::new(http_body_util::BodyExt::boxed_unsync(
+                    http_body_util::Full::new(bytes::Bytes::from_static(DASHBOARD.as_bytes())),
+                ));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                return Some(r);
+            }
             let rest = path.strip_prefix("/api/v1/rollouts")?;
             let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
             Some(match (method, parts.as_slice()) {
@@ -108,6 +156,28 @@ impl AdminExtension for RolloutsApi {
                     Some(v) => json(StatusCode::OK, &v),
                     None => not_found(name),
                 },
+                (Method::GET, [name, "history"]) => {
+                    // ?minutes=M (default 5, at most 10: the stats' history) &step=S seconds
+                    let minutes: u64 = query
+                        .get("minutes")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(5)
+                        .clamp(1, 10);
+                    let step: u64 = query
+                        .get("step")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(5)
+                        .clamp(1, 60);
+                    let points = (minutes * 60).div_ceil(step) as usize;
+                    match self
+                        .0
+                        .history(name, points, Duration::from_secs(step))
+                        .await
+                    {
+                        Some(v) => json(StatusCode::OK, &v),
+                        None => not_found(name),
+                    }
+                }
                 (Method::POST, [name, action]) => {
                     let action = match *action {
                         "promote"

@@ -9,8 +9,8 @@
 //!   and by backend, a latency histogram and, optionally, the exact sequence of backends that
 //!   answered; [`worst_window_deviation`] turns that sequence into a split-precision figure,
 //!   and [`split_order`] puts it back in weir's split order first.
-//! - [`scenarios`]: the `weir-bench split|reload|memory|micro` benchmarks, which start a weir
-//!   binary (or run its pieces in-process) and report.
+//! - [`scenarios`]: the `weir-bench split|reload|memory|micro|blast|false-rollbacks|control-loop`
+//!   benchmarks, which start a weir binary (or run its pieces in-process) and report.
 //!
 //! Apart from [`scenarios`], nothing here holds process-global state or binds a socket other
 //! than `127.0.0.1:0` or a listener that the caller passes in, so any number of backends and

@@ -80,6 +80,12 @@ enum Request {
     List {
         reply: oneshot::Sender<Vec<Value>>,
     },
+    History {
+        rollout: String,
+        points: usize,
+        step: Duration,
+        reply: oneshot::Sender<Option<Value>>,
+    },
 }
 
 /// How fast decisions reach the data plane, and what a turn costs.
@@ -129,6 +135,22 @@ impl ControllerHandle {
         self.tx
             .send(Request::Get {
                 rollout: rollout.to_owned(),
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Success rate, p99 and requests per second of the rollout's stable and canary
+    /// revisions as `points` windows of `step`, oldest first (the dashboard's charts).
+    pub async fn history(&self, rollout: &str, points: usize, step: Duration) -> Option<Value> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::History {
+                rollout: rollout.to_owned(),
+                points,
+                step,
                 reply,
             })
             .await
@@ -325,6 +347,19 @@ impl Controller {
                     .map(|spec| self.json(&rollout, spec));
                 let _ = reply.send(v);
             }
+            Request::History {
+                rollout,
+                points,
+                step,
+                reply,
+            } => {
+                let v = model
+                    .argo
+                    .rollouts
+                    .contains_key(&rollout)
+                    .then(|| self.history_json(&rollout, points, step));
+                let _ = reply.send(v);
+            }
             Request::List { reply } => {
                 let v = model
                     .argo
@@ -367,6 +402,40 @@ impl Controller {
                 );
             }
             v["stats"] = Value::Object(stats);
+        }
+        v
+    }
+
+    fn history_json(&self, name: &str, points: usize, step: Duration) -> Value {
+        let mut v = serde_json::json!({
+            "stepSeconds": step.as_secs_f64(),
+            "end": self.clock.now(),
+        });
+        let Some(st) = self.states.get(name) else {
+            return v;
+        };
+        let mut revs = vec![("stable", st.stable.as_ref())];
+        if st.updating() {
+            revs.push(("canary", st.current.as_ref()));
+        }
+        for (role, rev) in revs {
+            let Some(rev) = rev else { continue };
+            let series = self
+                .providers
+                .metrics
+                .series(name, &rev.image, points, step, 0.99);
+            let points: Vec<Value> = series
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "requests": s.requests,
+                        "rps": s.requests as f64 / s.seconds.max(1.0),
+                        "successRate": (s.requests > 0).then(|| (s.requests - s.failures) as f64 / s.requests as f64),
+                        "p99": s.latency,
+                    })
+                })
+                .collect();
+            v[role] = serde_json::json!({"revision": rev.image, "points": points});
         }
         v
     }

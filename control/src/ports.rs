@@ -25,6 +25,20 @@ pub trait MetricsSource: Send + Sync + 'static {
     /// Requests of `service`'s `revision` (whatever role they were served under) over the
     /// last `window`, with the `quantile` latency.
     fn sample(&self, service: &str, revision: &str, window: Duration, quantile: f64) -> Sample;
+
+    /// The same as a time series for charts: `points` consecutive windows of `step`,
+    /// oldest first, the last ending now. Sources without history give none.
+    fn series(
+        &self,
+        service: &str,
+        revision: &str,
+        points: usize,
+        step: Duration,
+        quantile: f64,
+    ) -> Vec<Sample> {
+        let _ = (service, revision, points, step, quantile);
+        Vec::new()
+    }
 }
 
 /// Sets a Rollout's traffic in the data plane.

@@ -245,6 +245,14 @@ impl Proxy {
             .get(key)
             .map(|c| c.window(epoch_second(), window_seconds))
     }
+
+    /// `points` windows of `step` seconds of one (service, role, revision), oldest first,
+    /// the last ending now; None if it never had traffic.
+    pub fn series(&self, key: &CellKey, points: usize, step: u64) -> Option<Vec<WindowSample>> {
+        self.stats
+            .get(key)
+            .map(|c| c.series(epoch_second(), points, step))
+    }
 }
 
 /// Seconds since the Unix epoch, the stats' clock.

@@ -5,23 +5,51 @@ use std::process::Command;
 const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
 fn the_demo_tells_its_story_and_exits_0() {
     let (port, admin) = (free_port(), free_port());
     let out = Command::new(WEIR)
-        .args(["demo", "--once", "--port", &port.to_string(), "--admin-port", &admin.to_string()])
+        .args([
+            "demo",
+            "--once",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&format!("dashboard: http://127.0.0.1:{admin}/")), "{text}");
-    assert!(text.contains("Rollout completed update to revision 2 (demo:v2)"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("dashboard: http://127.0.0.1:{admin}/")),
+        "{text}"
+    );
+    assert!(
+        text.contains("Rollout completed update to revision 2 (demo:v2)"),
+        "{text}"
+    );
     assert!(text.contains("Act 1 done, demo:v2 promoted"), "{text}");
-    assert!(text.contains("Rollout aborted update to revision 3"), "{text}");
-    assert!(text.contains("Act 2 done, demo:v3-broken reverted: blast radius"), "{text}");
+    assert!(
+        text.contains("Rollout aborted update to revision 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Act 2 done, demo:v3-broken reverted: blast radius"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -29,11 +57,21 @@ fn a_taken_port_is_said_plainly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let out = Command::new(WEIR)
-        .args(["demo", "--once", "--port", &port.to_string(), "--admin-port", &free_port().to_string()])
+        .args([
+            "demo",
+            "--once",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &free_port().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("port {port} is taken")) && err.contains("--port"), "{err}");
+    assert!(
+        err.contains(&format!("port {port} is taken")) && err.contains("--port"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

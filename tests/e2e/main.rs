@@ -4,8 +4,9 @@
 mod kit;
 
 mod access_log;
-mod errors;
+mod dashboard;
 mod demo;
+mod errors;
 mod examples;
 mod h1;
 mod limits;

@@ -253,6 +253,35 @@ impl Cell {
         out
     }
 
+    /// `points` consecutive windows of `step` seconds each, oldest first, the last one
+    /// ending with the second in progress: a time series for charts.
+    pub fn series(&self, now_second: u64, points: usize, step: u64) -> Vec<WindowSample> {
+        let step = step.max(1);
+        let mut out: Vec<WindowSample> = (0..points).map(|_| WindowSample::new(step)).collect();
+        let Some(last) = out.last_mut() else {
+            return out;
+        };
+        for shard in self.shards.iter() {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            last.add_current(&s.current);
+        }
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let span = (points as u64 * step).min(HISTORY_SECONDS as u64);
+        for back in 1..span {
+            let Some(sec) = now_second.checked_sub(back) else {
+                break;
+            };
+            let i = (sec % HISTORY_SECONDS as u64) as usize;
+            if ring.seconds[i] == sec
+                && let Some(slot) = &ring.slots[i]
+            {
+                let point = points - 1 - (back / step) as usize;
+                out[point].add_slot(slot);
+            }
+        }
+        out
+    }
+
     /// Totals since start, summed over shards: per-status counts, Prometheus buckets
     /// (cumulative, with +Inf last), sum of seconds, count.
     pub fn totals(&self) -> Totals {
@@ -349,6 +378,36 @@ mod tests {
         let t = cell.totals();
         assert_eq!(t.count, 15);
         assert_eq!(t.statuses, vec![(200, 13), (500, 2)]);
+    }
+
+    #[test]
+    fn series_put_each_second_in_its_window() {
+        let cell = Cell::new(key(), 1, true);
+        // Seconds 100..=109: second s has s-99 requests (1..=10), second 105 all 500s.
+        for sec in 100..110u64 {
+            cell.rotate(sec);
+            for _ in 0..(sec - 99) {
+                let mut o = ok(1000);
+                if sec == 105 {
+                    o.status = 500;
+                }
+                cell.record(o);
+            }
+        }
+        // Second 109 is in progress. Windows of 5 s: [100..=104] and [105..=109];
+        // a third, older window is empty.
+        let s = cell.series(109, 3, 5);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].requests, 0);
+        assert_eq!(s[1].requests, 1 + 2 + 3 + 4 + 5);
+        assert_eq!(s[1].failures, 0);
+        assert_eq!(s[2].requests, 6 + 7 + 8 + 9 + 10);
+        assert_eq!(s[2].failures, 6);
+        // One-second windows line up with seconds.
+        let s = cell.series(109, 4, 1);
+        let counts: Vec<u64> = s.iter().map(|w| w.requests).collect();
+        assert_eq!(counts, vec![7, 8, 9, 10]);
+        assert!(cell.series(109, 0, 5).is_empty());
     }
 
     #[test]
