@@ -15,6 +15,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// weir's admin API, for the commands that talk to a running weir (before or after
+    /// the command name).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9901")]
+    pub admin: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -58,14 +62,6 @@ pub enum Command {
     Undo(UndoArgs),
 }
 
-/// Where the admin API is.
-#[derive(Debug, Args)]
-pub struct AdminArg {
-    /// weir's admin API.
-    #[arg(long, default_value = "http://127.0.0.1:9901", global = true)]
-    pub admin: String,
-}
-
 /// `weir get rollout NAME`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
@@ -76,9 +72,6 @@ pub struct GetArgs {
     /// Keep watching, redrawing on every change.
     #[arg(short, long)]
     pub watch: bool,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// `weir list rollouts`.
@@ -86,9 +79,6 @@ pub struct GetArgs {
 pub struct ListArgs {
     /// What to list: `rollouts`.
     pub kind: String,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// `weir status NAME`.
@@ -99,9 +89,6 @@ pub struct StatusArgs {
     /// Give up after this long (exit 1).
     #[arg(short, long, value_parser = parse_duration)]
     pub timeout: Option<std::time::Duration>,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// `weir promote NAME [--full]`.
@@ -112,9 +99,6 @@ pub struct PromoteArgs {
     /// Skip every remaining step.
     #[arg(long)]
     pub full: bool,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// A command on one rollout.
@@ -122,9 +106,6 @@ pub struct PromoteArgs {
 pub struct NameArgs {
     /// The rollout's name.
     pub name: String,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// `weir retry [rollout] NAME`.
@@ -133,9 +114,6 @@ pub struct RetryArgs {
     /// `rollout NAME`, or just `NAME`.
     #[arg(num_args = 1..=2, required = true)]
     pub words: Vec<String>,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// `weir undo NAME [--to-revision N]`.
@@ -146,9 +124,6 @@ pub struct UndoArgs {
     /// The revision to go back to (default: the previous one).
     #[arg(long)]
     pub to_revision: Option<u64>,
-    /// Admin API.
-    #[command(flatten)]
-    pub admin: AdminArg,
 }
 
 /// `weir serve`.

@@ -201,7 +201,7 @@ pub fn render_rollout(v: &Value) -> String {
     let past: Vec<&Value> = v
         .get("pastAnalysisRuns")
         .and_then(Value::as_array)
-        .map(|a| a.iter().take(3).collect())
+        .map(|a| a.iter().collect())
         .unwrap_or_default();
     let mut revs: Vec<(String, &str, Option<&Value>)> = Vec::new();
     if !canary.is_empty() {
@@ -232,11 +232,12 @@ pub fn render_rollout(v: &Value) -> String {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         let _ = writeln!(o, "{branch}# revision:{number}");
-        let run_lines: Vec<&&Value> = if *tag == canary_tag || nrev == 1 {
-            runs.iter().chain(past.iter()).collect()
-        } else {
-            Vec::new()
-        };
+        // The runs that measured this revision (older revisions' runs are not shown).
+        let run_lines: Vec<&&Value> = runs
+            .iter()
+            .chain(past.iter())
+            .filter(|r| r.get("revision").and_then(Value::as_u64) == Some(number))
+            .collect();
         let children = 1 + run_lines.len();
         for c in 0..children {
             let twig = if c + 1 == children {

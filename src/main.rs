@@ -23,12 +23,12 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
         Command::Demo(args) => demo(args),
-        other => remote(other),
+        other => remote(other, &cli.admin),
     }
 }
 
 /// Commands that talk to a running weir.
-fn remote(cmd: Command) -> ExitCode {
+fn remote(cmd: Command, admin: &str) -> ExitCode {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,7 +46,7 @@ fn remote(cmd: Command) -> ExitCode {
                             a.kind
                         ));
                     }
-                    let c = AdminClient::new(&a.admin.admin);
+                    let c = AdminClient::new(admin);
                     if !a.watch {
                         print!("{}", render_rollout(&c.get(&a.name).await?));
                         return Ok(ExitCode::SUCCESS);
@@ -69,14 +69,11 @@ fn remote(cmd: Command) -> ExitCode {
                             a.kind
                         ));
                     }
-                    print!(
-                        "{}",
-                        render_list(&AdminClient::new(&a.admin.admin).list().await?)
-                    );
+                    print!("{}", render_list(&AdminClient::new(admin).list().await?));
                     Ok(ExitCode::SUCCESS)
                 }
                 Command::Status(a) => {
-                    let c = AdminClient::new(&a.admin.admin);
+                    let c = AdminClient::new(admin);
                     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
                     let mut last = String::new();
                     loop {
@@ -113,7 +110,7 @@ fn remote(cmd: Command) -> ExitCode {
                     }
                 }
                 Command::Promote(a) => {
-                    let c = AdminClient::new(&a.admin.admin);
+                    let c = AdminClient::new(admin);
                     c.act(
                         &a.name,
                         if a.full {
@@ -130,23 +127,23 @@ fn remote(cmd: Command) -> ExitCode {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Abort(a) => simple(&a.admin.admin, &a.name, "abort", "aborted").await,
-                Command::Pause(a) => simple(&a.admin.admin, &a.name, "pause", "paused").await,
-                Command::Resume(a) => simple(&a.admin.admin, &a.name, "resume", "resumed").await,
+                Command::Abort(a) => simple(admin, &a.name, "abort", "aborted").await,
+                Command::Pause(a) => simple(admin, &a.name, "pause", "paused").await,
+                Command::Resume(a) => simple(admin, &a.name, "resume", "resumed").await,
                 Command::Retry(a) => {
                     let name = match a.words.as_slice() {
                         [n] => n.clone(),
                         [kind, n] if kind == "rollout" || kind == "ro" => n.clone(),
                         _ => return Err("usage: weir retry [rollout] NAME".into()),
                     };
-                    simple(&a.admin.admin, &name, "retry", "retried").await
+                    simple(admin, &name, "retry", "retried").await
                 }
                 Command::Undo(a) => {
                     let action = match a.to_revision {
                         Some(n) => format!("undo?toRevision={n}"),
                         None => "undo".into(),
                     };
-                    let c = AdminClient::new(&a.admin.admin);
+                    let c = AdminClient::new(admin);
                     c.act(&a.name, &action).await?;
                     println!("rollout '{}' undo", a.name);
                     Ok(ExitCode::SUCCESS)
@@ -179,8 +176,10 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false);
     match format {

@@ -17,7 +17,8 @@ pub struct ProxyMetrics(pub Arc<Proxy>);
 
 impl MetricsSource for ProxyMetrics {
     fn sample(&self, service: &str, revision: &str, window: Duration, quantile: f64) -> Sample {
-        let secs = window.as_secs().max(1);
+        // The stats keep ten minutes; a longer window (refused by validation) reads as that.
+        let secs = window.as_secs().clamp(1, 600);
         let mut total: Option<weir_proxy::WindowSample> = None;
         for role in [Role::Stable, Role::Canary, Role::None] {
             let key = CellKey {

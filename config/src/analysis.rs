@@ -14,6 +14,8 @@ use crate::duration::parse_go;
 pub const CONSECUTIVE_ERROR_LIMIT: u32 = 4;
 /// Built-in provider: requests needed in the window before a verdict.
 pub const MIN_REQUESTS: u64 = 20;
+/// Built-in provider: the longest window (the data plane keeps ten minutes of history).
+pub const WEIR_MAX_WINDOW: Duration = Duration::from_secs(600);
 /// Built-in provider: default window.
 pub const WEIR_WINDOW: Duration = Duration::from_secs(60);
 /// Prometheus provider default timeout.
@@ -491,7 +493,17 @@ fn decode_provider(
             let window = match obj.get("window").and_then(Value::as_str) {
                 None => WEIR_WINDOW,
                 Some(s) => match parse_go(s) {
-                    Ok(d) if d >= Duration::from_secs(1) => d,
+                    Ok(d) if d >= Duration::from_secs(1) && d <= WEIR_MAX_WINDOW => d,
+                    Ok(d) if d > WEIR_MAX_WINDOW => {
+                        issues.push((
+                            format!("{base}.window"),
+                            format!(
+                                "{s} is longer than the {}m of history weir keeps; use 10m or less",
+                                WEIR_MAX_WINDOW.as_secs() / 60
+                            ),
+                        ));
+                        WEIR_WINDOW
+                    }
                     Ok(_) => {
                         issues.push((format!("{base}.window"), "the window is at least 1s".into()));
                         WEIR_WINDOW

@@ -182,7 +182,16 @@ pub struct ParseError {
 /// # Errors
 /// The first syntax error, with its line and column.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, ParseError> {
-    match serde_saphyr::from_multiple::<Spanned<NodeValue>>(text) {
+    // The configuration is the operator's own file, not hostile input: the parser's
+    // default budget (1,024 documents, 250,000 nodes) would refuse a real fleet of a
+    // thousand Rollouts, so the limits are raised well above any real configuration.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 200_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    match serde_saphyr::from_multiple_with_options::<Spanned<NodeValue>>(text, options) {
         Ok(docs) => Ok(docs
             .into_iter()
             .map(Node::from)

@@ -35,6 +35,9 @@ pub struct Rollout {
     pub rollback_window: Option<u32>,
     /// `spec.revisionHistoryLimit` (default 10).
     pub revision_history_limit: u32,
+    /// `spec.analysis.successfulRunHistoryLimit` and `unsuccessfulRunHistoryLimit`
+    /// (default 5 each): finished analysis runs kept in the status.
+    pub run_history_limits: (u32, u32),
     /// Canary or blue-green.
     pub strategy: Strategy,
 }

@@ -24,6 +24,8 @@ const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 const SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
 /// Default `revisionHistoryLimit`.
 const REVISION_HISTORY_LIMIT: u32 = 10;
+/// Argo's default for `successfulRunHistoryLimit` and `unsuccessfulRunHistoryLimit`.
+const RUN_HISTORY_LIMIT: u32 = 5;
 
 /// The decoded Argo-side documents of one configuration.
 #[derive(Default)]
@@ -418,6 +420,13 @@ fn analysis_ref(
     argo: &Argo,
 ) -> AnalysisRef {
     let templates = template_refs(ctx, doc, &format!("{field}.templates"), &a.templates);
+    if a.analysis_run_metadata.is_some() {
+        ctx.notice(
+            doc,
+            &format!("{field}.analysisRunMetadata"),
+            "labels and annotations of AnalysisRun objects mean nothing without Kubernetes and are ignored",
+        );
+    }
     if templates.is_empty() {
         ctx.issue(
             doc,
@@ -748,6 +757,13 @@ fn steps(
                 }
                 _ => ctx.issue(doc, &f, format!("{v} is not a weight from 0 to {max_weight}")),
             },
+            "pause" if !(v.is_object() || v.is_null()) => ctx.issue(
+                doc,
+                &f,
+                format!(
+                    "pause takes a mapping: `pause: {{duration: {v}}}` for a timed pause, `pause: {{}}` to wait for promote"
+                ),
+            ),
             "pause" => {
                 let dur = v.get("duration");
                 match dur {
@@ -1058,6 +1074,27 @@ fn rollout(
     if ctx.issues.len() > before {
         return None;
     }
+    let mut run_history_limits = (RUN_HISTORY_LIMIT, RUN_HISTORY_LIMIT);
+    if let Some(h) = &spec.analysis {
+        for (field, v, slot) in [
+            (
+                "spec.analysis.successfulRunHistoryLimit",
+                h.successful_run_history_limit.as_ref(),
+                &mut run_history_limits.0,
+            ),
+            (
+                "spec.analysis.unsuccessfulRunHistoryLimit",
+                h.unsuccessful_run_history_limit.as_ref(),
+                &mut run_history_limits.1,
+            ),
+        ] {
+            match int_field(ctx, doc, field, v) {
+                None => {}
+                Some(n) if n >= 0 => *slot = n.min(i64::from(u32::MAX)) as u32,
+                Some(_) => ctx.issue(doc, field, "must be 0 or more"),
+            }
+        }
+    }
     let (name, template, image, strategy) = (name?, template?, image?, strategy?);
     let steps_hash = match &spec.strategy.as_ref().and_then(|s| s.canary.as_ref()) {
         Some(c) => hash_json(&Value::Array(c.steps.clone().unwrap_or_default())),
@@ -1076,6 +1113,7 @@ fn rollout(
         progress_deadline_abort: spec.progress_deadline_abort.unwrap_or(false),
         rollback_window,
         revision_history_limit,
+        run_history_limits,
         strategy,
     })
 }
@@ -1100,6 +1138,14 @@ fn canary(
         (
             "replicaProgressThreshold",
             c.replica_progress_threshold.is_some(),
+        ),
+        (
+            "scaleDownDelaySeconds",
+            c.scale_down_delay_seconds.is_some(),
+        ),
+        (
+            "abortScaleDownDelaySeconds",
+            c.abort_scale_down_delay_seconds.is_some(),
         ),
         ("canaryMetadata", c.canary_metadata.is_some()),
         ("stableMetadata", c.stable_metadata.is_some()),
@@ -1234,6 +1280,10 @@ fn blue_green(
         (
             "scaleDownDelayRevisionLimit",
             b.scale_down_delay_revision_limit.is_some(),
+        ),
+        (
+            "abortScaleDownDelaySeconds",
+            b.abort_scale_down_delay_seconds.is_some(),
         ),
         ("previewMetadata", b.preview_metadata.is_some()),
         ("activeMetadata", b.active_metadata.is_some()),

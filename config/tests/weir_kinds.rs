@@ -188,3 +188,25 @@ fn examples_load() {
     let m = weir_config::load(&dir).unwrap();
     assert_eq!(m.proxy.routes.len(), 1);
 }
+
+#[test]
+fn a_fleet_of_thousands_of_documents_loads() {
+    // The YAML parser's default budget stops at 1,024 documents; weir's own files are
+    // trusted and may hold a whole fleet.
+    let mut yaml = String::from(
+        "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {name: edge}\nspec:\n  listeners: [{name: web, address: \"127.0.0.1:0\"}]\n  routes:\n",
+    );
+    for i in 0..3000 {
+        yaml.push_str(&format!(
+            "    - {{name: r{i}, match: {{host: app{i}.example.com}}, backends: [{{service: s{i}}}]}}\n"
+        ));
+    }
+    for i in 0..3000 {
+        yaml.push_str(&format!(
+            "---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: s{i}}}\nspec:\n  endpoints: [\"127.0.0.1:{}\"]\n",
+            10000 + i
+        ));
+    }
+    let m = load_str(Path::new("/cfg/fleet.yaml"), &yaml).expect("a fleet loads");
+    assert_eq!(m.services.len(), 3000);
+}

@@ -65,6 +65,22 @@ pub fn status_json(st: &RolloutStatus, spec: &Rollout, plan: Option<&TrafficPlan
         .rev()
         .map(|r| run_json(r, "Finished"))
         .collect();
+    // Which revision each run measured (run names start `<rollout>-<hash>-<number>`).
+    let revision_of = |name: &str| {
+        st.history
+            .iter()
+            .chain(st.current.iter())
+            .find(|h| {
+                name.strip_prefix(&format!("{}-{}-{}", st.name, h.hash, h.number))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+            })
+            .map(|h| h.number)
+    };
+    let (mut runs, mut past) = (runs, past);
+    for r in runs.iter_mut().chain(past.iter_mut()) {
+        let n = r["name"].as_str().and_then(revision_of);
+        r["revision"] = json!(n);
+    }
     json!({
         "name": st.name,
         "strategy": spec.strategy.name(),

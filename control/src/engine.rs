@@ -76,6 +76,7 @@ fn new_revision(
     hash: &str,
     image: &str,
     template: &serde_json::Value,
+    limit: u32,
 ) -> Revision {
     let r = Revision {
         number: st.next_number,
@@ -84,8 +85,48 @@ fn new_revision(
         template: template.clone(),
     };
     st.next_number += 1;
+    // A template seen before takes a new number, as Argo re-labels the ReplicaSet it
+    // reuses: one entry per template.
+    st.history.retain(|h| h.hash != r.hash);
     st.history.push(r.clone());
+    trim_history(st, limit);
     r
+}
+
+/// Keeps the revisions in use (current, stable, active, the previous active) and the
+/// `limit` newest others, as Argo keeps `revisionHistoryLimit` old ReplicaSets.
+fn trim_history(st: &mut RolloutStatus, limit: u32) {
+    let in_use = |h: &Revision| {
+        [
+            st.current.as_ref(),
+            st.stable.as_ref(),
+            st.active.as_ref(),
+            st.previous_active.as_ref().map(|(r, _)| r),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|r| r.hash == h.hash)
+    };
+    let mut old_kept = 0;
+    let keep: Vec<bool> = st
+        .history
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, h)| {
+            if i + 1 == st.history.len() || in_use(h) {
+                true
+            } else {
+                old_kept += 1;
+                old_kept <= limit
+            }
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let mut it = keep.into_iter();
+    st.history.retain(|_| it.next().unwrap_or(true));
 }
 
 fn push(events: &mut Vec<Event>, st: &mut RolloutStatus, now: Ms, reason: &str, message: String) {
@@ -141,7 +182,7 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
 
     // First sight: stable at once, no steps.
     let Some(stable) = st.stable.clone() else {
-        let rev = new_revision(st, &hash, &image, &template);
+        let rev = new_revision(st, &hash, &image, &template, spec.revision_history_limit);
         st.stable = Some(rev.clone());
         st.current = Some(rev.clone());
         st.active = Some(rev.clone());
@@ -190,7 +231,13 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
             );
         } else if let Some(prev) = fast_rollback_target(st, spec, &hash, now).or(in_window) {
             // Fast rollback: steps and analysis skipped, promoted at once.
-            let rev = new_revision(st, &prev.hash, &prev.image, &prev.template);
+            let rev = new_revision(
+                st,
+                &prev.hash,
+                &prev.image,
+                &prev.template,
+                spec.revision_history_limit,
+            );
             st.stable = Some(rev.clone());
             st.current = Some(rev.clone());
             st.active = Some(rev.clone());
@@ -217,7 +264,7 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
                 ),
             );
         } else {
-            let rev = new_revision(st, &hash, &image, &template);
+            let rev = new_revision(st, &hash, &image, &template, spec.revision_history_limit);
             st.current = Some(rev.clone());
             st.current_step_index = Some(0);
             st.progress_since = now;
@@ -320,6 +367,8 @@ fn complete_step(st: &mut RolloutStatus, spec: &Rollout, events: &mut Vec<Event>
     let run = st.step_run.take();
     st.archive(run, now);
     st.progress_since = now;
+    // Progress again: the Progressing condition is true again (phase no longer Degraded).
+    st.deadline_exceeded = false;
     st.current_step_index = Some(i + 1);
     let desc = steps.get(i).map(Step::describe).unwrap_or_default();
     push(
@@ -690,6 +739,36 @@ fn blue_green(
     }
     let capacity = (world.has_endpoints)(&cur.image);
 
+    // `promote --full`: pre- and post-promotion analysis are skipped (Argo's
+    // skipPrePromotionAnalysisRun and skipPostPromotionAnalysisRun look at promoteFull);
+    // the switch waits only for the new revision's endpoints.
+    if st.promote_full {
+        if !capacity {
+            st.message = format!("waiting for endpoints running {} (preview)", cur.image);
+            return;
+        }
+        for r in [st.pre_run.take(), st.post_run.take()] {
+            st.archive(r, now);
+        }
+        st.controller_pause = false;
+        if active.hash != cur.hash {
+            st.previous_active = Some((active.clone(), now + b.scale_down_delay.as_millis() as Ms));
+            st.active = Some(cur.clone());
+            push(
+                events,
+                st,
+                now,
+                "ActiveServiceSwitched",
+                format!(
+                    "Active service switched to revision {} ({})",
+                    cur.number, cur.image
+                ),
+            );
+        }
+        promote(st, spec, events, now);
+        return;
+    }
+
     if active.hash != cur.hash {
         // Before the switch: the preview runs the new revision.
         if !capacity {
@@ -773,6 +852,7 @@ fn blue_green(
         st.previous_active = Some((active.clone(), now + b.scale_down_delay.as_millis() as Ms));
         st.active = Some(cur.clone());
         st.progress_since = now;
+        st.deadline_exceeded = false;
         push(
             events,
             st,
@@ -846,6 +926,8 @@ fn blue_green(
 /// Progress deadline, then phase and message (argo-reference §2.2).
 fn finish(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>, events: &mut Vec<Event>) {
     let now = world.now;
+    st.trim_runs(spec.run_history_limits);
+    trim_history(st, spec.revision_history_limit);
     let paused = st.manual_pause || spec.paused || !st.pause_conditions.is_empty();
     if st.updating() && !st.aborted && !paused && !st.deadline_exceeded {
         let deadline = st.progress_since + spec.progress_deadline.as_millis() as Ms;

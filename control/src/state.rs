@@ -9,8 +9,9 @@ use crate::analysis::{AnalysisRun, Ms};
 
 /// Events kept per rollout.
 pub const EVENTS_KEPT: usize = 200;
-/// Finished analysis runs kept per rollout.
-pub const RUNS_KEPT: usize = 10;
+/// Finished analysis runs kept per rollout at most, whatever the Rollout's
+/// `successfulRunHistoryLimit` and `unsuccessfulRunHistoryLimit` say.
+pub const RUNS_KEPT: usize = 100;
 
 /// One revision of a Rollout's template.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +174,29 @@ impl RolloutStatus {
                 self.past_runs.pop_front();
             }
         }
+    }
+
+    /// Keeps the newest `successful` Successful finished runs and the newest
+    /// `unsuccessful` others (Argo's run history limits).
+    pub fn trim_runs(&mut self, (successful, unsuccessful): (u32, u32)) {
+        let (mut ok, mut bad) = (0u32, 0u32);
+        let keep: Vec<bool> = self
+            .past_runs
+            .iter()
+            .rev()
+            .map(|r| {
+                let n = if r.phase == crate::analysis::Phase::Successful {
+                    ok += 1;
+                    (ok, successful)
+                } else {
+                    bad += 1;
+                    (bad, unsuccessful)
+                };
+                n.0 <= n.1
+            })
+            .collect();
+        let mut it = keep.into_iter().rev();
+        self.past_runs.retain(|_| it.next().unwrap_or(true));
     }
 
     /// Whether an update is in progress.

@@ -65,7 +65,12 @@ impl Store {
         let tmp = self.dir.join(format!(".{}.json.tmp", st.name));
         let bytes = serde_json::to_vec(st).map_err(std::io::Error::other)?;
         {
-            let mut f = std::fs::File::create(&tmp)?;
+            // Owner-only: resolved analysis metrics may hold secretKeyRef values.
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }

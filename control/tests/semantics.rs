@@ -364,3 +364,156 @@ fn args_reach_the_metric() {
     assert_eq!(t.phase(), "Healthy", "0.6 passes a 0.5 threshold");
     assert!(t.st.past_runs.iter().any(|r| r.phase == Phase::Successful));
 }
+
+/// `revisionHistoryLimit`: old revisions beyond the limit are forgotten (as Argo deletes
+/// old ReplicaSets); the ones in use stay; a template seen before takes a new number.
+#[test]
+fn revision_history_is_bounded() {
+    let limited = |image: &str| {
+        let yaml = BASE
+            .replace("IMAGE", image)
+            .replace("STEPS", "steps: [{setWeight: 10}]")
+            .replace(
+                "  selector: {matchLabels: {app: app}}",
+                "  revisionHistoryLimit: 2\n  selector: {matchLabels: {app: app}}",
+            );
+        Arc::new(weir_config::load_str(Path::new("/t/weir.yaml"), &yaml).unwrap())
+    };
+    let mut t = T::new();
+    for i in 1..=6 {
+        let m = limited(&format!("v{i}"));
+        t.tick(&m);
+        t.act(&m, Action::PromoteFull).ok();
+        t.tick(&m);
+    }
+    assert_eq!(t.phase(), "Healthy");
+    let numbers: Vec<(u64, &str)> =
+        t.st.history
+            .iter()
+            .map(|r| (r.number, r.image.as_str()))
+            .collect();
+    assert_eq!(
+        numbers,
+        vec![(4, "app:v4"), (5, "app:v5"), (6, "app:v6")],
+        "stable plus two old ones"
+    );
+    // Back to v5: its entry moves to the end with a new number, nothing duplicated.
+    let m = limited("v5");
+    t.tick(&m);
+    let images: Vec<(u64, &str)> =
+        t.st.history
+            .iter()
+            .map(|r| (r.number, r.image.as_str()))
+            .collect();
+    assert_eq!(images, vec![(4, "app:v4"), (6, "app:v6"), (7, "app:v5")]);
+}
+
+/// `successfulRunHistoryLimit` / `unsuccessfulRunHistoryLimit` bound the finished runs.
+#[test]
+fn run_history_limits() {
+    let steps = "steps: [{setWeight: 10}, {analysis: {templates: [{templateName: both}]}}]";
+    let yaml = |image: &str| {
+        let y = BASE
+            .replace("IMAGE", image)
+            .replace("STEPS", steps)
+            .replace(
+                "  selector: {matchLabels: {app: app}}",
+                "  analysis: {successfulRunHistoryLimit: 1, unsuccessfulRunHistoryLimit: 2}\n  selector: {matchLabels: {app: app}}",
+            );
+        Arc::new(weir_config::load_str(Path::new("/t/weir.yaml"), &y).unwrap())
+    };
+    let mut t = T::new();
+    t.tick(&yaml("v1"));
+    // Three failed updates, then two successful ones.
+    for (i, v) in [(2, 0.1), (3, 0.1), (4, 0.1), (5, 1.0), (6, 1.0)] {
+        let m = yaml(&format!("v{i}"));
+        t.tick(&m);
+        t.measure(v);
+        t.tick(&m);
+        t.tick(&m);
+    }
+    let kept: Vec<String> =
+        t.st.past_runs
+            .iter()
+            .map(|r| format!("{:?}", r.phase))
+            .collect();
+    assert_eq!(kept, vec!["Failed", "Failed", "Successful"]);
+}
+
+/// After the progress deadline passes, progress (a step completing) brings the phase
+/// back from Degraded.
+#[test]
+fn progress_after_the_deadline_clears_degraded() {
+    let steps = "steps: [{setWeight: 10}, {analysis: {templates: [{templateName: rate}]}}, {setWeight: 50}, {pause: {}}]";
+    let mut t = T::new();
+    t.tick(&model("v1", steps));
+    let m = model("v2", steps);
+    t.tick(&m);
+    // The analysis gets no data for longer than the deadline (600 s by default).
+    t.now += 601_000;
+    t.tick(&m);
+    assert_eq!(t.phase(), "Degraded");
+    assert!(t.st.message.starts_with("ProgressDeadlineExceeded"));
+    // Data arrives: the analysis passes and the next steps complete.
+    t.measure(1.0);
+    t.now += 10_000;
+    t.measure(1.0);
+    t.tick(&m);
+    assert_eq!(t.weight(&m), 50.0);
+    assert_eq!(t.phase(), "Paused", "{}", t.st.message);
+}
+
+/// Blue-green `promote --full` skips the pre- and post-promotion analyses (Argo's
+/// skip*PromotionAnalysisRun look at promoteFull) and switches at once.
+#[test]
+fn blue_green_promote_full_skips_the_analyses() {
+    let bg = |image: &str| {
+        let y = format!(
+            r#"
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {{name: app}}
+spec:
+  selector: {{matchLabels: {{app: app}}}}
+  template:
+    metadata: {{labels: {{app: app}}}}
+    spec: {{containers: [{{name: app, image: "app:{image}"}}]}}
+  strategy:
+    blueGreen:
+      activeService: app-active
+      previewService: app-preview
+      autoPromotionEnabled: false
+      prePromotionAnalysis: {{templates: [{{templateName: rate}}]}}
+      postPromotionAnalysis: {{templates: [{{templateName: rate}}]}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: rate}}
+spec:
+  metrics:
+    - name: rate
+      interval: 10s
+      count: 2
+      successCondition: "result[0] >= 0.95"
+      provider: {{weir: {{metric: success-rate}}}}
+"#
+        );
+        Arc::new(weir_config::load_str(Path::new("/t/weir.yaml"), &y).unwrap())
+    };
+    let mut t = T::new();
+    t.tick(&bg("v1"));
+    let m = bg("v2");
+    t.tick(&m);
+    assert!(t.st.pre_run.is_some(), "the pre-promotion analysis runs");
+    assert_eq!(t.st.active.as_ref().unwrap().image, "app:v1");
+    t.act(&m, Action::PromoteFull).unwrap();
+    t.tick(&m);
+    assert_eq!(t.phase(), "Healthy");
+    assert_eq!(t.st.active.as_ref().unwrap().image, "app:v2");
+    assert_eq!(t.st.stable.as_ref().unwrap().image, "app:v2");
+    assert!(t.st.pre_run.is_none() && t.st.post_run.is_none());
+    assert!(
+        t.st.past_runs.iter().all(|r| !r.name.ends_with("-post")),
+        "no post-promotion run was started"
+    );
+}

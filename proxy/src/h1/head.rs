@@ -98,14 +98,6 @@ impl Common {
         &self.headers
     }
 
-    /// The first value of header `lower` (a lower-case name).
-    pub(crate) fn get<'a>(&self, buf: &'a [u8], lower: &str) -> Option<&'a [u8]> {
-        self.headers()
-            .iter()
-            .find(|(n, _)| n.get(buf).eq_ignore_ascii_case(lower.as_bytes()))
-            .map(|(_, v)| v.get(buf))
-    }
-
     /// Whether the header named `name` must not be forwarded: hop-by-hop (RFC 9110
     /// §7.6.1), named in Connection, or one the proxy sets itself.
     pub(crate) fn is_hop_by_hop(&self, buf: &[u8], name: &[u8], keep_upgrade: bool) -> bool {

@@ -64,8 +64,17 @@ struct HeadHeaders<'a> {
 
 impl Headers for HeadHeaders<'_> {
     #[inline]
-    fn header(&self, lower: &str) -> Option<&[u8]> {
-        self.common.get(self.buf, lower)
+    fn any_value(&self, lower: &str, pred: impl Fn(Option<&[u8]>) -> bool) -> bool {
+        let mut seen = false;
+        for (n, v) in self.common.headers() {
+            if n.get(self.buf).eq_ignore_ascii_case(lower.as_bytes()) {
+                seen = true;
+                if pred(Some(v.get(self.buf))) {
+                    return true;
+                }
+            }
+        }
+        !seen && pred(None)
     }
 }
 

@@ -53,7 +53,7 @@ impl MirrorRoute {
                 && m.path.as_ref().is_none_or(|x| x.matches(path))
                 && m.headers
                     .iter()
-                    .all(|h| h.kind.matches(headers.header(&h.name)))
+                    .all(|h| headers.any_value(&h.name, |v| h.kind.matches(v)))
         })
     }
 }
@@ -72,7 +72,7 @@ impl HeaderRoute {
     pub fn matches(&self, headers: &impl super::Headers) -> bool {
         self.matches
             .iter()
-            .any(|h| h.kind.matches(headers.header(&h.name)))
+            .any(|h| headers.any_value(&h.name, |v| h.kind.matches(v)))
     }
 }
 

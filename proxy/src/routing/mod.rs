@@ -22,14 +22,20 @@ pub use build::{BuildContext, HeaderRoute, MirrorRoute, RolloutTraffic, build};
 
 /// Header lookup by lower-case name, over whatever a request's headers are held in.
 pub trait Headers {
-    /// The first value of the header named `lower`.
-    fn header(&self, lower: &str) -> Option<&[u8]>;
+    /// Whether `pred` holds for any value of the header named `lower` (a header sent
+    /// several times, such as `cookie` over HTTP/2, is tested value by value), or, when
+    /// the request has no such header, for `None`.
+    fn any_value(&self, lower: &str, pred: impl Fn(Option<&[u8]>) -> bool) -> bool;
 }
 
 impl Headers for http::HeaderMap {
     #[inline]
-    fn header(&self, lower: &str) -> Option<&[u8]> {
-        self.get(lower).map(|v| v.as_bytes())
+    fn any_value(&self, lower: &str, pred: impl Fn(Option<&[u8]>) -> bool) -> bool {
+        let mut values = self.get_all(lower).iter().peekable();
+        if values.peek().is_none() {
+            return pred(None);
+        }
+        values.any(|v| pred(Some(v.as_bytes())))
     }
 }
 
@@ -253,7 +259,7 @@ impl RouteTable {
                 && path.starts_with(&*r.path_prefix)
                 && r.headers
                     .iter()
-                    .all(|h| h.kind.matches(headers.header(&h.name)))
+                    .all(|h| headers.any_value(&h.name, |v| h.kind.matches(v)))
         })
     }
 
@@ -349,5 +355,33 @@ mod tests {
         assert_eq!(normalize_host("[::1]:80", &mut b), "[::1]");
         let mut b = [0u8; 256];
         assert_eq!(normalize_host("example.com.", &mut b), "example.com");
+    }
+
+    #[test]
+    fn a_header_sent_twice_matches_on_any_value() {
+        use weir_config::model::{HeaderMatch, HeaderMatchKind};
+        let route = HeaderRoute {
+            name: "r".into(),
+            matches: vec![HeaderMatch {
+                name: "cookie".into(),
+                kind: HeaderMatchKind::Prefix("canary=".into()),
+            }],
+        };
+        let mut h = http::HeaderMap::new();
+        h.append("cookie", "session=abc".parse().unwrap());
+        assert!(!route.matches(&h));
+        // HTTP/2 clients send each cookie as its own header field.
+        h.append("cookie", "canary=1".parse().unwrap());
+        assert!(route.matches(&h));
+        let absent = HeaderRoute {
+            name: "a".into(),
+            matches: vec![HeaderMatch {
+                name: "x-beta".into(),
+                kind: HeaderMatchKind::Present(false),
+            }],
+        };
+        assert!(absent.matches(&h));
+        h.append("x-beta", "".parse().unwrap());
+        assert!(!absent.matches(&h));
     }
 }
