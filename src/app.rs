@@ -38,7 +38,7 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// An address could not be bound.
-    #[error("cannot listen on {address} ({what}): {source}{hint}")]
+    #[error("cannot listen on {address} ({what}): {}{hint}", plain(source))]
     Bind {
         /// Which listener.
         what: String,
@@ -83,6 +83,16 @@ impl std::fmt::Debug for App {
             .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
+}
+
+/// An OS error without its " (os error N)" suffix, lower-case: "address already in use".
+fn plain(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Binds `addr` with SO_REUSEADDR and a deep backlog.

@@ -155,7 +155,8 @@ pub struct CheckArgs {
     /// A YAML file or a folder of them (read recursively).
     #[arg(short, long)]
     pub config: PathBuf,
-    /// Also print notices (skipped kinds, fields without meaning outside Kubernetes).
+    /// Also print notices (skipped kinds, fields without meaning outside Kubernetes);
+    /// warnings (things that will go wrong at run time) are always printed.
     #[arg(short, long)]
     pub verbose: bool,
 }

@@ -192,7 +192,9 @@ fn check(args: &CheckArgs) -> ExitCode {
     match weir_config::load(&args.config) {
         Ok(model) => {
             for n in &model.notices {
-                if args.verbose {
+                if n.warning {
+                    println!("warning: {n}");
+                } else if args.verbose {
                     println!("notice: {n}");
                 }
             }
@@ -220,6 +222,10 @@ fn plural(n: usize) -> &'static str {
 fn serve(args: ServeArgs) -> ExitCode {
     let model = match weir_config::load(&args.config) {
         Ok(m) => m,
+        Err(e @ weir_config::ConfigError::Io { .. }) => {
+            eprintln!("weir did not start: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
             eprintln!("{e}");
             eprintln!(
@@ -230,7 +236,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     for n in &model.notices {
-        tracing::info!("{n}");
+        if n.warning {
+            tracing::warn!("{n}");
+        } else {
+            tracing::info!("{n}");
+        }
     }
     let workers = args
         .workers

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use weir_bench::scenarios::blast::BlastOptions;
+use weir_bench::scenarios::canary::Guard;
 use weir_bench::scenarios::control_loop::ControlLoopOptions;
 use weir_bench::scenarios::false_rollbacks::FalseRollbacksOptions;
 use weir_bench::scenarios::memory::MemoryOptions;
@@ -130,6 +131,34 @@ struct MemoryArgs {
     weir: WeirArgs,
 }
 
+/// The analysis guarding the update (an AnalysisTemplate measured by weir's provider).
+#[derive(Debug, Args)]
+struct GuardArgs {
+    /// successCondition: result[0] >= this canary success rate.
+    #[arg(long, default_value_t = 0.8)]
+    success_at_least: f64,
+    /// The provider's window, seconds.
+    #[arg(long, default_value_t = 10)]
+    window: u64,
+    /// The provider's minRequests.
+    #[arg(long, default_value_t = 10)]
+    min_requests: u64,
+    /// Seconds between measurements.
+    #[arg(long, default_value_t = 1)]
+    interval: u64,
+}
+
+impl GuardArgs {
+    fn guard(&self) -> Guard {
+        Guard {
+            interval_secs: self.interval,
+            success_at_least: self.success_at_least,
+            window_secs: self.window,
+            min_requests: self.min_requests,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct BlastArgs {
     /// Open-loop load, requests per second.
@@ -138,6 +167,8 @@ struct BlastArgs {
     /// Broken updates to make.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    #[command(flatten)]
+    guard: GuardArgs,
     #[command(flatten)]
     weir: WeirArgs,
 }
@@ -153,6 +184,8 @@ struct FalseRollbacksArgs {
     /// Share of requests (0..1) both images answer with 500.
     #[arg(long, default_value_t = 0.01)]
     error_rate: f64,
+    #[command(flatten)]
+    guard: GuardArgs,
     #[command(flatten)]
     weir: WeirArgs,
 }
@@ -306,6 +339,7 @@ fn real_main() -> Result<()> {
                 let opts = BlastOptions {
                     rate: args.rate,
                     runs: args.runs,
+                    guard: args.guard.guard(),
                     weir: args.weir.options(),
                 };
                 let result = interruptible(blast::run(&opts)).await?;
@@ -317,6 +351,7 @@ fn real_main() -> Result<()> {
                     runs: args.runs,
                     rate: args.rate,
                     error_rate: args.error_rate,
+                    guard: args.guard.guard(),
                     weir: args.weir.options(),
                 };
                 let result = interruptible(false_rollbacks::run(&opts)).await?;

@@ -44,6 +44,10 @@ pub struct Notice {
     pub pos: Pos,
     /// What it says.
     pub message: String,
+    /// Something that will go wrong at run time unless fixed (a Service without
+    /// endpoints for the Rollout's image, a missing AnalysisTemplate), as opposed to
+    /// information (a skipped kind, a field without meaning outside Kubernetes).
+    pub warning: bool,
 }
 
 impl fmt::Display for Notice {
@@ -60,7 +64,7 @@ impl fmt::Display for Notice {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The path given could not be read at all.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("{}", io_message(path, source))]
     Io {
         /// The path.
         path: PathBuf,
@@ -70,6 +74,21 @@ pub enum ConfigError {
     /// The files were read, and these things are wrong with them.
     #[error("{}", render_issues(.0))]
     Invalid(Vec<Issue>),
+}
+
+/// What a user reads when the configuration path cannot be read, and what to do.
+fn io_message(path: &Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "no configuration at {}: there is no such file or folder. Give -c a YAML file or a folder of them (examples/quickstart.yaml is one), or try `weir demo`",
+            path.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot read the configuration at {}: permission denied. Make it readable by the user weir runs as",
+            path.display()
+        ),
+        _ => format!("cannot read the configuration at {}: {e}", path.display()),
+    }
 }
 
 impl ConfigError {

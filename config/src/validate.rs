@@ -45,6 +45,17 @@ impl Ctx {
             file: doc.file.clone(),
             pos: doc.locate(field),
             message: message.into(),
+            warning: false,
+        });
+    }
+
+    /// A notice about something that will go wrong at run time unless fixed.
+    pub(crate) fn warn(&mut self, doc: &Document, field: &str, message: impl Into<String>) {
+        self.notices.push(Notice {
+            file: doc.file.clone(),
+            pos: doc.locate(field),
+            message: message.into(),
+            warning: true,
         });
     }
 

@@ -96,20 +96,20 @@ pub(crate) fn validate(
                 continue;
             }
             match services.get(&ro.name) {
-                None => ctx.notice(
+                None => ctx.warn(
                     doc,
                     "metadata.name",
                     format!(
-                        "Rollout {0}: there is no Service named {0:?}, so its revisions have no endpoints yet: add a Service (weir.dev/v1alpha1) with endpoints whose image is {1}",
+                        "Rollout {0}: there is no Service named {0:?}, so no revision has endpoints: add a Service (weir.dev/v1alpha1) named {0} whose endpoints say where each image runs, e.g. `- {{address: HOST:PORT, image: {1}}}`",
                         ro.name, ro.image
                     ),
                 ),
-                Some(s) if !s.endpoints.iter().any(|e| e.image.as_deref() == Some(ro.image.as_str())) => ctx.notice(
+                Some(s) if !s.endpoints.iter().any(|e| e.image.as_deref() == Some(ro.image.as_str())) => ctx.warn(
                     doc,
                     "spec.template",
                     format!(
-                        "Rollout {}: Service {:?} has no endpoint with image {}: requests for that revision will get 503",
-                        ro.name, ro.name, ro.image
+                        "Rollout {0}: Service {0:?} has no endpoint with image {1}: add `- {{address: HOST:PORT, image: {1}}}` to its endpoints where that version runs. Until then an update to it waits with no traffic (a first deploy answers 503)",
+                        ro.name, ro.image
                     ),
                 ),
                 _ => {}
@@ -472,10 +472,10 @@ fn analysis_ref(
                 format!("not found: {names}; add the template to the configuration (a file in the same folder is enough)"),
             );
         } else {
-            ctx.notice(
+            ctx.warn(
                 doc,
                 &format!("{field}.templates"),
-                format!("{names} not in this configuration yet: the analysis fails if it is still missing when reached"),
+                format!("{names} not in this configuration: add it, or fix the templateName; an update that reaches this analysis is aborted while it is missing"),
             );
         }
     } else {

@@ -485,6 +485,12 @@ impl Controller {
                     .as_ref()
                     .map(|r| r.image.clone())
                     .unwrap_or_default(),
+                canary_since: st
+                    .current
+                    .as_ref()
+                    .filter(|r| r.created_at > 0)
+                    .map(|r| r.created_at),
+                now,
             };
             for run in st.runs_mut() {
                 for i in run.due(now) {

@@ -77,8 +77,10 @@ fn new_revision(
     image: &str,
     template: &serde_json::Value,
     limit: u32,
+    now: Ms,
 ) -> Revision {
     let r = Revision {
+        created_at: now,
         number: st.next_number,
         hash: hash.to_owned(),
         image: image.to_owned(),
@@ -182,7 +184,14 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
 
     // First sight: stable at once, no steps.
     let Some(stable) = st.stable.clone() else {
-        let rev = new_revision(st, &hash, &image, &template, spec.revision_history_limit);
+        let rev = new_revision(
+            st,
+            &hash,
+            &image,
+            &template,
+            spec.revision_history_limit,
+            now,
+        );
         st.stable = Some(rev.clone());
         st.current = Some(rev.clone());
         st.active = Some(rev.clone());
@@ -237,6 +246,7 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
                 &prev.image,
                 &prev.template,
                 spec.revision_history_limit,
+                now,
             );
             st.stable = Some(rev.clone());
             st.current = Some(rev.clone());
@@ -264,7 +274,14 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
                 ),
             );
         } else {
-            let rev = new_revision(st, &hash, &image, &template, spec.revision_history_limit);
+            let rev = new_revision(
+                st,
+                &hash,
+                &image,
+                &template,
+                spec.revision_history_limit,
+                now,
+            );
             st.current = Some(rev.clone());
             st.current_step_index = Some(0);
             st.progress_since = now;

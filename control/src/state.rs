@@ -25,6 +25,11 @@ pub struct Revision {
     pub image: String,
     /// The template itself, for `undo`.
     pub template: serde_json::Value,
+    /// When this revision was made: the canary's measurements start here, so that a
+    /// revision deployed before (as stable, or in an earlier update) does not bring its
+    /// old traffic into the new update's analysis.
+    #[serde(default)]
+    pub created_at: Ms,
 }
 
 /// Why a rollout is paused (Argo's pause reasons).

@@ -8,6 +8,7 @@ mod dashboard;
 mod demo;
 mod errors;
 mod examples;
+mod first_errors;
 mod h1;
 mod limits;
 mod notify;

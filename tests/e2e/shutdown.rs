@@ -133,7 +133,7 @@ async fn an_invalid_config_is_refused_with_every_error_and_nothing_bound() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("missing.yaml") && err.contains("No such file"),
+        err.contains("missing.yaml") && err.contains("there is no such file or folder"),
         "{err}"
     );
 }

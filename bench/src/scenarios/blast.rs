@@ -78,6 +78,8 @@ pub struct BlastOptions {
     pub rate: f64,
     /// Broken updates to make.
     pub runs: usize,
+    /// The analysis guarding the update.
+    pub guard: Guard,
     /// The weir to run.
     pub weir: WeirOptions,
 }
@@ -145,11 +147,18 @@ pub struct BlastResult {
     pub passed: bool,
 }
 
-fn config(web: u16, admin: u16, image: &str, v1: &FakeBackend, v2: &FakeBackend) -> String {
+fn config(
+    web: u16,
+    admin: u16,
+    image: &str,
+    guard: &Guard,
+    v1: &FakeBackend,
+    v2: &FakeBackend,
+) -> String {
     proxy_yaml(web, admin, "    - {name: app, rollout: app}\n")
         + &image_service_yaml("app", &[(v1.addr(), STABLE), (v2.addr(), BROKEN)])
         + &rollout_yaml("app", image, &STEPS, Some("guard"))
-        + &Guard::default().template_yaml("guard")
+        + &guard.template_yaml("guard")
 }
 
 /// Runs the scenario.
@@ -163,10 +172,19 @@ pub async fn run(opts: &BlastOptions) -> Result<BlastResult> {
     let v1 = Arc::new(FakeBackend::start("v1", Behavior::default()).await?);
     let v2 = Arc::new(FakeBackend::start("v2", Behavior::with_status(500)).await?);
     let weir = WeirProcess::start(&opts.weir, true, |web, admin| {
-        config(web, admin, STABLE, &v1, &v2)
+        config(web, admin, STABLE, &opts.guard, &v1, &v2)
     })
     .await?;
-    let config = |image: &str| config(weir.web().port(), weir.admin().port(), image, &v1, &v2);
+    let config = |image: &str| {
+        config(
+            weir.web().port(),
+            weir.admin().port(),
+            image,
+            &opts.guard,
+            &v1,
+            &v2,
+        )
+    };
     let mut admin = Admin::new(weir.admin());
 
     let mut runs = Vec::with_capacity(opts.runs);
@@ -204,7 +222,7 @@ pub async fn run(opts: &BlastOptions) -> Result<BlastResult> {
     let decision_max_ms = Spread::of(runs.iter().map(|r| r.decision_max_ms));
     Ok(BlastResult {
         rate: opts.rate,
-        guard: Guard::default(),
+        guard: opts.guard,
         method: METHOD.to_owned(),
         failed: Spread::of(runs.iter().map(|r| r.failed as f64)),
         seconds: Spread::of(runs.iter().filter_map(|r| r.seconds)),
@@ -410,8 +428,8 @@ mod tests {
     async fn both_configs_validate_and_differ_only_in_the_template() {
         let v1 = FakeBackend::start("v1", Behavior::default()).await.unwrap();
         let v2 = FakeBackend::start("v2", Behavior::default()).await.unwrap();
-        let stable = config(18080, 18081, STABLE, &v1, &v2);
-        let broken = config(18080, 18081, BROKEN, &v1, &v2);
+        let stable = config(18080, 18081, STABLE, &Guard::default(), &v1, &v2);
+        let broken = config(18080, 18081, BROKEN, &Guard::default(), &v1, &v2);
         for yaml in [&stable, &broken] {
             weir_config::load_str(Path::new("/bench/weir.yaml"), yaml)
                 .unwrap_or_else(|e| panic!("{e}\n{yaml}"));

@@ -45,6 +45,8 @@ pub struct FalseRollbacksOptions {
     pub rate: f64,
     /// Share of requests (0..=1) both images answer with 500.
     pub error_rate: f64,
+    /// The analysis guarding the update.
+    pub guard: Guard,
     /// The weir to run.
     pub weir: WeirOptions,
 }
@@ -112,11 +114,18 @@ pub struct FalseRollbacksResult {
     pub passed: bool,
 }
 
-fn config(web: u16, admin: u16, image: &str, v1: &FakeBackend, v2: &FakeBackend) -> String {
+fn config(
+    web: u16,
+    admin: u16,
+    image: &str,
+    guard: &Guard,
+    v1: &FakeBackend,
+    v2: &FakeBackend,
+) -> String {
     proxy_yaml(web, admin, "    - {name: app, rollout: app}\n")
         + &image_service_yaml("app", &[(v1.addr(), IMAGES[0]), (v2.addr(), IMAGES[1])])
         + &rollout_yaml("app", image, &STEPS, Some("guard"))
-        + &Guard::default().template_yaml("guard")
+        + &guard.template_yaml("guard")
 }
 
 /// Runs the scenario.
@@ -137,10 +146,19 @@ pub async fn run(opts: &FalseRollbacksOptions) -> Result<FalseRollbacksResult> {
     let v1 = FakeBackend::start("v1", noisy.clone()).await?;
     let v2 = FakeBackend::start("v2", noisy).await?;
     let weir = WeirProcess::start(&opts.weir, true, |web, admin| {
-        config(web, admin, IMAGES[0], &v1, &v2)
+        config(web, admin, IMAGES[0], &opts.guard, &v1, &v2)
     })
     .await?;
-    let config = |image: &str| config(weir.web().port(), weir.admin().port(), image, &v1, &v2);
+    let config = |image: &str| {
+        config(
+            weir.web().port(),
+            weir.admin().port(),
+            image,
+            &opts.guard,
+            &v1,
+            &v2,
+        )
+    };
     let mut admin = Admin::new(weir.admin());
 
     let stop = CancellationToken::new();
@@ -237,7 +255,7 @@ pub async fn run(opts: &FalseRollbacksOptions) -> Result<FalseRollbacksResult> {
     Ok(FalseRollbacksResult {
         rate: opts.rate,
         error_rate: opts.error_rate,
-        guard: Guard::default(),
+        guard: opts.guard,
         promote_s: Spread::of(
             runs.iter()
                 .filter(|r| r.ending == Ending::Promoted)
@@ -340,7 +358,7 @@ mod tests {
         let v1 = FakeBackend::start("v1", Behavior::default()).await.unwrap();
         let v2 = FakeBackend::start("v2", Behavior::default()).await.unwrap();
         for image in IMAGES {
-            let yaml = config(18080, 18081, image, &v1, &v2);
+            let yaml = config(18080, 18081, image, &Guard::default(), &v1, &v2);
             weir_config::load_str(Path::new("/bench/weir.yaml"), &yaml)
                 .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         }

@@ -45,6 +45,10 @@ pub struct Subject {
     pub canary: String,
     /// The stable revision's image.
     pub stable: String,
+    /// When the new revision was made (ms): its measurements do not look back past it.
+    pub canary_since: Option<u64>,
+    /// Now (ms), on the control loop's clock.
+    pub now: u64,
 }
 
 impl Providers {
@@ -63,7 +67,15 @@ impl Providers {
 /// `minRequests` it gives no verdict and says what it waits for.
 pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outcome {
     let revision = if w.canary { &s.canary } else { &s.stable };
-    let sample = metrics.sample(&s.service, revision, w.window, w.quantile);
+    // The canary's window starts no earlier than its revision: traffic the same image
+    // had before (as stable, or in an earlier update) says nothing about this update.
+    let window = match s.canary_since {
+        Some(since) if w.canary && since <= s.now => w.window.min(std::time::Duration::from_secs(
+            (s.now - since).div_ceil(1000).max(1),
+        )),
+        _ => w.window,
+    };
+    let sample = metrics.sample(&s.service, revision, window, w.quantile);
     let value = match w.metric {
         WeirMetric::Requests => sample.requests as f64,
         WeirMetric::RequestRate => sample.requests as f64 / sample.seconds.max(1.0),
@@ -73,7 +85,7 @@ pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outco
                 sample.requests,
                 w.min_requests,
                 if w.canary { "canary" } else { "stable" },
-                w.window.as_secs()
+                window.as_secs()
             ));
         }
         WeirMetric::SuccessRate => {
@@ -86,4 +98,88 @@ pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outco
         },
     };
     Outcome::Value(serde_json::json!([value]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use weir_config::analysis::{WeirMetric, WeirProvider};
+
+    use super::*;
+    use crate::ports::Sample;
+
+    /// Answers 1 request per second of window, all successful, and records the windows
+    /// asked for.
+    #[derive(Default)]
+    struct Fake(Mutex<Vec<(String, Duration)>>);
+
+    impl MetricsSource for Fake {
+        fn sample(&self, _: &str, revision: &str, window: Duration, _: f64) -> Sample {
+            self.0.lock().unwrap().push((revision.to_owned(), window));
+            Sample {
+                requests: window.as_secs(),
+                failures: 0,
+                latency: Some(0.01),
+                seconds: window.as_secs_f64(),
+            }
+        }
+    }
+
+    fn provider(canary: bool) -> WeirProvider {
+        WeirProvider {
+            metric: WeirMetric::SuccessRate,
+            quantile: 0.99,
+            canary,
+            window: Duration::from_secs(60),
+            min_requests: 20,
+        }
+    }
+
+    #[test]
+    fn the_canary_window_starts_at_its_revision() {
+        let subject = Subject {
+            service: "app".into(),
+            canary: "app:v2".into(),
+            stable: "app:v1".into(),
+            canary_since: Some(100_000),
+            now: 112_500,
+        };
+        let m = Fake::default();
+        // 12.5 s since the revision was made: a 13 s window, below minRequests.
+        let out = weir(&m, &provider(true), &subject);
+        assert_eq!(
+            out,
+            Outcome::Wait("13 of 20 requests to canary app:v2 in the last 13s".into())
+        );
+        // The stable revision keeps the whole window.
+        assert_eq!(
+            weir(&m, &provider(false), &subject),
+            Outcome::Value(serde_json::json!([1.0]))
+        );
+        // Long after the revision was made, the configured window.
+        let later = Subject {
+            now: 1_000_000,
+            ..subject
+        };
+        assert_eq!(
+            weir(&m, &provider(true), &later),
+            Outcome::Value(serde_json::json!([1.0]))
+        );
+        let asked: Vec<(String, u64)> =
+            m.0.lock()
+                .unwrap()
+                .iter()
+                .map(|(r, w)| (r.clone(), w.as_secs()))
+                .collect();
+        assert_eq!(
+            asked,
+            vec![
+                ("app:v2".into(), 13),
+                ("app:v1".into(), 60),
+                ("app:v2".into(), 60)
+            ]
+        );
+    }
 }
