@@ -87,39 +87,38 @@ impl MetricsSource for ProxyMetrics {
 pub struct ProxyRouter(pub Arc<Proxy>);
 
 impl TrafficRouter for ProxyRouter {
-    fn apply<'a>(
-        &'a self,
-        rollout: &'a str,
-        service: &'a str,
-        plan: Option<TrafficPlan>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn send(&self, rollout: &str, service: &str, plan: Option<TrafficPlan>) {
+        let traffic = plan.map(|p| RolloutTraffic {
+            service: service.to_owned(),
+            stable: p.stable,
+            canary: p.canary,
+            canary_weight: p.canary_weight,
+            header_routes: p
+                .header_routes
+                .into_iter()
+                .map(|(name, matches)| HeaderRoute { name, matches })
+                .collect(),
+            mirror_routes: p
+                .mirror_routes
+                .into_iter()
+                .map(|(name, percentage, matches)| MirrorRoute {
+                    name,
+                    percentage,
+                    matches,
+                })
+                .collect(),
+            role_hosts: p
+                .role_hosts
+                .into_iter()
+                .map(|(h, canary)| (h, if canary { Role::Canary } else { Role::Stable }))
+                .collect(),
+        });
+        self.0.updater.send_traffic(rollout, traffic);
+    }
+
+    fn flush<'a>(&'a self) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            let traffic = plan.map(|p| RolloutTraffic {
-                service: service.to_owned(),
-                stable: p.stable,
-                canary: p.canary,
-                canary_weight: p.canary_weight,
-                header_routes: p
-                    .header_routes
-                    .into_iter()
-                    .map(|(name, matches)| HeaderRoute { name, matches })
-                    .collect(),
-                mirror_routes: p
-                    .mirror_routes
-                    .into_iter()
-                    .map(|(name, percentage, matches)| MirrorRoute {
-                        name,
-                        percentage,
-                        matches,
-                    })
-                    .collect(),
-                role_hosts: p
-                    .role_hosts
-                    .into_iter()
-                    .map(|(h, canary)| (h, if canary { Role::Canary } else { Role::Stable }))
-                    .collect(),
-            });
-            self.0.updater.set_traffic(rollout, traffic).await;
+            self.0.updater.flush().await;
         })
     }
 }

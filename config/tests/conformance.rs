@@ -102,7 +102,8 @@ fn seed_files() {
 
     let alone = valid("seed/11-production-api.yaml");
     assert!(
-        notices(&alone).contains("AnalysisTemplate \"smoke-test\" not in this configuration yet")
+        notices(&alone)
+            .contains("AnalysisTemplate \"smoke-test\" not in this configuration: add it")
     );
 
     // Checked together with 06 and 09, 11's templates are found, and Argo's rule applies:

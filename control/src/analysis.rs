@@ -91,7 +91,7 @@ pub enum Outcome {
 }
 
 /// One metric in a run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricRun {
     /// Name.
@@ -145,7 +145,7 @@ impl MetricRun {
 }
 
 /// A whole run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRun {
     /// Name, e.g. `my-app-5d8f9c-2-3` (rollout, revision hash, revision, step).

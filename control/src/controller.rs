@@ -191,7 +191,9 @@ pub struct Controller {
     events: broadcast::Sender<(String, Event)>,
     states: BTreeMap<String, RolloutStatus>,
     applied: BTreeMap<String, Option<TrafficPlan>>,
-    saved: BTreeMap<String, String>,
+    /// What was last written for each rollout: a turn that changed nothing writes nothing
+    /// (compared as values, which costs far less than serializing every rollout).
+    saved: BTreeMap<String, RolloutStatus>,
     clock: Clock,
     results_tx: mpsc::UnboundedSender<MeasureResult>,
     results_rx: mpsc::UnboundedReceiver<MeasureResult>,
@@ -238,10 +240,7 @@ impl Controller {
         let (events, _) = broadcast::channel(1024);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(LoopStats::default());
-        let saved = states
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::to_string(v).unwrap_or_default()))
-            .collect();
+        let saved = states.clone();
         Ok((
             Controller {
                 model,
@@ -292,9 +291,10 @@ impl Controller {
                 _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
             }
         }
-        let all: Vec<RolloutStatus> = self.states.values().cloned().collect();
-        for st in all {
-            self.save(st);
+        for st in self.states.values() {
+            if self.saved.get(&st.name) != Some(st) {
+                save(self.store.as_ref(), &mut self.saved, st);
+            }
         }
     }
 
@@ -446,6 +446,7 @@ impl Controller {
         let began = Instant::now();
         let result_at = self.result_at.take();
         let now = self.clock.now();
+        let mut changed = false;
         for (name, spec) in &model.argo.rollouts {
             let st = self
                 .states
@@ -463,14 +464,12 @@ impl Controller {
                 let _ = self.events.send((name.clone(), e));
             }
             if self.applied.get(name) != Some(&plan) {
-                self.router.apply(name, name, plan.clone()).await;
+                // Queued at once, so that the data plane takes the change as soon as it
+                // can; the turn waits for all of its changes together below (one routing
+                // build for many Rollouts, not one each).
+                self.router.send(name, name, plan.clone());
                 self.applied.insert(name.clone(), plan);
-                if let Some(at) = result_at {
-                    let us = at.elapsed().as_micros() as u64;
-                    self.stats.decisions.fetch_add(1, Relaxed);
-                    self.stats.decision_us_sum.fetch_add(us, Relaxed);
-                    self.stats.decision_us_max.fetch_max(us, Relaxed);
-                }
+                changed = true;
             }
             // Measurements that are due.
             let subject = Subject {
@@ -515,8 +514,18 @@ impl Controller {
                     });
                 }
             }
-            let st = st.clone();
-            self.save(st);
+            if self.store.is_some() && self.saved.get(name) != Some(&*st) {
+                save(self.store.as_ref(), &mut self.saved, st);
+            }
+        }
+        if changed {
+            self.router.flush().await;
+            if let Some(at) = result_at {
+                let us = at.elapsed().as_micros() as u64;
+                self.stats.decisions.fetch_add(1, Relaxed);
+                self.stats.decision_us_sum.fetch_add(us, Relaxed);
+                self.stats.decision_us_max.fetch_max(us, Relaxed);
+            }
         }
         self.stats.turns.fetch_add(1, Relaxed);
         self.stats
@@ -539,20 +548,6 @@ impl Controller {
                 s.remove(&name);
             }
             tracing::info!(rollout = %name, "rollout removed from the configuration");
-        }
-    }
-
-    fn save(&mut self, st: RolloutStatus) {
-        let Some(store) = &self.store else { return };
-        let text = serde_json::to_string(&st).unwrap_or_default();
-        if self.saved.get(&st.name) == Some(&text) {
-            return;
-        }
-        match store.save(&st) {
-            Ok(()) => {
-                self.saved.insert(st.name.clone(), text);
-            }
-            Err(e) => tracing::error!(rollout = %st.name, "cannot save the rollout state: {e}"),
         }
     }
 
@@ -589,6 +584,17 @@ impl Controller {
             }
         }
         wake.max(now)
+    }
+}
+
+/// Writes a rollout's status and remembers it as saved.
+fn save(store: Option<&Store>, saved: &mut BTreeMap<String, RolloutStatus>, st: &RolloutStatus) {
+    let Some(store) = store else { return };
+    match store.save(st) {
+        Ok(()) => {
+            saved.insert(st.name.clone(), st.clone());
+        }
+        Err(e) => tracing::error!(rollout = %st.name, "cannot save the rollout state: {e}"),
     }
 }
 

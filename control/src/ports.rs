@@ -43,12 +43,21 @@ pub trait MetricsSource: Send + Sync + 'static {
 
 /// Sets a Rollout's traffic in the data plane.
 pub trait TrafficRouter: Send + Sync + 'static {
-    /// Applies `plan` (None: the Rollout is gone). Resolves once the data plane serves
-    /// with it.
+    /// Queues `plan` for `rollout` (None: the Rollout is gone) without waiting. Plans
+    /// queued together may be served by one new routing snapshot.
+    fn send(&self, rollout: &str, service: &str, plan: Option<TrafficPlan>);
+
+    /// Resolves once the data plane serves everything sent before.
+    fn flush<'a>(&'a self) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// Sends `plan` and resolves once the data plane serves it.
     fn apply<'a>(
         &'a self,
         rollout: &'a str,
         service: &'a str,
         plan: Option<TrafficPlan>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        self.send(rollout, service, plan);
+        self.flush()
+    }
 }

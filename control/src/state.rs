@@ -80,7 +80,7 @@ pub enum RolloutPhase {
 }
 
 /// Everything the control loop keeps about one Rollout.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     /// The Rollout's name.

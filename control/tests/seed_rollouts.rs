@@ -75,16 +75,13 @@ impl FakeRouter {
 }
 
 impl TrafficRouter for FakeRouter {
-    fn apply<'a>(
-        &'a self,
-        _r: &'a str,
-        _s: &'a str,
-        plan: Option<TrafficPlan>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn send(&self, _r: &str, _s: &str, plan: Option<TrafficPlan>) {
         self.plans
             .lock()
             .unwrap()
             .push((tokio::time::Instant::now(), plan));
+    }
+    fn flush<'a>(&'a self) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async {})
     }
 }

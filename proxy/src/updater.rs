@@ -21,6 +21,8 @@ enum Command {
         traffic: Option<RolloutTraffic>,
         done: Option<oneshot::Sender<u64>>,
     },
+    /// Answered once everything sent before it is live.
+    Barrier(oneshot::Sender<u64>),
 }
 
 /// Sends changes to the updater. Cheap to clone.
@@ -34,6 +36,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Model(_) => f.write_str("Model"),
             Command::Traffic { rollout, .. } => write!(f, "Traffic({rollout})"),
+            Command::Barrier(_) => f.write_str("Barrier"),
         }
     }
 }
@@ -53,6 +56,13 @@ impl UpdaterHandle {
             traffic,
             done: Some(done),
         });
+        rx.await.unwrap_or(0)
+    }
+
+    /// Resolves once everything sent before is live (with that snapshot's generation).
+    pub async fn flush(&self) -> u64 {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Barrier(done));
         rx.await.unwrap_or(0)
     }
 
@@ -141,6 +151,7 @@ impl Updater {
                         }
                         acks.extend(done);
                     }
+                    Command::Barrier(done) => acks.push(done),
                 }
             }
             let old_model = self.model.clone();
