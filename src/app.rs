@@ -211,13 +211,15 @@ impl App {
                 opts.state_dir.display()
             ))
         })?;
-        tasks.spawn(controller.run(background.clone()));
+        // The notifier subscribes before the control loop starts, so that it hears the
+        // first turn's events (an initial deploy completes a rollout too).
         let notify_stats = Arc::new(weir_control::notify::NotifyStats::default());
         let notifier = weir_control::notify::Notifier::new(
             rx.clone(),
             handle.subscribe(),
             notify_stats.clone(),
         );
+        tasks.spawn(controller.run(background.clone()));
         tasks.spawn(notifier.run(background.clone()));
         registry
             .register(Box::new(crate::wiring::NotifyCollector::new(notify_stats)))

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use weir_control::{Action, ControllerHandle, MetricsSource, Sample, TrafficPlan, TrafficRouter};
+use weir_control::{
+    Action, ControllerHandle, MetricsSource, Sample, Served, TrafficPlan, TrafficRouter,
+};
 use weir_proxy::admin::{AdminBody, AdminExtension, AdminRequest, json, text};
 use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic};
 
@@ -16,11 +18,23 @@ use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic}
 pub struct ProxyMetrics(pub Arc<Proxy>);
 
 impl MetricsSource for ProxyMetrics {
-    fn sample(&self, service: &str, revision: &str, window: Duration, quantile: f64) -> Sample {
+    fn sample(
+        &self,
+        service: &str,
+        revision: &str,
+        served: Served,
+        window: Duration,
+        quantile: f64,
+    ) -> Sample {
         // The stats keep ten minutes; a longer window (refused by validation) reads as that.
         let secs = window.as_secs().clamp(1, 600);
         let mut total: Option<weir_proxy::WindowSample> = None;
-        for role in [Role::Stable, Role::Canary, Role::None] {
+        let roles: &[Role] = match served {
+            Served::AsCanary => &[Role::Canary],
+            Served::AsStable => &[Role::Stable],
+            Served::Any => &[Role::Stable, Role::Canary, Role::None],
+        };
+        for &role in roles {
             let key = CellKey {
                 service: Arc::from(service),
                 role,

@@ -18,7 +18,7 @@ use weir_config::rollout::{Rollout, Step, Strategy};
 use crate::analysis::{Ms, Outcome};
 use crate::api::status_json;
 use crate::engine::{self, Action, TrafficPlan, World};
-use crate::ports::{MetricsSource, TrafficRouter};
+use crate::ports::{MetricsSource, Served, TrafficRouter};
 use crate::providers::{HttpClient, Providers, Subject};
 use crate::state::{Event, PauseReason, RolloutStatus};
 use crate::store::Store;
@@ -386,10 +386,13 @@ impl Controller {
             }
             for (role, rev) in revs {
                 let Some(rev) = rev else { continue };
-                let s =
-                    self.providers
-                        .metrics
-                        .sample(name, &rev.image, Duration::from_secs(60), 0.99);
+                let s = self.providers.metrics.sample(
+                    name,
+                    &rev.image,
+                    Served::Any,
+                    Duration::from_secs(60),
+                    0.99,
+                );
                 stats.insert(
                     role.to_owned(),
                     serde_json::json!({
@@ -490,6 +493,7 @@ impl Controller {
                     .filter(|r| r.created_at > 0)
                     .map(|r| r.created_at),
                 now,
+                blue_green: matches!(spec.strategy, Strategy::BlueGreen(_)),
             };
             for run in st.runs_mut() {
                 for i in run.due(now) {

@@ -21,5 +21,5 @@ pub mod store;
 
 pub use controller::{Clock, Controller, ControllerHandle, ControllerOptions, LoopStats};
 pub use engine::{Action, TrafficPlan};
-pub use ports::{MetricsSource, Sample, TrafficRouter};
+pub use ports::{MetricsSource, Sample, Served, TrafficRouter};
 pub mod notify;

@@ -20,11 +20,30 @@ pub struct Sample {
     pub seconds: f64,
 }
 
+/// Which of a revision's requests count: those it served as the canary, as the stable
+/// revision, or either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Requests routed to it as the canary (by weight, header route or canary host).
+    AsCanary,
+    /// Requests routed to it as the stable revision.
+    AsStable,
+    /// Either.
+    Any,
+}
+
 /// Reads the data plane's measurements.
 pub trait MetricsSource: Send + Sync + 'static {
-    /// Requests of `service`'s `revision` (whatever role they were served under) over the
-    /// last `window`, with the `quantile` latency.
-    fn sample(&self, service: &str, revision: &str, window: Duration, quantile: f64) -> Sample;
+    /// Requests of `service`'s `revision`, served as `served` says, over the last
+    /// `window`, with the `quantile` latency.
+    fn sample(
+        &self,
+        service: &str,
+        revision: &str,
+        served: Served,
+        window: Duration,
+        quantile: f64,
+    ) -> Sample;
 
     /// The same as a time series for charts: `points` consecutive windows of `step`,
     /// oldest first, the last ending now. Sources without history give none.

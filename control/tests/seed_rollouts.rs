@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_config::Model;
 use weir_control::{
-    Action, Controller, ControllerHandle, ControllerOptions, MetricsSource, Sample, TrafficPlan,
-    TrafficRouter,
+    Action, Controller, ControllerHandle, ControllerOptions, MetricsSource, Sample, Served,
+    TrafficPlan, TrafficRouter,
 };
 
 #[derive(Default)]
@@ -36,7 +36,14 @@ impl FakeMetrics {
 }
 
 impl MetricsSource for FakeMetrics {
-    fn sample(&self, _service: &str, revision: &str, window: Duration, _q: f64) -> Sample {
+    fn sample(
+        &self,
+        _service: &str,
+        revision: &str,
+        _served: Served,
+        window: Duration,
+        _q: f64,
+    ) -> Sample {
         let mut s = self
             .by_revision
             .lock()

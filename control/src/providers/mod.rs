@@ -11,7 +11,7 @@ use std::sync::Arc;
 use weir_config::analysis::{Provider, WeirMetric, WeirProvider};
 
 use crate::analysis::Outcome;
-use crate::ports::MetricsSource;
+use crate::ports::{MetricsSource, Served};
 
 pub use http::HttpClient;
 
@@ -49,6 +49,9 @@ pub struct Subject {
     pub canary_since: Option<u64>,
     /// Now (ms), on the control loop's clock.
     pub now: u64,
+    /// Blue-green: the new revision serves as preview, then as active, in one update,
+    /// so its requests count whatever role they were served under.
+    pub blue_green: bool,
 }
 
 impl Providers {
@@ -75,7 +78,14 @@ pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outco
         )),
         _ => w.window,
     };
-    let sample = metrics.sample(&s.service, revision, window, w.quantile);
+    // A canary is judged on what it served as the canary: the same image's requests as
+    // the stable revision (just before this update, say) are another population.
+    let served = match (s.blue_green, w.canary) {
+        (true, _) => Served::Any,
+        (false, true) => Served::AsCanary,
+        (false, false) => Served::AsStable,
+    };
+    let sample = metrics.sample(&s.service, revision, served, window, w.quantile);
     let value = match w.metric {
         WeirMetric::Requests => sample.requests as f64,
         WeirMetric::RequestRate => sample.requests as f64 / sample.seconds.max(1.0),
@@ -113,11 +123,21 @@ mod tests {
     /// Answers 1 request per second of window, all successful, and records the windows
     /// asked for.
     #[derive(Default)]
-    struct Fake(Mutex<Vec<(String, Duration)>>);
+    struct Fake(Mutex<Vec<(String, Served, Duration)>>);
 
     impl MetricsSource for Fake {
-        fn sample(&self, _: &str, revision: &str, window: Duration, _: f64) -> Sample {
-            self.0.lock().unwrap().push((revision.to_owned(), window));
+        fn sample(
+            &self,
+            _: &str,
+            revision: &str,
+            served: Served,
+            window: Duration,
+            _: f64,
+        ) -> Sample {
+            self.0
+                .lock()
+                .unwrap()
+                .push((revision.to_owned(), served, window));
             Sample {
                 requests: window.as_secs(),
                 failures: 0,
@@ -145,6 +165,7 @@ mod tests {
             stable: "app:v1".into(),
             canary_since: Some(100_000),
             now: 112_500,
+            blue_green: false,
         };
         let m = Fake::default();
         // 12.5 s since the revision was made: a 13 s window, below minRequests.
@@ -167,18 +188,25 @@ mod tests {
             weir(&m, &provider(true), &later),
             Outcome::Value(serde_json::json!([1.0]))
         );
-        let asked: Vec<(String, u64)> =
+        // Blue-green counts the new revision's requests in either role.
+        let bg = Subject {
+            blue_green: true,
+            ..later.clone()
+        };
+        weir(&m, &provider(true), &bg);
+        let asked: Vec<(String, Served, u64)> =
             m.0.lock()
                 .unwrap()
                 .iter()
-                .map(|(r, w)| (r.clone(), w.as_secs()))
+                .map(|(r, s, w)| (r.clone(), *s, w.as_secs()))
                 .collect();
         assert_eq!(
             asked,
             vec![
-                ("app:v2".into(), 13),
-                ("app:v1".into(), 60),
-                ("app:v2".into(), 60)
+                ("app:v2".into(), Served::AsCanary, 13),
+                ("app:v1".into(), Served::AsStable, 60),
+                ("app:v2".into(), Served::AsCanary, 60),
+                ("app:v2".into(), Served::Any, 60),
             ]
         );
     }
