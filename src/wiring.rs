@@ -24,6 +24,7 @@ impl MetricsSource for ProxyMetrics {
         revision: &str,
         served: Served,
         window: Duration,
+        since: Option<u64>,
         quantile: f64,
     ) -> Sample {
         // The stats keep ten minutes; a longer window (refused by validation) reads as that.
@@ -40,7 +41,7 @@ impl MetricsSource for ProxyMetrics {
                 role,
                 revision: Arc::from(revision),
             };
-            if let Some(w) = self.0.window(&key, secs) {
+            if let Some(w) = self.0.window_since(&key, secs, since) {
                 match &mut total {
                     None => total = Some(w),
                     Some(t) => t.merge(&w),
@@ -58,6 +59,17 @@ impl MetricsSource for ProxyMetrics {
                 latency: w.quantile(quantile),
                 seconds: secs as f64,
             },
+        }
+    }
+
+    fn begin(&self, service: &str, revision: &str, since: u64) {
+        for role in [Role::Stable, Role::Canary, Role::None] {
+            let key = CellKey {
+                service: Arc::from(service),
+                role,
+                revision: Arc::from(revision),
+            };
+            self.0.cut(&key, since);
         }
     }
 

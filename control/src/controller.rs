@@ -191,6 +191,9 @@ pub struct Controller {
     events: broadcast::Sender<(String, Event)>,
     states: BTreeMap<String, RolloutStatus>,
     applied: BTreeMap<String, Option<TrafficPlan>>,
+    /// Per Rollout, the start of the update last announced to the metrics source
+    /// ([`MetricsSource::begin`]).
+    begun: BTreeMap<String, u64>,
     /// What was last written for each rollout: a turn that changed nothing writes nothing
     /// (compared as values, which costs far less than serializing every rollout).
     saved: BTreeMap<String, RolloutStatus>,
@@ -255,6 +258,7 @@ impl Controller {
                 events: events.clone(),
                 states,
                 applied: BTreeMap::new(),
+                begun: BTreeMap::new(),
                 saved,
                 clock: Clock::system(),
                 results_tx,
@@ -391,6 +395,7 @@ impl Controller {
                     &rev.image,
                     Served::Any,
                     Duration::from_secs(60),
+                    None,
                     0.99,
                 );
                 stats.insert(
@@ -463,6 +468,16 @@ impl Controller {
             };
             let events = engine::reconcile(st, spec, &world);
             let plan = engine::traffic(st, spec, &endpoints);
+            // A new update: the metrics source starts counting its canary afresh, before
+            // any of its traffic is routed.
+            if let Some(rev) = st.current.as_ref().filter(|r| r.created_at > 0)
+                && self.begun.get(name) != Some(&rev.created_at)
+            {
+                self.providers
+                    .metrics
+                    .begin(name, &rev.image, rev.created_at);
+                self.begun.insert(name.clone(), rev.created_at);
+            }
             for e in events {
                 let _ = self.events.send((name.clone(), e));
             }
@@ -545,6 +560,7 @@ impl Controller {
         for name in gone {
             self.states.remove(&name);
             self.saved.remove(&name);
+            self.begun.remove(&name);
             if self.applied.remove(&name).is_some() {
                 self.router.apply(&name, &name, None).await;
             }

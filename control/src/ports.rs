@@ -35,15 +35,25 @@ pub enum Served {
 /// Reads the data plane's measurements.
 pub trait MetricsSource: Send + Sync + 'static {
     /// Requests of `service`'s `revision`, served as `served` says, over the last
-    /// `window`, with the `quantile` latency.
+    /// `window`, with the `quantile` latency. With `since` (the start of an update, in
+    /// milliseconds since the epoch, as given to [`MetricsSource::begin`]), only the
+    /// requests after that start count.
     fn sample(
         &self,
         service: &str,
         revision: &str,
         served: Served,
         window: Duration,
+        since: Option<u64>,
         quantile: f64,
     ) -> Sample;
+
+    /// An update of `service` with `revision` as its canary begins now; `since` names it.
+    /// Called before any traffic of the update is routed, so that a source that counts
+    /// in coarse slots can still tell the update's requests from earlier ones.
+    fn begin(&self, service: &str, revision: &str, since: u64) {
+        let _ = (service, revision, since);
+    }
 
     /// The same as a time series for charts: `points` consecutive windows of `step`,
     /// oldest first, the last ending now. Sources without history give none.

@@ -19,6 +19,8 @@ use weir_control::{
 #[derive(Default)]
 struct FakeMetrics {
     by_revision: Mutex<HashMap<String, Sample>>,
+    /// Updates begun and traffic sent, in order (shared with the router).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeMetrics {
@@ -42,6 +44,7 @@ impl MetricsSource for FakeMetrics {
         revision: &str,
         _served: Served,
         window: Duration,
+        _since: Option<u64>,
         _q: f64,
     ) -> Sample {
         let mut s = self
@@ -54,11 +57,19 @@ impl MetricsSource for FakeMetrics {
         s.seconds = window.as_secs_f64();
         s
     }
+
+    fn begin(&self, service: &str, revision: &str, _since: u64) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("begin {service} {revision}"));
+    }
 }
 
 #[derive(Default)]
 struct FakeRouter {
     plans: Mutex<Vec<(tokio::time::Instant, Option<TrafficPlan>)>>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeRouter {
@@ -83,6 +94,13 @@ impl FakeRouter {
 
 impl TrafficRouter for FakeRouter {
     fn send(&self, _r: &str, _s: &str, plan: Option<TrafficPlan>) {
+        if let Some(p) = &plan {
+            self.log.lock().unwrap().push(format!(
+                "route {} {}%",
+                p.canary.as_deref().unwrap_or("-"),
+                p.canary_weight.percent()
+            ));
+        }
         self.plans
             .lock()
             .unwrap()
@@ -132,7 +150,10 @@ struct Harness {
 fn start(initial: Arc<Model>) -> Harness {
     let (tx, rx) = watch::channel(initial);
     let metrics = Arc::new(FakeMetrics::default());
-    let router = Arc::new(FakeRouter::default());
+    let router = Arc::new(FakeRouter {
+        log: metrics.log.clone(),
+        ..FakeRouter::default()
+    });
     let (c, handle) = Controller::new(
         rx,
         metrics.clone(),
@@ -194,6 +215,21 @@ async fn seed_01_canary_basic_runs_through() {
     // The last step (setWeight: 100) and the promotion happen in one snapshot swap: v3
     // takes everything as the new stable, with no canary left.
     assert_eq!(h.router.weights(), vec![0.0, 5.0, 20.0, 50.0, 0.0]);
+    // The metrics source heard of each revision's start before any of its traffic.
+    let log = h.metrics.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "begin my-app my-app:v2.0.0",
+            "route - 0%",
+            "begin my-app my-app:v3.0.0",
+            "route my-app:v3.0.0 5%",
+            "route my-app:v3.0.0 20%",
+            "route my-app:v3.0.0 50%",
+            "route - 0%",
+        ],
+        "{log:#?}"
+    );
     let took = start.elapsed();
     assert!(
         took >= Duration::from_secs(15 * 60) && took < Duration::from_secs(16 * 60),

@@ -241,9 +241,31 @@ impl Proxy {
 
     /// A window of one (service, role, revision), or None if it never had traffic.
     pub fn window(&self, key: &CellKey, window_seconds: u64) -> Option<WindowSample> {
+        self.window_since(key, window_seconds, None)
+    }
+
+    /// [`Proxy::window`], counting only requests after the cut named `since`
+    /// ([`Proxy::cut`]), or, without that cut, from the second `since` (milliseconds
+    /// since the epoch) falls in.
+    pub fn window_since(
+        &self,
+        key: &CellKey,
+        window_seconds: u64,
+        since: Option<u64>,
+    ) -> Option<WindowSample> {
         self.stats
             .get(key)
-            .map(|c| c.window(epoch_second(), window_seconds))
+            .map(|c| c.window_since(epoch_second(), window_seconds, since))
+    }
+
+    /// Starts a new population for one (service, role, revision) now, named `id`:
+    /// windows asked for with `since: Some(id)` leave out everything recorded before.
+    /// An update calls it when its canary revision begins, so that what the same image
+    /// served earlier (in an update aborted a moment ago, say) is not judged again.
+    pub fn cut(&self, key: &CellKey, id: u64) {
+        if let Some(c) = self.stats.get(key) {
+            c.cut(id, epoch_second());
+        }
     }
 
     /// `points` windows of `step` seconds of one (service, role, revision), oldest first,

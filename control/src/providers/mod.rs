@@ -72,9 +72,13 @@ pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outco
     let revision = if w.canary { &s.canary } else { &s.stable };
     // The canary's window starts no earlier than its revision: traffic the same image
     // had before (as stable, or in an earlier update) says nothing about this update.
+    // The data plane counts in whole wall-clock seconds, the current one included, so the
+    // window is the seconds from the one the update began in to the current one: a
+    // window of `now - since` rounded up would miss the part of the first second after
+    // `since` whenever the two are not aligned (and wait one interval more for data).
     let window = match s.canary_since {
         Some(since) if w.canary && since <= s.now => w.window.min(std::time::Duration::from_secs(
-            (s.now - since).div_ceil(1000).max(1),
+            s.now / 1000 - since / 1000 + 1,
         )),
         _ => w.window,
     };
@@ -85,7 +89,8 @@ pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outco
         (false, true) => Served::AsCanary,
         (false, false) => Served::AsStable,
     };
-    let sample = metrics.sample(&s.service, revision, served, window, w.quantile);
+    let since = if w.canary { s.canary_since } else { None };
+    let sample = metrics.sample(&s.service, revision, served, window, since, w.quantile);
     let value = match w.metric {
         WeirMetric::Requests => sample.requests as f64,
         WeirMetric::RequestRate => sample.requests as f64 / sample.seconds.max(1.0),
@@ -132,6 +137,7 @@ mod tests {
             revision: &str,
             served: Served,
             window: Duration,
+            _: Option<u64>,
             _: f64,
         ) -> Sample {
             self.0
@@ -209,5 +215,23 @@ mod tests {
                 ("app:v2".into(), Served::Any, 60),
             ]
         );
+    }
+
+    #[test]
+    fn the_canary_window_covers_the_whole_second_its_revision_began_in() {
+        // The revision began at 100.7 s; at 101.3 s, 0.6 s later, the canary's requests
+        // are in the data plane's seconds 100 and 101: a 2 s window, not 1 s.
+        let subject = Subject {
+            service: "app".into(),
+            canary: "app:v2".into(),
+            stable: "app:v1".into(),
+            canary_since: Some(100_700),
+            now: 101_300,
+            blue_green: false,
+        };
+        let m = Fake::default();
+        weir(&m, &provider(true), &subject);
+        let asked = m.0.lock().unwrap()[0].2;
+        assert_eq!(asked, Duration::from_secs(2));
     }
 }

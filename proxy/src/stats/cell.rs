@@ -120,6 +120,22 @@ struct Ring {
     seconds: Vec<u64>,
     /// The latest second folded in.
     last: u64,
+    /// The last cut ([`Cell::cut`]).
+    cut: Option<Cut>,
+}
+
+/// A moment after which the cell's requests are a new population (an update began with
+/// this revision as its canary). The requests of the cut's second that came before it
+/// are kept apart, so that a window from the cut leaves them out and any other window
+/// still counts them: one-second slots alone could not tell them apart.
+#[derive(Debug)]
+struct Cut {
+    /// Who asked for it (the update's start, in milliseconds since the epoch).
+    id: u64,
+    /// The second it happened in.
+    second: u64,
+    /// The requests recorded in that second before it.
+    before: Option<Box<Slot>>,
 }
 
 thread_local! {
@@ -153,6 +169,7 @@ impl Cell {
                 slots: (0..HISTORY_SECONDS).map(|_| None).collect(),
                 seconds: vec![u64::MAX; HISTORY_SECONDS],
                 last: 0,
+                cut: None,
             }),
         }
     }
@@ -188,6 +205,31 @@ impl Cell {
         // Lock order everywhere: ring, then shards. Holding the ring while the shards are
         // emptied means a window read never sees a second twice or not at all.
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let i = (second % HISTORY_SECONDS as u64) as usize;
+        match self.take_current() {
+            None => {
+                if ring.seconds[i] != second {
+                    ring.slots[i] = None;
+                    ring.seconds[i] = second;
+                }
+            }
+            Some(mut slot) => {
+                // Two rotations within one second (a late tick) merge into the same slot.
+                if ring.seconds[i] == second
+                    && let Some(prev) = ring.slots[i].take()
+                {
+                    slot.merge(&prev);
+                }
+                ring.slots[i] = Some(Box::new(slot));
+                ring.seconds[i] = second;
+            }
+        }
+        ring.last = ring.last.max(second);
+    }
+
+    /// Moves the second in progress out of the shards: None if it had no requests. The
+    /// caller holds the ring (lock order: ring, then shards).
+    fn take_current(&self) -> Option<Slot> {
         let mut slot = Slot::default();
         let mut hist: Option<Histogram<u32>> = None;
         for shard in self.shards.iter() {
@@ -205,32 +247,56 @@ impl Cell {
                 }
             }
         }
-        let i = (second % HISTORY_SECONDS as u64) as usize;
-        match hist {
-            None => {
-                if ring.seconds[i] != second {
-                    ring.slots[i] = None;
-                    ring.seconds[i] = second;
+        slot.set_latency(&hist?);
+        Some(slot)
+    }
+
+    /// Starts a new population now (in second `now_second`), named `id`: a window asked
+    /// for with the same `id` counts only the requests recorded after this call. Calling
+    /// it again with the same `id` does nothing.
+    pub fn cut(&self, id: u64, now_second: u64) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.cut.as_ref().is_some_and(|c| c.id == id) {
+            return;
+        }
+        let mut before = self.take_current();
+        // The previous cut's early requests go back with the rest of their second.
+        if let Some(prev) = ring.cut.take()
+            && let Some(old) = prev.before
+        {
+            let i = (prev.second % HISTORY_SECONDS as u64) as usize;
+            if prev.second == now_second {
+                match &mut before {
+                    Some(b) => b.merge(&old),
+                    None => before = Some(*old),
                 }
-            }
-            Some(h) => {
-                slot.set_latency(&h);
-                // Two rotations within one second (a late tick) merge into the same slot.
-                if ring.seconds[i] == second
-                    && let Some(prev) = ring.slots[i].take()
-                {
-                    slot.merge(&prev);
+            } else if ring.seconds[i] == prev.second {
+                match &mut ring.slots[i] {
+                    Some(slot) => slot.merge(&old),
+                    empty => *empty = Some(old),
                 }
-                ring.slots[i] = Some(Box::new(slot));
-                ring.seconds[i] = second;
+            } else if ring.seconds[i] == u64::MAX || ring.seconds[i] < prev.second {
+                ring.slots[i] = Some(old);
+                ring.seconds[i] = prev.second;
             }
         }
-        ring.last = ring.last.max(second);
+        ring.cut = Some(Cut {
+            id,
+            second: now_second,
+            before: before.map(Box::new),
+        });
     }
 
     /// The requests of the last `seconds` seconds ending at `now_second` (the second in
     /// progress included).
     pub fn window(&self, now_second: u64, seconds: u64) -> WindowSample {
+        self.window_since(now_second, seconds, None)
+    }
+
+    /// [`Cell::window`], counting only the requests after the cut named `since` (a time
+    /// in milliseconds since the epoch). Without that cut (none was made, or another one
+    /// since), the window starts with the second `since` falls in.
+    pub fn window_since(&self, now_second: u64, seconds: u64, since: Option<u64>) -> WindowSample {
         let mut out = WindowSample::new(seconds);
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         for shard in self.shards.iter() {
@@ -238,11 +304,26 @@ impl Cell {
             out.add_current(&s.current);
         }
         let span = seconds.clamp(1, HISTORY_SECONDS as u64);
-        // Whole seconds before the current one: now-1 down to now-span+1.
-        for back in 1..span {
-            let Some(sec) = now_second.checked_sub(back) else {
-                break;
-            };
+        let mut first = (now_second + 1).saturating_sub(span);
+        let mut with_before = true;
+        if let Some(since) = since {
+            match &ring.cut {
+                Some(c) if c.id == since => {
+                    first = first.max(c.second);
+                    with_before = false;
+                }
+                _ => first = first.max(since / 1000),
+            }
+        }
+        if with_before
+            && let Some(c) = &ring.cut
+            && let Some(b) = &c.before
+            && (first..=now_second).contains(&c.second)
+        {
+            out.add_slot(b);
+        }
+        // Whole seconds before the current one: `first` up to now-1.
+        for sec in first..now_second {
             let i = (sec % HISTORY_SECONDS as u64) as usize;
             if ring.seconds[i] == sec
                 && let Some(slot) = &ring.slots[i]
@@ -278,6 +359,14 @@ impl Cell {
                 let point = points - 1 - (back / step) as usize;
                 out[point].add_slot(slot);
             }
+        }
+        if let Some(c) = &ring.cut
+            && let Some(b) = &c.before
+            && c.second <= now_second
+            && now_second - c.second < span.max(1)
+        {
+            let point = points - 1 - ((now_second - c.second) / step) as usize;
+            out[point].add_slot(b);
         }
         out
     }
@@ -378,6 +467,51 @@ mod tests {
         let t = cell.totals();
         assert_eq!(t.count, 15);
         assert_eq!(t.statuses, vec![(200, 13), (500, 2)]);
+    }
+
+    #[test]
+    fn a_cut_leaves_out_what_came_before_it_in_the_same_second() {
+        let cell = Cell::new(key(), 2, true);
+        // Second 100: 30 requests, all 500s (an update aborted a moment ago).
+        cell.rotate(100);
+        for _ in 0..30 {
+            let mut o = ok(1000);
+            o.status = 500;
+            cell.record(o);
+        }
+        // Second 101: 10 more 500s, then a new update begins at 101.4 s.
+        cell.rotate(101);
+        for _ in 0..10 {
+            let mut o = ok(1000);
+            o.status = 500;
+            cell.record(o);
+        }
+        cell.cut(101_400, 101);
+        cell.cut(101_400, 101); // again: nothing changes
+        for _ in 0..4 {
+            cell.record(ok(1000));
+        }
+        // The update's own window: the 4 requests after the cut, nothing before.
+        let w = cell.window_since(101, 10, Some(101_400));
+        assert_eq!((w.requests, w.failures), (4, 0));
+        // Every other window still counts everything.
+        let all = cell.window(101, 10);
+        assert_eq!((all.requests, all.failures), (44, 40));
+        let s = cell.series(101, 2, 1);
+        assert_eq!(
+            s.iter().map(|w| w.requests).collect::<Vec<_>>(),
+            vec![30, 14]
+        );
+        // Without its cut (another update cut since), the window starts at the second
+        // `since` falls in.
+        cell.rotate(102);
+        cell.record(ok(1000));
+        cell.cut(102_500, 102);
+        let w = cell.window_since(102, 10, Some(101_400));
+        assert_eq!((w.requests, w.failures), (15, 10));
+        assert_eq!(cell.window_since(102, 10, Some(102_500)).requests, 0);
+        // The first cut's early requests went back into their second's slot.
+        assert_eq!(cell.window(102, 10).requests, 45);
     }
 
     #[test]
