@@ -96,6 +96,9 @@ fn plain(e: &std::io::Error) -> String {
 }
 
 /// Binds `addr` with SO_REUSEADDR and a deep backlog.
+/// The longest `App::start` waits for the control loop's first turn before serving.
+const FIRST_TURN_WAIT: Duration = Duration::from_secs(10);
+
 fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     let err = |source: std::io::Error| {
         let hint = match source.kind() {
@@ -174,14 +177,11 @@ impl App {
         }
 
         let mut listeners = Vec::new();
-        for (name, listener) in bound {
+        for (name, listener) in &bound {
             let addr = listener
                 .local_addr()
                 .map_err(|e| StartError::Build(e.to_string()))?;
             listeners.push((name.clone(), addr));
-            let proxy = proxy.clone();
-            let token = accept.clone();
-            tasks.spawn(async move { proxy.serve_listener(&name, listener, token).await });
         }
 
         // Config: the watcher publishes good models; a bridge hands them to the updater.
@@ -221,6 +221,25 @@ impl App {
         );
         tasks.spawn(controller.run(background.clone()));
         tasks.spawn(notifier.run(background.clone()));
+        // Serve once the control loop's first turn has routed every Rollout (its saved
+        // state, or its first revision): until then a Rollout's routes answer 503 "no
+        // revision yet", and a restart under load would fail requests. Connections that
+        // come meanwhile wait in the listen backlog. The control loop answers only
+        // between turns, so any answer means the first turn, traffic included, is done.
+        if tokio::time::timeout(FIRST_TURN_WAIT, handle.list())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the control loop's first turn took over {}s; serving without waiting for it",
+                FIRST_TURN_WAIT.as_secs()
+            );
+        }
+        for (name, listener) in bound {
+            let proxy = proxy.clone();
+            let token = accept.clone();
+            tasks.spawn(async move { proxy.serve_listener(&name, listener, token).await });
+        }
         registry
             .register(Box::new(crate::wiring::NotifyCollector::new(notify_stats)))
             .map_err(|e| StartError::Build(e.to_string()))?;

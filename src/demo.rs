@@ -243,16 +243,20 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
     let act1 = wait_for("promoted", "demo:v2", Duration::from_secs(90)).await;
     stop.cancel();
     let r1: Report = handle.await.map_err(|e| e.to_string())?;
-    let ok1 = act1.is_some();
+    // A healthy update fails no request: not at start, not at any step, not at the
+    // promotion.
+    let ok1 = act1.is_some() && failed(&r1) == 0;
     say(
         start,
         &format!(
             "{} Act 1 {}: {} requests, {} failed",
             if ok1 { "✔" } else { "✖" },
-            if ok1 {
+            if act1.is_none() {
+                "did not finish in time"
+            } else if ok1 {
                 "done, demo:v2 promoted"
             } else {
-                "did not finish in time"
+                "done, demo:v2 promoted, but requests failed on the way"
             },
             r1.requests,
             failed(&r1)

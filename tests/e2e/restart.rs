@@ -106,8 +106,23 @@ async fn kill_9_mid_rollout_resumes_the_same_step() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    // The promotion is not lost.
+    // The promotion is not lost, and the very first request after the restart is
+    // routed by it: weir serves only once the control loop has routed the saved state
+    // (before, the first requests got 503 "no revision yet").
     let mut child = spawn(&path, &state_dir);
+    let first = loop {
+        if tokio::net::TcpStream::connect(web).await.is_ok() {
+            break get(web, "app.test", "/").await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(
+        first.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.header("x-backend"), Some("v2"));
     eventually("back up", Duration::from_secs(20), || async {
         state(admin).await.is_some()
     })

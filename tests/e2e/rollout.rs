@@ -120,6 +120,18 @@ pub(crate) async fn wait_phase(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_after_start_is_routed() {
+    // weir serves only once the control loop's first turn has routed every Rollout:
+    // a request sent the moment it started must not get 503 "no revision yet".
+    let v1 = backend("v1").await;
+    let eps = [(v1.addr(), "app:v1")];
+    let weir = Weir::start(&rollout_config("app:v1", CANARY, &eps)).await;
+    let r = get(weir.web(), "app.test", "/").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-backend"), Some("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_walks_every_step_and_is_promoted() {
     let v1 = backend("v1").await;
     let v2 = backend("v2").await;
