@@ -348,11 +348,32 @@ fn rollout_target(
     route: &str,
     used: &mut Vec<String>,
 ) -> Target {
-    let Some(t) = traffic else {
-        return Target::Unavailable {
-            status: 503,
-            reason: Arc::from(format!("rollout {rollout} has no revision yet")),
-        };
+    // A Rollout the control loop has not decided on yet (one a reload just added): its
+    // first sight makes the template's image stable at once, so that image serves from
+    // now on rather than 503 until the loop's next turn.
+    let first_sight;
+    let t = match traffic {
+        Some(t) => t,
+        None => match model.argo.rollouts.get(rollout) {
+            Some(r) if !r.image.is_empty() => {
+                first_sight = RolloutTraffic {
+                    service: rollout.to_owned(),
+                    stable: r.image.clone(),
+                    canary: None,
+                    canary_weight: Weight::ZERO,
+                    header_routes: Vec::new(),
+                    mirror_routes: Vec::new(),
+                    role_hosts: Vec::new(),
+                };
+                &first_sight
+            }
+            _ => {
+                return Target::Unavailable {
+                    status: 503,
+                    reason: Arc::from(format!("rollout {rollout} has no revision yet")),
+                };
+            }
+        },
     };
     let svc = model.services.get(&t.service);
     let stable = backend(ctx, rollout, Role::Stable, &t.stable, svc);

@@ -346,6 +346,53 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_not_yet_decided_on_serves_its_template_image() {
+        // What a reload that adds a Rollout builds before the control loop's next turn:
+        // no traffic decision yet, so first sight (the template's image stable) applies.
+        let yaml = r#"
+apiVersion: weir.dev/v1alpha1
+kind: Proxy
+metadata: {name: edge}
+spec:
+  listeners: [{name: web, address: "127.0.0.1:0"}]
+  admin: {address: "127.0.0.1:0"}
+  routes: [{name: app, rollout: app}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Service
+metadata: {name: app}
+spec:
+  endpoints: [{address: "127.0.0.1:9", image: "app:v1"}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: app}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec: {containers: [{name: app, image: "app:v1"}]}
+  strategy: {canary: {steps: [{setWeight: 10}]}}
+"#;
+        let model = weir_config::load_str(std::path::Path::new("/t/weir.yaml"), yaml).unwrap();
+        let mut ctx = BuildContext::new(
+            Arc::new(crate::stats::Stats::new(1, true)),
+            Arc::new(crate::upstream::Upstreams::default()),
+        );
+        let table = build(&model, &Default::default(), &mut ctx).unwrap();
+        let route = table
+            .lookup(0, "app.test", "/", &http::HeaderMap::new())
+            .expect("a route");
+        let Target::Split(t) = &route.target else {
+            panic!("not served: {:?}", route.name);
+        };
+        let (backend, _) = t.pick(&http::HeaderMap::new());
+        assert_eq!(&*backend.key.revision, "app:v1");
+        assert_eq!(backend.key.role, Role::Stable);
+        assert_eq!(backend.endpoints.len(), 1);
+    }
+
+    #[test]
     fn hosts_normalize() {
         let mut b = [0u8; 256];
         assert_eq!(normalize_host("Example.COM:8080", &mut b), "example.com");
