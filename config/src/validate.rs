@@ -60,30 +60,45 @@ impl Ctx {
     }
 
     /// Decodes a document into its serde mirror, reporting a type error with its field.
+    ///
+    /// An unknown field is reported and left out, and decoding goes on, so that one
+    /// misspelt key does not hide the document's other errors: every error at once.
     pub(crate) fn decode<T: DeserializeOwned>(&mut self, doc: &Document) -> Option<T> {
-        let json = doc.node.to_json();
-        match serde_path_to_error::deserialize::<_, T>(json) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let mut field = e.path().to_string();
-                if field == "." {
-                    field.clear();
-                }
-                let message = e.inner().to_string();
-                // Point unknown-field errors at the field itself.
-                if let Some(rest) = message.strip_prefix("unknown field `")
-                    && let Some((name, _)) = rest.split_once('`')
-                    && !field.ends_with(name)
-                {
-                    if !field.is_empty() {
-                        field.push('.');
-                    }
-                    field.push_str(name);
-                }
+        let mut json = doc.node.to_json();
+        // Each round reports one unknown field; a document has few keys, this bounds it.
+        for _ in 0..256 {
+            let e = match serde_path_to_error::deserialize::<_, T>(&json) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let mut field = e.path().to_string();
+            if field == "." {
+                field.clear();
+            }
+            let message = e.inner().to_string();
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_owned());
+            let Some(name) = unknown else {
                 self.issue(doc, &field, message);
-                None
+                return None;
+            };
+            // Point the error at the field itself, then leave the field out and go on.
+            let parent = e.path().clone();
+            let at_field = field.ends_with(name.as_str());
+            if !at_field {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(&name);
+            }
+            self.issue(doc, &field, message);
+            if !remove_field(&mut json, &parent, &name) {
+                return None;
             }
         }
+        None
     }
 
     /// A Go duration field, or its default.
@@ -104,6 +119,38 @@ impl Ctx {
                 }
             },
         }
+    }
+}
+
+/// Removes key `name` from the object at `path` in `json`; false if there is none.
+fn remove_field(
+    json: &mut serde_json::Value,
+    path: &serde_path_to_error::Path,
+    name: &str,
+) -> bool {
+    use serde_path_to_error::Segment;
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    // The path may end with the unknown field itself.
+    if matches!(segments.last(), Some(Segment::Map { key }) if key == name) {
+        segments.pop();
+    }
+    let mut at = json;
+    for seg in segments {
+        at = match (seg, at) {
+            (Segment::Map { key }, serde_json::Value::Object(m)) => match m.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, serde_json::Value::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match at {
+        serde_json::Value::Object(m) => m.remove(name).is_some(),
+        _ => false,
     }
 }
 

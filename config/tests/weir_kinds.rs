@@ -210,3 +210,42 @@ fn a_fleet_of_thousands_of_documents_loads() {
     let m = load_str(Path::new("/cfg/fleet.yaml"), &yaml).expect("a fleet loads");
     assert_eq!(m.services.len(), 3000);
 }
+
+#[test]
+fn a_misspelt_field_does_not_hide_the_documents_other_errors() {
+    let yaml = r#"
+apiVersion: weir.dev/v1alpha1
+kind: Proxy
+metadata: {name: edge}
+spec:
+  listeners:
+    - {name: web, adress: "127.0.0.1:8080"}
+  admin: {address: "127.0.0.1:9901"}
+  routes:
+    - name: app
+      backends: [{service: nope, weight: 150}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: Service
+metadata: {name: app}
+spec:
+  endpoints: ["127.0.0.1:1"]
+  loadBalanser: round-robin
+  timeouts: {connect: 5s}
+"#;
+    let got = issues(yaml);
+    for want in [
+        "/cfg/weir.yaml:7:19: spec.listeners[0].adress: unknown field `adress`, expected one of `name`, `address`, `tls`",
+        "/cfg/weir.yaml:7:7: spec.listeners[0]: a listener needs an address",
+        "/cfg/weir.yaml:11:19: spec.routes[0].backends[0].service: no Service is named \"nope\"",
+        "/cfg/weir.yaml:11:34: spec.routes[0].backends[0].weight: 150 is not a weight",
+        "/cfg/weir.yaml:18:3: spec.loadBalanser: unknown field `loadBalanser`",
+        "/cfg/weir.yaml:19:3: spec.timeouts: unknown field `timeouts`",
+    ] {
+        assert!(
+            got.iter().any(|g| g.starts_with(want)),
+            "missing {want:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 6, "{got:#?}");
+}
