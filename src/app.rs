@@ -1,5 +1,6 @@
 //! Starting and stopping weir: bind, build, spawn, drain.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,8 +61,9 @@ pub struct App {
     pub proxy: Arc<Proxy>,
     /// The current config model.
     pub model: watch::Receiver<Arc<Model>>,
-    /// Each client listener's name and bound address.
-    pub listeners: Vec<(String, SocketAddr)>,
+    /// Each client listener's name and bound address (they move when a reload moves
+    /// them).
+    listeners: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
     /// The admin listener's bound address.
     pub admin: SocketAddr,
     /// Notify to reload the config now (SIGHUP).
@@ -82,6 +84,78 @@ impl std::fmt::Debug for App {
             .field("listeners", &self.listeners)
             .field("admin", &self.admin)
             .finish_non_exhaustive()
+    }
+}
+
+/// The client listeners being served: a reload that adds, moves or removes one binds
+/// the new address first (on failure the old one keeps serving), then stops accepting on
+/// the old; connections already open carry on until they close.
+struct Listeners {
+    proxy: Arc<Proxy>,
+    accept: CancellationToken,
+    tasks: TaskTracker,
+    /// Name -> (configured address, bound address, stop accepting).
+    bound: BTreeMap<String, (SocketAddr, SocketAddr, CancellationToken)>,
+    /// What `App::listeners` shows.
+    shown: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
+}
+
+impl Listeners {
+    fn serve(&mut self, name: String, configured: SocketAddr, listener: TcpListener) {
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        let token = self.accept.child_token();
+        if let Some((_, _, old)) = self
+            .bound
+            .insert(name.clone(), (configured, addr, token.clone()))
+        {
+            old.cancel();
+        }
+        let proxy = self.proxy.clone();
+        self.tasks
+            .spawn(async move { proxy.serve_listener(&name, listener, token).await });
+    }
+
+    fn reconcile(&mut self, model: &Model) {
+        self.bound.retain(|name, (_, addr, token)| {
+            let kept = model.proxy.listeners.iter().any(|l| &l.name == name);
+            if !kept {
+                token.cancel();
+                tracing::info!(listener = %name, "listener removed: no longer accepting on {addr}");
+            }
+            kept
+        });
+        for l in &model.proxy.listeners {
+            let old = self.bound.get(&l.name).map(|(c, a, _)| (*c, *a));
+            if old.is_some_and(|(configured, _)| configured == l.address) {
+                continue;
+            }
+            match bind(&format!("listener {}", l.name), l.address) {
+                Ok(listener) => {
+                    self.serve(l.name.clone(), l.address, listener);
+                    if let Some((_, was)) = old {
+                        tracing::info!(listener = %l.name, "moved from {was} to {}", l.address);
+                    }
+                }
+                Err(e) => match old {
+                    Some((_, was)) => {
+                        tracing::error!("{e}; it keeps serving on {was}");
+                    }
+                    None => tracing::error!("{e}; it is not served"),
+                },
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let list = self
+            .bound
+            .iter()
+            .map(|(n, (_, a, _))| (n.clone(), *a))
+            .collect();
+        *self.shown.lock().unwrap_or_else(|e| e.into_inner()) = list;
     }
 }
 
@@ -235,11 +309,18 @@ impl App {
                 FIRST_TURN_WAIT.as_secs()
             );
         }
-        for (name, listener) in bound {
-            let proxy = proxy.clone();
-            let token = accept.clone();
-            tasks.spawn(async move { proxy.serve_listener(&name, listener, token).await });
+        let mut serving = Listeners {
+            proxy: proxy.clone(),
+            accept: accept.clone(),
+            tasks: tasks.clone(),
+            bound: BTreeMap::new(),
+            shown: Arc::new(std::sync::Mutex::new(Vec::new())),
+        };
+        for ((name, listener), l) in bound.into_iter().zip(&model.proxy.listeners) {
+            serving.serve(name, l.address, listener);
         }
+        serving.publish();
+        let listeners = serving.shown.clone();
         registry
             .register(Box::new(crate::wiring::NotifyCollector::new(notify_stats)))
             .map_err(|e| StartError::Build(e.to_string()))?;
@@ -276,7 +357,11 @@ impl App {
                         r = rx.changed() => if r.is_err() { return },
                     }
                     let m = rx.borrow_and_update().clone();
-                    updater.set_model(m);
+                    updater.set_model(m.clone());
+                    // Listeners move once the new table (with their TLS and routes) is
+                    // in place, so that a new listener never serves by the old one.
+                    updater.flush().await;
+                    serving.reconcile(&m);
                 }
             });
         }
@@ -298,10 +383,18 @@ impl App {
 
     /// The bound address of the listener named `name`.
     pub fn listener(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
+        self.listeners()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
+    }
+
+    /// Each client listener's name and bound address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, then

@@ -279,7 +279,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        for (name, addr) in &app.listeners {
+        for (name, addr) in &app.listeners() {
             tracing::info!(listener = %name, "serving on {addr}");
         }
         tracing::info!("admin API on http://{}", app.admin);

@@ -204,17 +204,12 @@ impl Updater {
                 );
             }
         }
-        for l in &new.proxy.listeners {
-            if let Some(o) = old.proxy.listeners.iter().find(|o| o.name == l.name)
-                && o.address != l.address
-            {
-                tracing::warn!(
-                    listener = %l.name,
-                    "address changed from {} to {}: listeners are bound at start, restart weir to move it",
-                    o.address,
-                    l.address
-                );
-            }
+        if old.proxy.admin != new.proxy.admin {
+            tracing::warn!(
+                "admin address changed from {} to {}: the admin listener is bound at start, restart weir to move it",
+                old.proxy.admin,
+                new.proxy.admin
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Hot reload: edits apply without dropping a request; a bad edit is refused with file,
 //! line and field, counted, and the last good config keeps serving.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -178,4 +179,109 @@ async fn folders_are_read_recursively_and_watched() {
     )
     .await;
     app.shutdown().await;
+}
+
+/// One GET over an open HTTP/1.1 connection; the response's `x-backend`.
+async fn get_on(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())?;
+            if buf.len() >= end + 4 + len {
+                return head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-backend: "))
+                    .map(|v| v.trim().to_owned());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_adds_and_removes_listeners() {
+    let a = backend("v1").await;
+    let b = backend("v2").await;
+    let port = |()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (p1, p2, p3) = (port(()), port(()), port(()));
+    let config = |web: SocketAddr, extra: Option<SocketAddr>, to: &str| {
+        let mut y = proxy(&split_route("app", &[(to, 100.0)]), "").replacen(
+            "127.0.0.1:0",
+            &web.to_string(),
+            1,
+        );
+        if let Some(e) = extra {
+            y = y.replacen(
+                "  admin:",
+                &format!("    - {{name: api, address: \"{e}\"}}\n  admin:"),
+                1,
+            );
+        }
+        y + &service("v1", &[a.addr()]) + &service("v2", &[b.addr()])
+    };
+    let weir = Weir::start(&config(p1, None, "v1")).await;
+    assert_eq!(weir.web(), p1);
+    let mut open = tokio::net::TcpStream::connect(p1).await.unwrap();
+    assert_eq!(get_on(&mut open).await.as_deref(), Some("v1"));
+
+    // Move web to p2 and add api on p3.
+    weir.write_config(&config(p2, Some(p3), "v1"));
+    eventually(
+        "web serves on its new address",
+        Duration::from_secs(10),
+        || async { tokio::net::TcpStream::connect(p2).await.is_ok() },
+    )
+    .await;
+    assert_eq!(get(p2, "x", "/").await.header("x-backend"), Some("v1"));
+    assert_eq!(get(p3, "x", "/").await.header("x-backend"), Some("v1"));
+    assert_eq!(weir.app().listener("web"), Some(p2));
+    assert_eq!(weir.app().listener("api"), Some(p3));
+    // The old address no longer accepts, but the connection opened there carries on.
+    eventually(
+        "the old address is closed",
+        Duration::from_secs(5),
+        || async { tokio::net::TcpStream::connect(p1).await.is_err() },
+    )
+    .await;
+    assert_eq!(get_on(&mut open).await.as_deref(), Some("v1"));
+
+    // A move to an address in use is refused by the OS: web keeps serving where it is,
+    // and the rest of the edit (the route to v2) applies.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    weir.write_config(&config(taken.local_addr().unwrap(), Some(p3), "v2"));
+    eventually(
+        "the route edit applies",
+        Duration::from_secs(10),
+        || async { get(p2, "x", "/").await.header("x-backend") == Some("v2") },
+    )
+    .await;
+    assert_eq!(weir.app().listener("web"), Some(p2));
+
+    // Removing api stops it accepting.
+    weir.write_config(&config(p2, None, "v2"));
+    eventually("api is gone", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(p3).await.is_err()
+    })
+    .await;
+    assert_eq!(weir.app().listener("api"), None);
+    assert_eq!(get(p2, "x", "/").await.header("x-backend"), Some("v2"));
 }
