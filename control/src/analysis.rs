@@ -144,6 +144,17 @@ impl MetricRun {
     }
 }
 
+/// `text` with each of `secrets` masked.
+fn mask(secrets: &[String], text: String) -> String {
+    let mut text = text;
+    for secret in secrets {
+        if !secret.is_empty() && text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), MASK);
+        }
+    }
+    text
+}
+
 /// A whole run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,7 +174,14 @@ pub struct AnalysisRun {
     pub terminating: bool,
     /// Metrics.
     pub metrics: Vec<MetricRun>,
+    /// Values of `secretKeyRef` args: shown as `*****` in every message and value the
+    /// run records (the state file keeps them, readable by its owner only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
+
+/// What a secret is shown as, as in Argo.
+pub const MASK: &str = "*****";
 
 impl AnalysisRun {
     /// A run of `metrics` (resolved JSON and typed form), marking dry-run metrics and
@@ -215,9 +233,15 @@ impl AnalysisRun {
             completed_at: None,
             terminating: false,
             metrics,
+            secrets: Vec::new(),
         };
         run.update(now);
         run
+    }
+
+    /// `text` with every secret of the run masked.
+    pub fn mask(&self, text: String) -> String {
+        mask(&self.secrets, text)
     }
 
     /// Whether the run has ended.
@@ -285,6 +309,13 @@ impl AnalysisRun {
             return;
         }
         let Some(spec) = m.metric() else { return };
+        let outcome = match outcome {
+            Outcome::Wait(why) => Outcome::Wait(mask(&self.secrets, why)),
+            Outcome::Error(e) => Outcome::Error(mask(&self.secrets, e)),
+            Outcome::Decided(v, msg) => Outcome::Decided(v, msg.map(|m| mask(&self.secrets, m))),
+            value => value,
+        };
+        let secrets = &self.secrets;
         let (phase, value, message) = match outcome {
             Outcome::Wait(why) => {
                 m.waiting = Some(why);
@@ -298,7 +329,7 @@ impl AnalysisRun {
             Outcome::Error(e) => (Phase::Error, None, Some(e)),
             Outcome::Decided(v, msg) => (verdict_phase(v), None, msg),
             Outcome::Value(v) => {
-                let shown = render_value(&v);
+                let shown = mask(secrets, render_value(&v));
                 match verdict(
                     spec.success_condition.as_deref(),
                     spec.failure_condition.as_deref(),

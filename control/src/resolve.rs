@@ -77,11 +77,17 @@ pub fn build_run(
         }
     }
     let mut values = BTreeMap::new();
+    let mut secrets = Vec::new();
     for (name, (value, from)) in args {
         let v = match (value, from) {
             (Some(v), _) => v,
             (None, Some(from)) => {
-                value_from(&from, rollout, argo, status).map_err(|e| format!("args.{name}: {e}"))?
+                let v = value_from(&from, rollout, argo, status)
+                    .map_err(|e| format!("args.{name}: {e}"))?;
+                if matches!(from, ValueFrom::SecretKeyRef { .. }) {
+                    secrets.push(v.clone());
+                }
+                v
             }
             (None, None) => {
                 return Err(format!(
@@ -146,7 +152,9 @@ pub fn build_run(
         .iter()
         .map(|(r, n)| compile(r, "measurementRetention").map(|re| (re, *n)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(AnalysisRun::new(name, metrics, &dry, &keep, now))
+    let mut run = AnalysisRun::new(name, metrics, &dry, &keep, now);
+    run.secrets = secrets;
+    Ok(run)
 }
 
 fn value_from(
@@ -225,4 +233,46 @@ fn field_ref(path: &str, r: &Rollout) -> Result<String, String> {
     Err(format!(
         "fieldRef {path:?} is not supported: use metadata.name, metadata.labels['x'], metadata.annotations['x'] or spec.template..."
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{MASK, Outcome};
+    use weir_config::rollout::{Step, Strategy};
+
+    #[test]
+    fn secret_args_are_masked_in_what_the_run_records() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/conformance/argo/rollout-secret.yaml");
+        let model = weir_config::load(&path).expect("loads");
+        let rollout = &model.argo.rollouts["rollout-secret"];
+        let Strategy::Canary(c) = &rollout.strategy else {
+            panic!("canary")
+        };
+        let Step::Analysis(aref) = &c.steps[1] else {
+            panic!("step 2 is an analysis")
+        };
+        let status = RolloutStatus::new("rollout-secret");
+        let mut run = build_run("r".into(), aref, rollout, &model.argo, &status, 0).unwrap();
+        let url = "https://gist.githubusercontent.com/khhirani/2ab11232402518d5277af030dd8916d7/raw/d272f551f2d1806a03974dbaef11dfd55102feea/example.json";
+        assert_eq!(run.secrets, vec![url.to_owned()]);
+        // The resolved spec keeps the value: the provider needs it.
+        assert_eq!(run.metrics[0].spec["provider"]["web"]["url"], url);
+        run.begin(0);
+        run.record(
+            0,
+            Outcome::Error(format!("GET {url}: connection refused")),
+            0,
+            1,
+        );
+        let m = &run.metrics[0];
+        let shown =
+            serde_json::to_string(&(m.message.clone(), &m.measurements, &run.message)).unwrap();
+        assert!(!shown.contains(url), "{shown}");
+        assert!(
+            shown.contains(&format!("GET {MASK}: connection refused")),
+            "{shown}"
+        );
+    }
 }
