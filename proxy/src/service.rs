@@ -254,17 +254,22 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
     }
     head.extend_from_slice(b"\r\n");
     let is_head = parts.method == http::Method::HEAD;
-    if let Some((target, endpoint)) = &r.mirror
-        && !has_body
-    {
-        tokio::spawn(crate::h1::mirror_copy(
-            head.clone(),
-            target.clone(),
-            endpoint.clone(),
-            r.pool,
-            r.request_timeout,
-            is_head,
-        ));
+    // A mirror route's copy: at once without a body; with one, the body is copied as
+    // it goes upstream (up to MIRROR_MAX) and the copy sent once it has.
+    let mut tee: Option<Vec<u8>> = None;
+    if let Some((target, endpoint)) = &r.mirror {
+        if has_body {
+            tee = Some(Vec::new());
+        } else {
+            tokio::spawn(crate::h1::mirror_copy(
+                head.clone(),
+                target.clone(),
+                endpoint.clone(),
+                r.pool,
+                r.request_timeout,
+                is_head,
+            ));
+        }
     }
     let safe = !has_body
         && matches!(
@@ -274,7 +279,7 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
 
     let sent = tokio::time::timeout(r.request_timeout, async {
         let mut up = r.endpoint.checkout_raw(&r.pool).await?;
-        if let Err(e) = send(&mut up, &head, body, chunked).await {
+        if let Err(e) = send(&mut up, &head, body, chunked, &mut tee).await {
             if safe && !up.fresh {
                 up = r.endpoint.connect_raw(&r.pool).await?;
                 write_keep(&mut up.stream, &head)
@@ -300,6 +305,16 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
         }
     })
     .await;
+    if let (Some(copy), Some((target, endpoint))) = (tee, &r.mirror) {
+        tokio::spawn(crate::h1::mirror_copy(
+            copy,
+            target.clone(),
+            endpoint.clone(),
+            r.pool,
+            r.request_timeout,
+            is_head,
+        ));
+    }
     let (mut up, mut resp_head) = match sent {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return finish.fail(e),
@@ -361,35 +376,63 @@ fn up_error(e: UpError) -> ProxyError {
 }
 
 /// Writes the head, then streams the request body (chunk-encoded when unsized).
+/// `tee`, when given, gets a copy of every byte sent, for a mirror route; it is dropped
+/// (None) if the request outgrows [`crate::h1::MIRROR_MAX`] or the body fails.
 async fn send(
     up: &mut UpConn,
     head: &[u8],
     mut body: Incoming,
     chunked: bool,
+    tee: &mut Option<Vec<u8>>,
 ) -> Result<(), ProxyError> {
-    let w = |e: std::io::Error| ProxyError::with(Kind::UpstreamProtocol, e);
-    write_keep(&mut up.stream, head).await.map_err(w)?;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
-        if let Ok(data) = frame.into_data() {
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                let mut size = Vec::with_capacity(12);
-                size.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                up.stream.write_all(&size).await.map_err(w)?;
-                up.stream.write_all(&data).await.map_err(w)?;
-                up.stream.write_all(b"\r\n").await.map_err(w)?;
+    fn copy(tee: &mut Option<Vec<u8>>, bytes: &[u8]) {
+        if let Some(t) = tee {
+            if t.len() + bytes.len() > crate::h1::MIRROR_MAX {
+                *tee = None;
             } else {
-                up.stream.write_all(&data).await.map_err(w)?;
+                t.extend_from_slice(bytes);
             }
         }
     }
-    if chunked {
-        up.stream.write_all(b"0\r\n\r\n").await.map_err(w)?;
+    let w = |e: std::io::Error| ProxyError::with(Kind::UpstreamProtocol, e);
+    // A retry on a fresh connection sends everything again: the copy starts over.
+    if let Some(t) = tee {
+        t.clear();
     }
-    up.stream.flush().await.map_err(w)
+    copy(tee, head);
+    let sent = async {
+        write_keep(&mut up.stream, head).await.map_err(w)?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
+            if let Ok(data) = frame.into_data() {
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    let size = format!("{:x}\r\n", data.len());
+                    copy(tee, size.as_bytes());
+                    copy(tee, &data);
+                    copy(tee, b"\r\n");
+                    up.stream.write_all(size.as_bytes()).await.map_err(w)?;
+                    up.stream.write_all(&data).await.map_err(w)?;
+                    up.stream.write_all(b"\r\n").await.map_err(w)?;
+                } else {
+                    copy(tee, &data);
+                    up.stream.write_all(&data).await.map_err(w)?;
+                }
+            }
+        }
+        if chunked {
+            copy(tee, b"0\r\n\r\n");
+            up.stream.write_all(b"0\r\n\r\n").await.map_err(w)?;
+        }
+        up.stream.flush().await.map_err(w)
+    }
+    .await;
+    if sent.is_err() {
+        *tee = None;
+    }
+    sent
 }
 
 fn short_response(kind: Kind, finish: Option<Finish>) -> Response<RespBody> {

@@ -450,3 +450,157 @@ async fn header_and_mirror_routes() {
     assert_eq!(s["headerRoutes"].as_array().unwrap().len(), 0);
     weir.shutdown().await;
 }
+
+/// What a recording backend received: (method, path, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, bytes::Bytes)>>>;
+
+/// A backend that records every request whole and answers 200 with `x-backend: name`.
+async fn recording_backend(name: &'static str) -> (SocketAddr, Received) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Received = Default::default();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            seen.lock().unwrap().push((
+                                parts.method.to_string(),
+                                parts.uri.path().to_owned(),
+                                body,
+                            ));
+                            let mut resp = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"ok"),
+                            ));
+                            resp.headers_mut()
+                                .insert("x-backend", http::HeaderValue::from_static(name));
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// Sends `parts` over one HTTP/1.1 connection with a pause between them (so that the body
+/// arrives after the head); the `x-backend` of the response.
+async fn send_in_parts(addr: SocketAddr, parts: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for p in parts {
+        s.write_all(p.as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        if n == 0 || text.contains("\r\n\r\n") && text.ends_with("ok") || text.ends_with("aa") {
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix("x-backend: "))
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_routes_copy_requests_with_bodies() {
+    let v1 = backend("v1").await;
+    let (v2, received) = recording_backend("v2").await;
+    let eps = [(v1.addr(), "app:v1"), (v2, "app:v2")];
+    let strategy = "    canary:
+      steps:
+        - setMirrorRoute: {name: shadow, match: [{method: {exact: POST}, path: {prefix: /api}}]}
+        - pause: {}";
+    let weir = Weir::start(&rollout_config("app:v1", strategy, &eps)).await;
+    wait_phase(weir.admin(), "Healthy", Duration::from_secs(5)).await;
+    weir.write_config(&rollout_config("app:v2", strategy, &eps));
+    wait_phase(weir.admin(), "Paused", Duration::from_secs(10)).await;
+
+    // HTTP/1.1, a sized body that arrives after the head.
+    let head =
+        "POST /api/a HTTP/1.1\r\nHost: app.test\r\nContent-Length: 11\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        send_in_parts(weir.web(), &[head, "hello world"]).await,
+        "v1"
+    );
+    // HTTP/1.1, a chunked body in two pieces.
+    let head = "POST /api/b HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        send_in_parts(
+            weir.web(),
+            &[head, "5\r\nhello\r\n", "6\r\n there\r\n0\r\n\r\n"]
+        )
+        .await,
+        "v1"
+    );
+    // HTTP/2 (prior knowledge), a body.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(format!("http://{}/api/c", weir.web()))
+        .header("host", "app.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"over h2",
+        )))
+        .unwrap();
+    let r = h2.request(req).await.unwrap();
+    assert_eq!(r.headers()["x-backend"], "v1");
+    // A GET does not match.
+    assert_eq!(
+        get(weir.web(), "app.test", "/api/d")
+            .await
+            .header("x-backend"),
+        Some("v1")
+    );
+
+    eventually(
+        "three copies reach the canary",
+        Duration::from_secs(10),
+        || async { received.lock().unwrap().len() == 3 },
+    )
+    .await;
+    let mut got: Vec<(String, String, String)> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(m, p, b)| {
+            (
+                m.clone(),
+                p.clone(),
+                String::from_utf8_lossy(b).into_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("POST".into(), "/api/a".into(), "hello world".into()),
+            ("POST".into(), "/api/b".into(), "hello there".into()),
+            ("POST".into(), "/api/c".into(), "over h2".into()),
+        ]
+    );
+    weir.shutdown().await;
+}

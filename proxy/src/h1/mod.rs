@@ -55,6 +55,9 @@ pub(crate) const CLIENT_BUF: usize = 2 * 1024;
 const SHRINK_AFTER: Duration = Duration::from_secs(2);
 /// Bytes read at once while streaming a body.
 const BODY_READ: usize = 16 * 1024;
+/// The largest request a mirror route copies (head and body as sent upstream): a copy is
+/// kept in memory until the real request's body has gone upstream.
+pub(crate) const MIRROR_MAX: usize = 64 * 1024;
 
 /// Header lookup over a parsed head, for route and header-route matching.
 struct HeadHeaders<'a> {
@@ -375,14 +378,23 @@ where
     write_request_head(wbuf, conn, &head, buf, origin, authority, upgrade);
     let expect_continue = head.expect_continue && has_body;
     rbuf.advance(head.common.len);
-    // A copy for a mirror route, when the whole request is at hand (no body, or a body
-    // already read): a mirror never holds back or buffers the real request.
+    // A copy for a mirror route: at once when the whole request is at hand (no body, or
+    // a body already read); otherwise the body is copied as it goes upstream (up to
+    // MIRROR_MAX) and the copy sent once it has. A mirror never holds back the request.
+    let mut tee: Option<Vec<u8>> = None;
     if let Some((target, endpoint)) = &r.mirror {
         let body_len = match req_framing {
             Framing::None => Some(0),
             Framing::Length(n) if (n as usize) <= rbuf.len() => Some(n as usize),
             _ => None,
         };
+        let fits = match req_framing {
+            Framing::Length(n) => wbuf.len() as u64 + n <= MIRROR_MAX as u64,
+            _ => true,
+        };
+        if body_len.is_none() && fits && !expect_continue {
+            tee = Some(Vec::new());
+        }
         if let Some(n) = body_len {
             let mut copy = wbuf.clone();
             copy.extend_from_slice(&rbuf[..n]);
@@ -420,7 +432,7 @@ where
 
     // Send the head (and, unless the client waits for 100 Continue, the body).
     let mut sent = if has_body && !expect_continue {
-        forward_body(
+        let sent = forward_body(
             rbuf,
             io,
             &mut up.stream,
@@ -428,8 +440,22 @@ where
             req_framing,
             false,
             settings.idle_timeout,
+            &mut tee,
         )
-        .await
+        .await;
+        if sent.is_ok()
+            && let (Some(copy), Some((target, endpoint))) = (tee.take(), &r.mirror)
+        {
+            tokio::spawn(mirror_copy(
+                copy,
+                target.clone(),
+                endpoint.clone(),
+                r.pool,
+                r.request_timeout,
+                is_head,
+            ));
+        }
+        sent
     } else {
         // wbuf keeps the head: it is sent again if this pooled connection was closed.
         write_keep(&mut up.stream, wbuf)
@@ -565,6 +591,7 @@ where
                             st.req_framing,
                             false,
                             st.settings.idle_timeout,
+                            &mut None,
                         )
                         .await
                         .is_err()
@@ -685,6 +712,7 @@ where
         framing,
         decode,
         timeout,
+        &mut None,
     )
     .await
     {
@@ -1050,6 +1078,10 @@ enum BodyError {
 /// Forwards one message body from `src` to `dst`: first what `src_buf` already holds,
 /// then what is read. `out` may hold a head to send first; it goes in the same write as
 /// the first body bytes. With `decode`, a chunked body is sent as plain bytes.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the body pump's buffers, ends and rules, each borrowed from a different owner"
+)]
 async fn forward_body<R, W>(
     src_buf: &mut BytesMut,
     src: &mut R,
@@ -1058,6 +1090,7 @@ async fn forward_body<R, W>(
     framing: Framing,
     decode: bool,
     read_timeout: Duration,
+    tee: &mut Option<Vec<u8>>,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
@@ -1098,6 +1131,14 @@ where
         };
         src_buf.advance(take);
         if !out.is_empty() {
+            // A copy of what is sent, for a mirror route, up to its size limit.
+            if let Some(t) = tee {
+                if t.len() + out.len() > MIRROR_MAX {
+                    *tee = None;
+                } else {
+                    t.extend_from_slice(out);
+                }
+            }
             write_out(dst, out).await.map_err(BodyError::Write)?;
         }
         if done {
@@ -1219,6 +1260,7 @@ pub(crate) async fn mirror_copy(
             framing,
             false,
             timeout,
+            &mut None,
         )
         .await
         .map_err(|_| Kind::UpstreamProtocol)?;
