@@ -117,11 +117,13 @@ impl Listeners {
             .spawn(async move { proxy.serve_listener(&name, listener, token).await });
     }
 
-    fn reconcile(&mut self, model: &Model) {
+    async fn reconcile(&mut self, model: &Model) {
+        let mut released = false;
         self.bound.retain(|name, (_, addr, token)| {
             let kept = model.proxy.listeners.iter().any(|l| &l.name == name);
             if !kept {
                 token.cancel();
+                released = true;
                 tracing::info!(listener = %name, "listener removed: no longer accepting on {addr}");
             }
             kept
@@ -131,7 +133,19 @@ impl Listeners {
             if old.is_some_and(|(configured, _)| configured == l.address) {
                 continue;
             }
-            match bind(&format!("listener {}", l.name), l.address) {
+            // A listener renamed on the same address finds it held until the old one's
+            // task has let go of it (at once, once it runs): a few short retries.
+            let mut tries = 0;
+            let bound = loop {
+                match bind(&format!("listener {}", l.name), l.address) {
+                    Err(_) if released && tries < 20 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => break other,
+                }
+            };
+            match bound {
                 Ok(listener) => {
                     self.serve(l.name.clone(), l.address, listener);
                     if let Some((_, was)) = old {
@@ -361,7 +375,7 @@ impl App {
                     // Listeners move once the new table (with their TLS and routes) is
                     // in place, so that a new listener never serves by the old one.
                     updater.flush().await;
-                    serving.reconcile(&m);
+                    serving.reconcile(&m).await;
                 }
             });
         }

@@ -284,4 +284,15 @@ async fn a_reload_moves_adds_and_removes_listeners() {
     .await;
     assert_eq!(weir.app().listener("api"), None);
     assert_eq!(get(p2, "x", "/").await.header("x-backend"), Some("v2"));
+
+    // Renaming web on the same address: the new name takes the address over.
+    weir.write_config(&config(p2, None, "v2").replace("name: web", "name: www"));
+    eventually(
+        "www serves where web did",
+        Duration::from_secs(10),
+        || async { weir.app().listener("www") == Some(p2) },
+    )
+    .await;
+    assert_eq!(weir.app().listener("web"), None);
+    assert_eq!(get(p2, "x", "/").await.header("x-backend"), Some("v2"));
 }
