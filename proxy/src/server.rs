@@ -156,8 +156,18 @@ async fn detect_and_serve<S>(
     settings: ServerSettings,
     drain: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + h1::WaitReadable + Unpin + Send + Sync + 'static,
 {
+    // A connection that has sent nothing yet holds no buffer (plain TCP).
+    if !alpn_h2 && io.can_wait_readable() {
+        let ready = tokio::select! {
+            r = tokio::time::timeout(settings.header_timeout, io.wait_readable()) => r,
+            _ = drain.cancelled() => return,
+        };
+        if !matches!(ready, Ok(Ok(()))) {
+            return;
+        }
+    }
     let mut rbuf = BytesMut::with_capacity(h1::CLIENT_BUF);
     if !alpn_h2 {
         loop {
