@@ -470,13 +470,11 @@ impl Controller {
             let plan = engine::traffic(st, spec, &endpoints);
             // A new update: the metrics source starts counting its canary afresh, before
             // any of its traffic is routed.
-            if let Some(rev) = st.current.as_ref().filter(|r| r.created_at > 0)
-                && self.begun.get(name) != Some(&rev.created_at)
+            if let (Some(rev), Some(since)) = (st.current.as_ref(), st.canary_since())
+                && self.begun.get(name) != Some(&since)
             {
-                self.providers
-                    .metrics
-                    .begin(name, &rev.image, rev.created_at);
-                self.begun.insert(name.clone(), rev.created_at);
+                self.providers.metrics.begin(name, &rev.image, since);
+                self.begun.insert(name.clone(), since);
             }
             for e in events {
                 let _ = self.events.send((name.clone(), e));
@@ -502,11 +500,7 @@ impl Controller {
                     .as_ref()
                     .map(|r| r.image.clone())
                     .unwrap_or_default(),
-                canary_since: st
-                    .current
-                    .as_ref()
-                    .filter(|r| r.created_at > 0)
-                    .map(|r| r.created_at),
+                canary_since: st.canary_since(),
                 now,
                 blue_green: matches!(spec.strategy, Strategy::BlueGreen(_)),
             };

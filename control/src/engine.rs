@@ -1201,6 +1201,7 @@ pub fn act(
             st.deadline_exceeded = false;
             st.current_step_index = Some(0);
             st.progress_since = now;
+            st.retried_at = Some(now);
             // New runs are made: the old ones are history.
             let runs = [
                 st.step_run.take(),

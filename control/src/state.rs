@@ -106,6 +106,9 @@ pub struct RolloutStatus {
     pub aborted: bool,
     /// When it was aborted.
     pub aborted_at: Option<Ms>,
+    /// When the update was last retried: its canary is judged from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_at: Option<Ms>,
     /// Pause conditions.
     pub pause_conditions: Vec<PauseCondition>,
     /// Set when the controller paused; a pause cleared by a user while this is set
@@ -147,6 +150,15 @@ pub struct RolloutStatus {
 }
 
 impl RolloutStatus {
+    /// When the current update began, or was last retried: the start of what its canary
+    /// is judged on. None without an update's revision.
+    pub fn canary_since(&self) -> Option<Ms> {
+        self.current
+            .as_ref()
+            .filter(|r| r.created_at > 0)
+            .map(|r| r.created_at.max(self.retried_at.unwrap_or(0)))
+    }
+
     /// A status for a Rollout not seen before.
     pub fn new(name: &str) -> Self {
         RolloutStatus {

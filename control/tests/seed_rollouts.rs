@@ -358,6 +358,17 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
         1,
         "step 0 (setWeight) done again"
     );
+    // The retried update's canary is judged afresh: the metrics source heard of a new
+    // start for v3 (the aborted attempt's errors are not judged again).
+    let begins = h
+        .metrics
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.as_str() == "begin api registry.example.com/api:v3.0.0")
+        .count();
+    assert_eq!(begins, 2, "once at the update, once at the retry");
     h.tx.send(model(&(v2 + &svc3 + TEMPLATES_11))).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(phase(&h, "api").await, "Healthy");
