@@ -97,11 +97,13 @@ kind: AnalysisTemplate
 metadata: {{name: guard}}
 spec:
   metrics:
+    # 8 requests: at 5% of the demo's 200 req/s the canary gets 10 a second, so the
+    # guard can judge a second after the switch (10 would sit on the edge of it).
     - name: guard
       interval: 1s
       successCondition: result[0] >= 0.8
       provider:
-        weir: {{metric: success-rate, window: 10s, minRequests: 10}}
+        weir: {{metric: success-rate, window: 10s, minRequests: 8}}
 "#
     )
 }
