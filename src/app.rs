@@ -64,8 +64,8 @@ pub struct App {
     /// Each client listener's name and bound address (they move when a reload moves
     /// them).
     listeners: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
-    /// The admin listener's bound address.
-    pub admin: SocketAddr,
+    /// The admin listener's bound address (a reload may move it).
+    admin: Arc<std::sync::Mutex<SocketAddr>>,
     /// Notify to reload the config now (SIGHUP).
     pub reload: Arc<Notify>,
     /// Reload outcomes.
@@ -82,7 +82,7 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("listeners", &self.listeners)
-            .field("admin", &self.admin)
+            .field("admin", &self.admin())
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +98,11 @@ struct Listeners {
     bound: BTreeMap<String, (SocketAddr, SocketAddr, CancellationToken)>,
     /// What `App::listeners` shows.
     shown: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
+    /// The admin server, its (configured address, stop accepting), and what `App::admin`
+    /// shows.
+    admin: Option<(Arc<Admin>, SocketAddr, CancellationToken)>,
+    admin_shown: Arc<std::sync::Mutex<SocketAddr>>,
+    background: CancellationToken,
 }
 
 impl Listeners {
@@ -117,7 +122,36 @@ impl Listeners {
             .spawn(async move { proxy.serve_listener(&name, listener, token).await });
     }
 
+    fn serve_admin(&mut self, server: Arc<Admin>, configured: SocketAddr, listener: TcpListener) {
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        let token = self.background.child_token();
+        if let Some((_, _, old)) = self
+            .admin
+            .replace((server.clone(), configured, token.clone()))
+        {
+            old.cancel();
+        }
+        *self.admin_shown.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+        self.tasks.spawn(server.serve(listener, token));
+    }
+
     async fn reconcile(&mut self, model: &Model) {
+        if let Some((server, configured, _)) = self.admin.clone()
+            && configured != model.proxy.admin
+        {
+            match bind("admin", model.proxy.admin) {
+                Ok(listener) => {
+                    self.serve_admin(server, model.proxy.admin, listener);
+                    tracing::info!(
+                        "admin listener moved from {configured} to {}",
+                        model.proxy.admin
+                    );
+                }
+                Err(e) => tracing::error!("{e}; the admin listener keeps serving on {configured}"),
+            }
+        }
         let mut released = false;
         self.bound.retain(|name, (_, addr, token)| {
             let kept = model.proxy.listeners.iter().any(|l| &l.name == name);
@@ -329,6 +363,9 @@ impl App {
             tasks: tasks.clone(),
             bound: BTreeMap::new(),
             shown: Arc::new(std::sync::Mutex::new(Vec::new())),
+            admin: None,
+            admin_shown: Arc::new(std::sync::Mutex::new(admin)),
+            background: background.clone(),
         };
         for ((name, listener), l) in bound.into_iter().zip(&model.proxy.listeners) {
             serving.serve(name, l.address, listener);
@@ -349,7 +386,8 @@ impl App {
             registry,
             Some(Arc::new(RolloutsApi(handle.clone()))),
         ));
-        tasks.spawn(admin_server.serve(admin_listener, background.clone()));
+        serving.serve_admin(admin_server, model.proxy.admin, admin_listener);
+        let admin = serving.admin_shown.clone();
         let watcher = ConfigWatcher::new(opts.config.clone(), tx, reload_stats.clone());
         let reload = watcher.trigger();
         if opts.watch {
@@ -401,6 +439,11 @@ impl App {
             .into_iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| a)
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin(&self) -> SocketAddr {
+        *self.admin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Each client listener's name and bound address.

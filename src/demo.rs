@@ -168,7 +168,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
         other => other.to_string(),
     })?;
     let web = app.listener("web").ok_or("no listener")?;
-    let admin = app.admin;
+    let admin = app.admin();
     println!("weir demo: an app behind weir, rolled out the Argo Rollouts way.");
     println!(
         "  traffic:   http://{web}/   (demo-stable and demo-canary as Host reach each revision)"

@@ -282,7 +282,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         for (name, addr) in &app.listeners() {
             tracing::info!(listener = %name, "serving on {addr}");
         }
-        tracing::info!("admin API on http://{}", app.admin);
+        tracing::info!("admin API on http://{}", app.admin());
         wait_for_signal(&app).await;
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         if app.shutdown().await {

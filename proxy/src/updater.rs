@@ -204,13 +204,6 @@ impl Updater {
                 );
             }
         }
-        if old.proxy.admin != new.proxy.admin {
-            tracing::warn!(
-                "admin address changed from {} to {}: the admin listener is bound at start, restart weir to move it",
-                old.proxy.admin,
-                new.proxy.admin
-            );
-        }
     }
 }
 

@@ -285,8 +285,30 @@ async fn a_reload_moves_adds_and_removes_listeners() {
     assert_eq!(weir.app().listener("api"), None);
     assert_eq!(get(p2, "x", "/").await.header("x-backend"), Some("v2"));
 
+    // The admin listener moves too.
+    let old_admin = weir.admin();
+    let p4 = port(());
+    weir.write_config(&config(p2, None, "v2").replacen("127.0.0.1:0", &p4.to_string(), 1));
+    eventually(
+        "admin serves on its new address",
+        Duration::from_secs(10),
+        || async { weir.admin() == p4 },
+    )
+    .await;
+    assert_eq!(get(p4, "admin", "/metrics").await.status, 200);
+    eventually(
+        "the old admin address is closed",
+        Duration::from_secs(5),
+        || async { tokio::net::TcpStream::connect(old_admin).await.is_err() },
+    )
+    .await;
+
     // Renaming web on the same address: the new name takes the address over.
-    weir.write_config(&config(p2, None, "v2").replace("name: web", "name: www"));
+    weir.write_config(
+        &config(p2, None, "v2")
+            .replacen("127.0.0.1:0", &p4.to_string(), 1)
+            .replace("name: web", "name: www"),
+    );
     eventually(
         "www serves where web did",
         Duration::from_secs(10),

@@ -65,7 +65,7 @@ impl Weir {
     }
 
     pub fn admin(&self) -> SocketAddr {
-        self.app().admin
+        self.app().admin()
     }
 
     /// Replaces the config file the way editors do: write a temp file, rename it over.
