@@ -17,6 +17,9 @@ use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic}
 /// The proxy's measurements, summed over the roles a revision was served under.
 pub struct ProxyMetrics(pub Arc<Proxy>);
 
+/// Every role a revision's requests are counted under.
+const EVERY_ROLE: [Role; 3] = [Role::Stable, Role::Canary, Role::None];
+
 impl MetricsSource for ProxyMetrics {
     fn sample(
         &self,
@@ -33,7 +36,7 @@ impl MetricsSource for ProxyMetrics {
         let roles: &[Role] = match served {
             Served::AsCanary => &[Role::Canary],
             Served::AsStable => &[Role::Stable],
-            Served::Any => &[Role::Stable, Role::Canary, Role::None],
+            Served::Any => &EVERY_ROLE,
         };
         for &role in roles {
             let key = CellKey {
@@ -63,7 +66,7 @@ impl MetricsSource for ProxyMetrics {
     }
 
     fn begin(&self, service: &str, revision: &str, since: u64) {
-        for role in [Role::Stable, Role::Canary, Role::None] {
+        for role in EVERY_ROLE {
             let key = CellKey {
                 service: Arc::from(service),
                 role,
@@ -83,7 +86,7 @@ impl MetricsSource for ProxyMetrics {
     ) -> Vec<Sample> {
         let step = step.as_secs().max(1);
         let mut total: Option<Vec<weir_proxy::WindowSample>> = None;
-        for role in [Role::Stable, Role::Canary, Role::None] {
+        for role in EVERY_ROLE {
             let key = CellKey {
                 service: Arc::from(service),
                 role,

@@ -239,11 +239,6 @@ impl AnalysisRun {
         run
     }
 
-    /// `text` with every secret of the run masked.
-    pub fn mask(&self, text: String) -> String {
-        mask(&self.secrets, text)
-    }
-
     /// Whether the run has ended.
     pub fn is_done(&self) -> bool {
         self.phase.is_done()

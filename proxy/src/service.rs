@@ -21,7 +21,9 @@ use crate::access_log::{AccessLogSink, Entry};
 use crate::body::RespBody;
 use crate::error::{Kind, ProxyError};
 use crate::h1::head::Framing;
-use crate::h1::{UpError, put_header, read_response_head, write_keep};
+use crate::h1::{
+    UpError, put_header, read_response_head, spawn_mirror_copy, tee_extend, write_keep,
+};
 use crate::routing::{Backend, RouteTable, Target, normalize_host};
 use crate::stats::Outcome;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
@@ -257,18 +259,11 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
     // A mirror route's copy: at once without a body; with one, the body is copied as
     // it goes upstream (up to MIRROR_MAX) and the copy sent once it has.
     let mut tee: Option<Vec<u8>> = None;
-    if let Some((target, endpoint)) = &r.mirror {
+    if let Some(mirror) = &r.mirror {
         if has_body {
             tee = Some(Vec::new());
         } else {
-            tokio::spawn(crate::h1::mirror_copy(
-                head.clone(),
-                target.clone(),
-                endpoint.clone(),
-                r.pool,
-                r.request_timeout,
-                is_head,
-            ));
+            spawn_mirror_copy(head.clone(), mirror, r.pool, r.request_timeout, is_head);
         }
     }
     let safe = !has_body
@@ -305,15 +300,8 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
         }
     })
     .await;
-    if let (Some(copy), Some((target, endpoint))) = (tee, &r.mirror) {
-        tokio::spawn(crate::h1::mirror_copy(
-            copy,
-            target.clone(),
-            endpoint.clone(),
-            r.pool,
-            r.request_timeout,
-            is_head,
-        ));
+    if let (Some(copy), Some(mirror)) = (tee, &r.mirror) {
+        spawn_mirror_copy(copy, mirror, r.pool, r.request_timeout, is_head);
     }
     let (mut up, mut resp_head) = match sent {
         Ok(Ok(pair)) => pair,
@@ -385,21 +373,12 @@ async fn send(
     chunked: bool,
     tee: &mut Option<Vec<u8>>,
 ) -> Result<(), ProxyError> {
-    fn copy(tee: &mut Option<Vec<u8>>, bytes: &[u8]) {
-        if let Some(t) = tee {
-            if t.len() + bytes.len() > crate::h1::MIRROR_MAX {
-                *tee = None;
-            } else {
-                t.extend_from_slice(bytes);
-            }
-        }
-    }
     let w = |e: std::io::Error| ProxyError::with(Kind::UpstreamProtocol, e);
     // A retry on a fresh connection sends everything again: the copy starts over.
     if let Some(t) = tee {
         t.clear();
     }
-    copy(tee, head);
+    tee_extend(tee, head);
     let sent = async {
         write_keep(&mut up.stream, head).await.map_err(w)?;
         while let Some(frame) = body.frame().await {
@@ -410,20 +389,20 @@ async fn send(
                 }
                 if chunked {
                     let size = format!("{:x}\r\n", data.len());
-                    copy(tee, size.as_bytes());
-                    copy(tee, &data);
-                    copy(tee, b"\r\n");
+                    tee_extend(tee, size.as_bytes());
+                    tee_extend(tee, &data);
+                    tee_extend(tee, b"\r\n");
                     up.stream.write_all(size.as_bytes()).await.map_err(w)?;
                     up.stream.write_all(&data).await.map_err(w)?;
                     up.stream.write_all(b"\r\n").await.map_err(w)?;
                 } else {
-                    copy(tee, &data);
+                    tee_extend(tee, &data);
                     up.stream.write_all(&data).await.map_err(w)?;
                 }
             }
         }
         if chunked {
-            copy(tee, b"0\r\n\r\n");
+            tee_extend(tee, b"0\r\n\r\n");
             up.stream.write_all(b"0\r\n\r\n").await.map_err(w)?;
         }
         up.stream.flush().await.map_err(w)

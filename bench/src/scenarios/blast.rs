@@ -33,9 +33,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::canary::{
-    Admin, Guard, HitWatch, RolloutView, Spread, epoch_ms, image_service_yaml, rollout_yaml,
+    Admin, Guard, HitWatch, RolloutView, Spread, epoch_ms, guarded_rollout_config,
 };
-use super::{WeirOptions, WeirProcess, proxy_yaml};
+use super::{WeirOptions, WeirProcess};
 use crate::load::{LoadSpec, Mode};
 use crate::{Behavior, FakeBackend};
 
@@ -155,10 +155,14 @@ fn config(
     v1: &FakeBackend,
     v2: &FakeBackend,
 ) -> String {
-    proxy_yaml(web, admin, "    - {name: app, rollout: app}\n")
-        + &image_service_yaml("app", &[(v1.addr(), STABLE), (v2.addr(), BROKEN)])
-        + &rollout_yaml("app", image, &STEPS, Some("guard"))
-        + &guard.template_yaml("guard")
+    guarded_rollout_config(
+        web,
+        admin,
+        image,
+        &STEPS,
+        guard,
+        &[(v1.addr(), STABLE), (v2.addr(), BROKEN)],
+    )
 }
 
 /// Runs the scenario.
@@ -403,17 +407,12 @@ impl fmt::Display for BlastResult {
                 "MISSED"
             }
         )?;
-        let exit = self
-            .weir_exit
-            .map_or_else(|| "killed by a signal".to_owned(), |c| c.to_string());
-        write!(
+        super::write_verdict(
             f,
-            "weir exit: {exit}\n{}",
-            if self.passed {
-                "PASS: every run aborted within the failed-requests and seconds goals"
-            } else {
-                "FAIL: a run missed the failed-requests or seconds goal (or did not abort)"
-            }
+            self.weir_exit,
+            self.passed,
+            "PASS: every run aborted within the failed-requests and seconds goals",
+            "FAIL: a run missed the failed-requests or seconds goal (or did not abort)",
         )
     }
 }

@@ -74,6 +74,23 @@ pub fn image_service_yaml(name: &str, endpoints: &[(SocketAddr, &str)]) -> Strin
 /// A canary Rollout document (with its leading `---`) running `image`, with `steps` (each a
 /// YAML flow mapping such as `{setWeight: 5}`) and, when `background` names an
 /// AnalysisTemplate, a background analysis from step 0.
+/// The whole config of the rollout scenarios: a Proxy routing everything to Rollout
+/// `app`, its Service with `endpoints`, the Rollout on `image` with `steps`, and the
+/// background analysis `guard`.
+pub fn guarded_rollout_config(
+    web: u16,
+    admin: u16,
+    image: &str,
+    steps: &[&str],
+    guard: &Guard,
+    endpoints: &[(SocketAddr, &str)],
+) -> String {
+    super::proxy_yaml(web, admin, "    - {name: app, rollout: app}\n")
+        + &image_service_yaml("app", endpoints)
+        + &rollout_yaml("app", image, steps, Some("guard"))
+        + &guard.template_yaml("guard")
+}
+
 pub fn rollout_yaml(name: &str, image: &str, steps: &[&str], background: Option<&str>) -> String {
     let mut yaml = format!(
         "---\napiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: \"{image}\"}}]}}\n  strategy:\n    canary:\n"

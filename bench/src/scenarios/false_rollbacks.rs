@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::canary::{Admin, Guard, Spread, image_service_yaml, rollout_yaml};
-use super::{WeirOptions, WeirProcess, pairs, proxy_yaml};
+use super::canary::{Admin, Guard, Spread, guarded_rollout_config};
+use super::{WeirOptions, WeirProcess, pairs};
 use crate::load::{LoadSpec, Mode};
 use crate::{Behavior, FakeBackend};
 
@@ -122,10 +122,14 @@ fn config(
     v1: &FakeBackend,
     v2: &FakeBackend,
 ) -> String {
-    proxy_yaml(web, admin, "    - {name: app, rollout: app}\n")
-        + &image_service_yaml("app", &[(v1.addr(), IMAGES[0]), (v2.addr(), IMAGES[1])])
-        + &rollout_yaml("app", image, &STEPS, Some("guard"))
-        + &guard.template_yaml("guard")
+    guarded_rollout_config(
+        web,
+        admin,
+        image,
+        &STEPS,
+        guard,
+        &[(v1.addr(), IMAGES[0]), (v2.addr(), IMAGES[1])],
+    )
 }
 
 /// Runs the scenario.
@@ -332,17 +336,12 @@ impl fmt::Display for FalseRollbacksResult {
             pairs(&self.by_backend),
             self.transport_errors
         )?;
-        let exit = self
-            .weir_exit
-            .map_or_else(|| "killed by a signal".to_owned(), |c| c.to_string());
-        write!(
+        super::write_verdict(
             f,
-            "weir exit: {exit}\n{}",
-            if self.passed {
-                "PASS: 0 false rollbacks"
-            } else {
-                "FAIL: healthy updates were rolled back (or timed out)"
-            }
+            self.weir_exit,
+            self.passed,
+            "PASS: 0 false rollbacks",
+            "FAIL: healthy updates were rolled back (or timed out)",
         )
     }
 }

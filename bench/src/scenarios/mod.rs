@@ -450,6 +450,19 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Formats `(key, value)` pairs as `k=v k=v`, or `-` when empty.
+/// The last lines of a scenario's report: weir's exit code after SIGTERM, then `pass`
+/// or `fail`.
+pub(crate) fn write_verdict(
+    f: &mut std::fmt::Formatter<'_>,
+    weir_exit: Option<i32>,
+    passed: bool,
+    pass: &str,
+    fail: &str,
+) -> std::fmt::Result {
+    let exit = weir_exit.map_or_else(|| "killed by a signal".to_owned(), |c| c.to_string());
+    write!(f, "weir exit: {exit}\n{}", if passed { pass } else { fail })
+}
+
 pub(crate) fn pairs<K: std::fmt::Display, V: std::fmt::Display>(
     items: impl IntoIterator<Item = (K, V)>,
 ) -> String {

@@ -199,17 +199,12 @@ impl fmt::Display for ReloadResult {
             "polling: {} requests, {} failed or non-2xx",
             self.polls, self.poll_failures
         )?;
-        let exit = self
-            .weir_exit
-            .map_or_else(|| "killed by a signal".to_owned(), |c| c.to_string());
-        write!(
+        super::write_verdict(
             f,
-            "weir exit: {exit}\n{}",
-            if self.passed {
-                "PASS: no failed request during the reloads"
-            } else {
-                "FAIL"
-            }
+            self.weir_exit,
+            self.passed,
+            "PASS: no failed request during the reloads",
+            "FAIL",
         )
     }
 }

@@ -236,17 +236,12 @@ impl fmt::Display for SplitResult {
                 w.n, w.split_order, w.arrival_order
             )?;
         }
-        let exit = self
-            .weir_exit
-            .map_or_else(|| "killed by a signal".to_owned(), |c| c.to_string());
-        write!(
+        super::write_verdict(
             f,
-            "weir exit: {exit}\n{}",
-            if self.passed {
-                "PASS: every split-order window within 1"
-            } else {
-                "FAIL"
-            }
+            self.weir_exit,
+            self.passed,
+            "PASS: every split-order window within 1",
+            "FAIL",
         )
     }
 }

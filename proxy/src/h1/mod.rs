@@ -59,11 +59,16 @@ const BODY_READ: usize = 16 * 1024;
 /// can tell (plain TCP): an idle keep-alive connection then costs no buffer, as in nginx,
 /// which frees a keep-alive connection's buffer while it waits.
 pub(crate) trait WaitReadable {
-    /// Whether [`WaitReadable::wait_readable`] works for this stream. TLS cannot: bytes
-    /// may already wait, decrypted, inside the TLS layer while the socket is quiet.
-    fn can_wait_readable(&self) -> bool;
+    /// Whether [`WaitReadable::wait_readable`] works for this stream. Not by default, nor
+    /// for TLS: bytes may already wait, decrypted, inside the TLS layer while the socket
+    /// is quiet.
+    fn can_wait_readable(&self) -> bool {
+        false
+    }
     /// Resolves once the stream may have bytes (or an error or end) to read.
-    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 impl WaitReadable for tokio::net::TcpStream {
@@ -75,28 +80,26 @@ impl WaitReadable for tokio::net::TcpStream {
     }
 }
 
-#[cfg(test)]
-impl WaitReadable for tokio::io::DuplexStream {
-    fn can_wait_readable(&self) -> bool {
-        false
-    }
-    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        std::future::ready(Ok(()))
-    }
-}
+impl<S> WaitReadable for tokio_rustls::server::TlsStream<S> {}
 
-impl<S: Sync> WaitReadable for tokio_rustls::server::TlsStream<S> {
-    fn can_wait_readable(&self) -> bool {
-        false
-    }
-    fn wait_readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        std::future::ready(Ok(()))
-    }
-}
+#[cfg(test)]
+impl WaitReadable for tokio::io::DuplexStream {}
 
 /// The largest request a mirror route copies (head and body as sent upstream): a copy is
 /// kept in memory until the real request's body has gone upstream.
 pub(crate) const MIRROR_MAX: usize = 64 * 1024;
+
+/// Adds `bytes`, sent upstream, to a mirror route's copy; drops the copy (None) once the
+/// request outgrows [`MIRROR_MAX`].
+pub(crate) fn tee_extend(tee: &mut Option<Vec<u8>>, bytes: &[u8]) {
+    if let Some(t) = tee {
+        if t.len() + bytes.len() > MIRROR_MAX {
+            *tee = None;
+        } else {
+            t.extend_from_slice(bytes);
+        }
+    }
+}
 
 /// Header lookup over a parsed head, for route and header-route matching.
 struct HeadHeaders<'a> {
@@ -436,7 +439,7 @@ where
     // a body already read); otherwise the body is copied as it goes upstream (up to
     // MIRROR_MAX) and the copy sent once it has. A mirror never holds back the request.
     let mut tee: Option<Vec<u8>> = None;
-    if let Some((target, endpoint)) = &r.mirror {
+    if let Some(mirror) = &r.mirror {
         let body_len = match req_framing {
             Framing::None => Some(0),
             Framing::Length(n) if (n as usize) <= rbuf.len() => Some(n as usize),
@@ -452,14 +455,7 @@ where
         if let Some(n) = body_len {
             let mut copy = wbuf.clone();
             copy.extend_from_slice(&rbuf[..n]);
-            tokio::spawn(mirror_copy(
-                copy,
-                target.clone(),
-                endpoint.clone(),
-                r.pool,
-                r.request_timeout,
-                is_head,
-            ));
+            spawn_mirror_copy(copy, mirror, r.pool, r.request_timeout, is_head);
         }
     }
     *spans = std::mem::take(&mut head.common.headers);
@@ -498,16 +494,9 @@ where
         )
         .await;
         if sent.is_ok()
-            && let (Some(copy), Some((target, endpoint))) = (tee.take(), &r.mirror)
+            && let (Some(copy), Some(mirror)) = (tee.take(), &r.mirror)
         {
-            tokio::spawn(mirror_copy(
-                copy,
-                target.clone(),
-                endpoint.clone(),
-                r.pool,
-                r.request_timeout,
-                is_head,
-            ));
+            spawn_mirror_copy(copy, mirror, r.pool, r.request_timeout, is_head);
         }
         sent
     } else {
@@ -1185,14 +1174,7 @@ where
         };
         src_buf.advance(take);
         if !out.is_empty() {
-            // A copy of what is sent, for a mirror route, up to its size limit.
-            if let Some(t) = tee {
-                if t.len() + out.len() > MIRROR_MAX {
-                    *tee = None;
-                } else {
-                    t.extend_from_slice(out);
-                }
-            }
+            tee_extend(tee, out);
             write_out(dst, out).await.map_err(BodyError::Write)?;
         }
         if done {
@@ -1277,9 +1259,28 @@ mod size_tests {
     }
 }
 
+/// Sends `copy` (a whole request, as sent upstream) to a mirror route's target in a task
+/// of its own.
+pub(crate) fn spawn_mirror_copy(
+    copy: Vec<u8>,
+    mirror: &(Arc<Backend>, Arc<EndpointPool>),
+    pool: PoolSettings,
+    timeout: Duration,
+    head_request: bool,
+) {
+    tokio::spawn(mirror_copy(
+        copy,
+        mirror.0.clone(),
+        mirror.1.clone(),
+        pool,
+        timeout,
+        head_request,
+    ));
+}
+
 /// Sends a mirrored copy and reads its response to the end: discarded, but measured in
 /// the target's stats like any canary request.
-pub(crate) async fn mirror_copy(
+async fn mirror_copy(
     copy: Vec<u8>,
     target: Arc<Backend>,
     endpoint: Arc<EndpointPool>,
