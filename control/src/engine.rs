@@ -330,15 +330,7 @@ fn reset(st: &mut RolloutStatus, now: Ms) {
     st.aborted_at = None;
     st.promote_full = false;
     st.deadline_exceeded = false;
-    let runs = [
-        st.step_run.take(),
-        st.background_run.take(),
-        st.pre_run.take(),
-        st.post_run.take(),
-    ];
-    for r in runs {
-        st.archive(r, now);
-    }
+    st.archive_runs(now);
 }
 
 /// A revision older than stable is inside `rollbackWindow` when fewer than N
@@ -407,15 +399,7 @@ fn abort(st: &mut RolloutStatus, events: &mut Vec<Event>, now: Ms, why: &str) {
     st.controller_pause = false;
     st.current_step_index = Some(0);
     set_weight(st, events, now, Weight::ZERO);
-    let runs = [
-        st.step_run.take(),
-        st.background_run.take(),
-        st.pre_run.take(),
-        st.post_run.take(),
-    ];
-    for r in runs {
-        st.archive(r, now);
-    }
+    st.archive_runs(now);
     let n = st.current.as_ref().map_or(0, |c| c.number);
     push(
         events,
@@ -441,15 +425,7 @@ fn promote(st: &mut RolloutStatus, spec: &Rollout, events: &mut Vec<Event>, now:
     st.controller_pause = false;
     st.promote_full = false;
     st.progress_since = now;
-    let runs = [
-        st.step_run.take(),
-        st.background_run.take(),
-        st.pre_run.take(),
-        st.post_run.take(),
-    ];
-    for r in runs {
-        st.archive(r, now);
-    }
+    st.archive_runs(now);
     set_weight(st, events, now, Weight::ZERO);
     push(
         events,
@@ -1203,15 +1179,7 @@ pub fn act(
             st.progress_since = now;
             st.retried_at = Some(now);
             // New runs are made: the old ones are history.
-            let runs = [
-                st.step_run.take(),
-                st.background_run.take(),
-                st.pre_run.take(),
-                st.post_run.take(),
-            ];
-            for r in runs {
-                st.archive(r, now);
-            }
+            st.archive_runs(now);
             let n = st.current.as_ref().map_or(0, |c| c.number);
             push(
                 &mut events,

@@ -182,6 +182,20 @@ impl RolloutStatus {
         e
     }
 
+    /// Ends every run in progress (step, background, pre- and post-promotion) into the
+    /// history.
+    pub fn archive_runs(&mut self, now: Ms) {
+        let runs = [
+            self.step_run.take(),
+            self.background_run.take(),
+            self.pre_run.take(),
+            self.post_run.take(),
+        ];
+        for r in runs {
+            self.archive(r, now);
+        }
+    }
+
     /// Files a finished (or abandoned) run in the history.
     pub fn archive(&mut self, run: Option<AnalysisRun>, now: Ms) {
         if let Some(mut r) = run {

@@ -221,7 +221,8 @@ async fn read_head<S: AsyncRead + WaitReadable + Unpin + Sync>(
         // Plain TCP: wait for the next request with no read buffer, and take one when
         // bytes are there (a 2 KB allocation per request against 2 KB held by every idle
         // connection).
-        if idle && io.can_wait_readable() {
+        let waited = idle && io.can_wait_readable();
+        if waited {
             *rbuf = BytesMut::new();
             let ready = tokio::select! {
                 biased;
@@ -234,9 +235,10 @@ async fn read_head<S: AsyncRead + WaitReadable + Unpin + Sync>(
             }
         }
         rbuf.reserve(CLIENT_BUF.min(settings.max_header_bytes.saturating_sub(rbuf.len()).max(1)));
-        let read = if idle {
-            // A busy connection waits once. One idle past SHRINK_AFTER gives its buffers
-            // back, so that thousands of idle keep-alive connections cost little memory.
+        let read = if idle && !waited {
+            // (TLS) A busy connection waits once. One idle past SHRINK_AFTER gives its
+            // buffers back, so that thousands of idle keep-alive connections cost little
+            // memory.
             let shrink_at = limit.min(SHRINK_AFTER);
             let r = tokio::select! {
                 biased;
