@@ -374,10 +374,6 @@ async fn send(
     tee: &mut Option<Vec<u8>>,
 ) -> Result<(), ProxyError> {
     let w = |e: std::io::Error| ProxyError::with(Kind::UpstreamProtocol, e);
-    // A retry on a fresh connection sends everything again: the copy starts over.
-    if let Some(t) = tee {
-        t.clear();
-    }
     tee_extend(tee, head);
     let sent = async {
         write_keep(&mut up.stream, head).await.map_err(w)?;
