@@ -37,6 +37,11 @@ pub struct Proxy {
     pub listeners: Vec<Listener>,
     /// The admin listener's address.
     pub admin: SocketAddr,
+    /// Host names the admin listener answers to besides IP addresses and `localhost`
+    /// (lowercase, no port): the name in `spec.admin.address` and `spec.admin.hosts`.
+    /// Any other Host is refused, so that a web page cannot reach the admin API through
+    /// a DNS name it controls (DNS rebinding).
+    pub admin_hosts: Vec<String>,
     /// Routes in the order written (the router orders them by specificity).
     pub routes: Vec<Route>,
     /// Upstream settings.
@@ -332,6 +337,14 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Idle keep-alive client connection lifetime.
     pub idle_timeout: Duration,
+    /// Longest wait for a request body's next bytes; also the grace before
+    /// `min_body_rate` applies.
+    pub body_timeout: Duration,
+    /// Slowest average request body rate, bytes per second, once `body_timeout` has
+    /// passed; 0 turns the floor off.
+    pub min_body_rate: u64,
+    /// Longest time a write to a client may make no progress.
+    pub send_timeout: Duration,
 }
 
 /// Where access log lines go.

@@ -411,8 +411,12 @@ fn default_proxy() -> Proxy {
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             header_timeout: defaults::HEADER_TIMEOUT,
             idle_timeout: defaults::CLIENT_IDLE_TIMEOUT,
+            body_timeout: defaults::BODY_TIMEOUT,
+            min_body_rate: defaults::MIN_BODY_RATE,
+            send_timeout: defaults::SEND_TIMEOUT,
         },
         access_log: AccessLog::Off,
+        admin_hosts: Vec::new(),
         debug_headers: false,
         notifiers: BTreeMap::new(),
     }
@@ -508,8 +512,27 @@ fn validate_proxy(
                     }
                     proxy.admin = addr;
                 }
+                if let Some((host, _)) = a.rsplit_once(':')
+                    && host.parse::<std::net::IpAddr>().is_err()
+                    && !host.starts_with('[')
+                    && !host.is_empty()
+                {
+                    proxy.admin_hosts.push(host.to_ascii_lowercase());
+                }
             }
             None => ctx.issue(doc, "spec.admin", "admin needs an address (host:port)"),
+        }
+        for (i, h) in admin.hosts.iter().flatten().enumerate() {
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains(['/', '@', ' ', ':']) {
+                ctx.issue(
+                    doc,
+                    &format!("spec.admin.hosts[{i}]"),
+                    format!("{h:?} is not a host name (no port, no scheme)"),
+                );
+            } else {
+                proxy.admin_hosts.push(h);
+            }
         }
     }
 
@@ -581,6 +604,31 @@ fn validate_proxy(
             l.idle_timeout.as_deref(),
             s.idle_timeout,
         );
+        s.body_timeout = ctx.duration(
+            doc,
+            "spec.limits.bodyTimeout",
+            l.body_timeout.as_deref(),
+            s.body_timeout,
+        );
+        s.send_timeout = ctx.duration(
+            doc,
+            "spec.limits.sendTimeout",
+            l.send_timeout.as_deref(),
+            s.send_timeout,
+        );
+        if let Some(r) = l.min_body_rate {
+            s.min_body_rate = r;
+        }
+        for (field, d) in [
+            ("spec.limits.headerTimeout", s.header_timeout),
+            ("spec.limits.idleTimeout", s.idle_timeout),
+            ("spec.limits.bodyTimeout", s.body_timeout),
+            ("spec.limits.sendTimeout", s.send_timeout),
+        ] {
+            if d.is_zero() {
+                ctx.issue(doc, field, "must be more than 0");
+            }
+        }
     }
 
     // Access log.

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +69,48 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<AdminBody> {
     r
 }
 
+/// The largest admin request body read (actions and their options are small).
+const MAX_BODY: usize = 1 << 20;
+
+fn too_large() -> Response<AdminBody> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "413 Payload Too Large: admin request bodies are limited to 1 MiB\n",
+    )
+}
+
+/// Asks hyper to close the connection after `r` (an unread body is not drained).
+fn closing(mut r: Response<AdminBody>) -> Response<AdminBody> {
+    r.headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    r
+}
+
+/// Whether the admin listener answers to `host` (a Host header, port included): IP
+/// literals, `localhost` and its subdomains (RFC 6761: they never leave the machine),
+/// and the names configured. A page that rebinds its own DNS name to 127.0.0.1 still
+/// sends that name, and is refused.
+fn host_allowed(host: &[u8], extra: &[Box<str>]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let host = host.trim();
+    if host.starts_with('[') {
+        return host
+            .find(']')
+            .is_some_and(|end| host[1..end].parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || extra.iter().any(|h| **h == *name)
+}
+
 /// The admin server's state.
 pub struct Admin {
     proxy: Arc<Proxy>,
@@ -113,12 +155,17 @@ impl Admin {
             };
             let admin = self.clone();
             let shutdown = shutdown.clone();
+            let header_timeout = self.proxy.shared.table.load().limits.header_timeout;
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.route(req).await) }
                 });
+                // A head must arrive whole within `headerTimeout`, as on the client
+                // listeners.
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -135,8 +182,30 @@ impl Admin {
     /// Answers one admin request (also used by tests without sockets).
     pub async fn route(&self, req: Request<Incoming>) -> Response<AdminBody> {
         let (parts, body) = req.into_parts();
-        let body = match body.collect().await {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+        if let Some(host) = host
+            && !host_allowed(host, &self.proxy.shared.table.load().admin_hosts)
+        {
+            return closing(text(
+                StatusCode::FORBIDDEN,
+                "403 Forbidden: the admin listener answers to IP addresses, localhost and spec.admin.hosts only\n",
+            ));
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return closing(too_large());
+        }
+        let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return closing(too_large()),
             Err(_) => return text(StatusCode::BAD_REQUEST, "cannot read the request body\n"),
         };
         let query = parts

@@ -17,6 +17,16 @@ pub enum Source {
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A malformed request (bad head, bad Host, bad chunked body): 400.
+    BadRequest,
+    /// The request head did not arrive within `headerTimeout`: 408.
+    HeadTimeout,
+    /// The request body stalled (`bodyTimeout`) or came slower than `minBodyRate`: 408.
+    BodyTimeout,
+    /// The request line alone is longer than `maxHeaderBytes`: 414.
+    UriTooLong,
+    /// The request head is larger than `maxHeaderBytes`, or has too many headers: 431.
+    HeadersTooLarge,
     /// No route matched: 404.
     NoRoute,
     /// The backend has no endpoints: 503.
@@ -35,7 +45,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for metrics.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 12] = [
+        Kind::BadRequest,
+        Kind::HeadTimeout,
+        Kind::BodyTimeout,
+        Kind::UriTooLong,
+        Kind::HeadersTooLarge,
         Kind::NoRoute,
         Kind::NoEndpoints,
         Kind::Unavailable,
@@ -48,6 +63,10 @@ impl Kind {
     /// The status the client gets.
     pub fn status(self) -> u16 {
         match self {
+            Kind::BadRequest => 400,
+            Kind::HeadTimeout | Kind::BodyTimeout => 408,
+            Kind::UriTooLong => 414,
+            Kind::HeadersTooLarge => 431,
             Kind::NoRoute => 404,
             Kind::NoEndpoints | Kind::Unavailable => 503,
             Kind::ConnectFailed | Kind::UpstreamProtocol => 502,
@@ -58,14 +77,27 @@ impl Kind {
     /// Where it came from.
     pub fn source(self) -> Source {
         match self {
+            Kind::BadRequest
+            | Kind::HeadTimeout
+            | Kind::BodyTimeout
+            | Kind::UriTooLong
+            | Kind::HeadersTooLarge => Source::Client,
             Kind::NoRoute | Kind::NoEndpoints | Kind::Unavailable => Source::Config,
-            _ => Source::Upstream,
+            Kind::ConnectFailed
+            | Kind::ConnectTimeout
+            | Kind::ResponseTimeout
+            | Kind::UpstreamProtocol => Source::Upstream,
         }
     }
 
     /// Label for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
+            Kind::BadRequest => "bad_request",
+            Kind::HeadTimeout => "head_timeout",
+            Kind::BodyTimeout => "body_timeout",
+            Kind::UriTooLong => "uri_too_long",
+            Kind::HeadersTooLarge => "headers_too_large",
             Kind::NoRoute => "no_route",
             Kind::NoEndpoints => "no_endpoints",
             Kind::Unavailable => "unavailable",
@@ -76,9 +108,29 @@ impl Kind {
         }
     }
 
+    /// The reason phrase of [`Kind::status`].
+    pub fn reason(self) -> &'static str {
+        match self.status() {
+            400 => "Bad Request",
+            404 => "Not Found",
+            408 => "Request Timeout",
+            414 => "URI Too Long",
+            431 => "Request Header Fields Too Large",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => "Error",
+        }
+    }
+
     /// The short body sent to the client.
     pub fn body(self) -> &'static str {
         match self {
+            Kind::BadRequest => "400 Bad Request\n",
+            Kind::HeadTimeout => "408 Request Timeout: the request head took too long\n",
+            Kind::BodyTimeout => "408 Request Timeout: the request body came too slowly\n",
+            Kind::UriTooLong => "414 URI Too Long\n",
+            Kind::HeadersTooLarge => "431 Request Header Fields Too Large\n",
             Kind::NoRoute => "404 Not Found: no route matches this request\n",
             Kind::NoEndpoints => "503 Service Unavailable: no endpoints for this service\n",
             Kind::Unavailable => "503 Service Unavailable\n",

@@ -12,6 +12,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod error;
 mod h1;
@@ -30,7 +31,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use weir_config::Model;
 use weir_config::watch::ReloadStats;
@@ -66,7 +66,7 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     /// Sends changes to the single writer.
     pub updater: UpdaterHandle,
-    limit: Arc<Semaphore>,
+    admission: Arc<admission::Admission>,
     drain: server::Drain,
 }
 
@@ -94,15 +94,17 @@ impl Proxy {
             counters: Arc::new(ProxyCounters::default()),
             access_log: ArcSwapOption::new(sink.map(Arc::new)),
         });
-        let limit = Arc::new(Semaphore::new(model.proxy.limits.max_connections as usize));
-        let (updater, handle) = Updater::new(model, ctx, shared.clone(), limit.clone());
+        let admission = Arc::new(admission::Admission::new(
+            model.proxy.limits.max_connections as usize,
+        ));
+        let (updater, handle) = Updater::new(model, ctx, shared.clone(), admission.limit.clone());
         Ok((
             Proxy {
                 shared,
                 stats,
                 upstreams,
                 updater: handle,
-                limit,
+                admission,
                 drain: server::Drain::default(),
             },
             updater,
@@ -125,12 +127,15 @@ impl Proxy {
             max_header_bytes: limits.max_header_bytes as usize,
             header_timeout: limits.header_timeout,
             idle_timeout: limits.idle_timeout,
+            body_timeout: limits.body_timeout,
+            min_body_rate: limits.min_body_rate,
+            send_timeout: limits.send_timeout,
         };
         server::serve(
             self.shared.clone(),
             Arc::from(name),
             listener,
-            self.limit.clone(),
+            self.admission.clone(),
             settings,
             self.drain.clone(),
             shutdown,

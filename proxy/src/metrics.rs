@@ -38,6 +38,8 @@ pub const PROXY_ERRORS_TOTAL: &str = "weir_proxy_errors_total";
 pub const CONNECTIONS_ACCEPTED_TOTAL: &str = "weir_connections_accepted_total";
 /// Client connections refused at `maxConnections`.
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "weir_connections_rejected_total";
+/// Waiting client connections closed at `maxConnections` to make room.
+pub const CONNECTIONS_EVICTED_TOTAL: &str = "weir_connections_evicted_total";
 /// Client connections open.
 pub const CONNECTIONS_OPEN: &str = "weir_connections_open";
 /// Failed TLS handshakes.
@@ -278,6 +280,12 @@ impl Collector for ProxyCollector {
                 "Client connections closed at once because maxConnections was reached.",
                 MetricType::COUNTER,
                 load(&c.connections_rejected),
+            ),
+            (
+                CONNECTIONS_EVICTED_TOTAL,
+                "Client connections without a request in flight closed at maxConnections to make room for new ones.",
+                MetricType::COUNTER,
+                load(&c.connections_evicted),
             ),
             (
                 CONNECTIONS_OPEN,

@@ -18,10 +18,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Admitted, Slot};
 use crate::h1::{self, H2_PREFACE};
 use crate::service::{ConnInfo, Shared, handle};
 
@@ -30,11 +31,34 @@ use crate::service::{ConnInfo, Shared, handle};
 pub struct ServerSettings {
     /// Bytes of request head allowed (HTTP/1.1), and of header list (HTTP/2).
     pub max_header_bytes: usize,
-    /// Time to receive a request head, and to finish a TLS handshake.
+    /// Time to receive a whole request head, and to finish a TLS handshake.
     pub header_timeout: Duration,
     /// Idle keep-alive lifetime.
     pub idle_timeout: Duration,
+    /// Longest wait for a request body's next bytes, and the grace before
+    /// `min_body_rate` applies.
+    pub body_timeout: Duration,
+    /// Slowest average request body rate after the grace, bytes per second (0: none).
+    pub min_body_rate: u64,
+    /// Longest time a write to the client may make no progress.
+    pub send_timeout: Duration,
 }
+
+impl ServerSettings {
+    pub(crate) fn h1(&self) -> h1::Settings {
+        h1::Settings {
+            max_header_bytes: self.max_header_bytes,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            min_body_rate: self.min_body_rate,
+            send_timeout: self.send_timeout,
+        }
+    }
+}
+
+/// How long a connection admitted by evicting another waits for that one's permit.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// How connections are drained at shutdown: `token` asks them to finish, `tracker`
 /// knows when they have.
@@ -52,7 +76,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     listener_name: Arc<str>,
     listener: TcpListener,
-    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
     settings: ServerSettings,
     drain: Drain,
     shutdown: CancellationToken,
@@ -77,12 +101,21 @@ pub async fn serve(
         if drain.token.is_cancelled() {
             break;
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            counters
-                .connections_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
+        // At the limit, the longest-waiting connection without a request in flight makes
+        // room (crate::admission); only when every one is busy is the new one refused.
+        let permit = match admission.limit.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if admission.evict_one() => {
+                counters.connections_evicted.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                counters
+                    .connections_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
         };
         counters
             .connections_accepted
@@ -95,6 +128,7 @@ pub async fn serve(
                 None => (0, None),
             }
         };
+        let slot = Arc::new(Slot::new(drain.token.child_token()));
         let conn = Arc::new(ConnInfo {
             shared: shared.clone(),
             listener: listener_name.clone(),
@@ -102,26 +136,56 @@ pub async fn serve(
             client,
             client_ip: client_ip_header(client),
             tls: tls.is_some(),
+            slot: slot.clone(),
         });
-        let token = drain.token.clone();
+        let token = slot.stop.clone();
+        let admission = admission.clone();
         drain.tracker.spawn(async move {
             let counters = conn.shared.counters.clone();
+            let permit = match permit {
+                Some(p) => p,
+                // Room is being made: the evicted connection lets its permit go as soon
+                // as its task sees the request to stop.
+                None => match tokio::time::timeout(
+                    EVICTION_WAIT,
+                    admission.limit.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        counters
+                            .connections_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+            };
+            admission.enter(&slot);
+            let _admitted = Admitted {
+                admission: &admission,
+                slot,
+            };
+            let deadline = Instant::now() + settings.header_timeout;
             counters.connections_open.fetch_add(1, Ordering::Relaxed);
             // Each protocol's state is boxed, so that a connection's task is only as large
             // as the one it speaks (TLS and HTTP/2 state is far larger than HTTP/1.1's).
             match tls {
-                None => detect_and_serve(conn, stream, false, settings, token).await,
+                None => detect_and_serve(conn, stream, false, settings, deadline, token).await,
                 Some(acceptor) => {
                     Box::pin(async {
-                        match tokio::time::timeout(
-                            settings.header_timeout,
-                            acceptor.0.accept(stream),
-                        )
-                        .await
-                        {
+                        let handshake = tokio::select! {
+                            biased;
+                            r = tokio::time::timeout_at(deadline, acceptor.0.accept(stream)) => r,
+                            // Evicted (or shutting down) mid-handshake.
+                            _ = token.cancelled() => return,
+                        };
+                        match handshake {
                             Ok(Ok(tls_stream)) => {
                                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                detect_and_serve(conn, tls_stream, h2, settings, token).await
+                                let deadline = Instant::now() + settings.header_timeout;
+                                detect_and_serve(conn, tls_stream, h2, settings, deadline, token)
+                                    .await
                             }
                             Ok(Err(e)) => {
                                 counters
@@ -154,14 +218,16 @@ async fn detect_and_serve<S>(
     mut io: S,
     alpn_h2: bool,
     settings: ServerSettings,
+    deadline: Instant,
     drain: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + h1::WaitReadable + Unpin + Send + Sync + 'static,
 {
-    // A connection that has sent nothing yet holds no buffer (plain TCP).
+    // A connection that has sent nothing yet holds no buffer (plain TCP). The first
+    // request head has until `deadline`, counted from the accept (or the handshake).
     if !alpn_h2 && io.can_wait_readable() {
         let ready = tokio::select! {
-            r = tokio::time::timeout(settings.header_timeout, io.wait_readable()) => r,
+            r = tokio::time::timeout_at(deadline, io.wait_readable()) => r,
             _ = drain.cancelled() => return,
         };
         if !matches!(ready, Ok(Ok(()))) {
@@ -176,7 +242,7 @@ async fn detect_and_serve<S>(
                 break;
             }
             let read = tokio::select! {
-                r = tokio::time::timeout(settings.header_timeout, io.read_buf(&mut rbuf)) => r,
+                r = tokio::time::timeout_at(deadline, io.read_buf(&mut rbuf)) => r,
                 _ = drain.cancelled() => return,
             };
             match read {
@@ -185,12 +251,7 @@ async fn detect_and_serve<S>(
             }
         }
         if !rbuf.starts_with(H2_PREFACE) {
-            let s = h1::Settings {
-                max_header_bytes: settings.max_header_bytes,
-                header_timeout: settings.header_timeout,
-                idle_timeout: settings.idle_timeout,
-            };
-            h1::serve(conn, io, rbuf, s, drain).await;
+            h1::serve(conn, io, rbuf, settings.h1(), deadline, drain).await;
             return;
         }
     }
@@ -212,7 +273,12 @@ async fn serve_h2<S>(
     let client = conn.client;
     let service = service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+        async move {
+            // Busy while the request is being answered (up to its response head): an
+            // evicted HTTP/2 connection ends gracefully, its streams carried to the end.
+            let _busy = crate::admission::Busy::new(&conn.slot);
+            Ok::<_, Infallible>(handle(conn.clone(), req, settings).await)
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -334,13 +400,24 @@ mod size_tests {
                 client: "127.0.0.1:1".parse().unwrap(),
                 client_ip: http::HeaderValue::from_static("127.0.0.1"),
                 tls: false,
+                slot: Default::default(),
             });
             let settings = super::ServerSettings {
                 max_header_bytes: 1000,
                 header_timeout: std::time::Duration::from_secs(1),
                 idle_timeout: std::time::Duration::from_secs(1),
+                body_timeout: std::time::Duration::from_secs(1),
+                min_body_rate: 0,
+                send_timeout: std::time::Duration::from_secs(1),
             };
-            let f = super::detect_and_serve(conn, s, false, settings, Default::default());
+            let f = super::detect_and_serve(
+                conn,
+                s,
+                false,
+                settings,
+                tokio::time::Instant::now(),
+                Default::default(),
+            );
             println!("detect_and_serve future: {}", size_of_fut(&f));
         });
     }

@@ -21,10 +21,12 @@ use crate::access_log::{AccessLogSink, Entry};
 use crate::body::RespBody;
 use crate::error::{Kind, ProxyError};
 use crate::h1::head::Framing;
+use crate::h1::head::valid_host;
 use crate::h1::{
-    UpError, put_header, read_response_head, spawn_mirror_copy, tee_extend, write_keep,
+    Pace, UpError, put_header, read_response_head, spawn_mirror_copy, tee_extend, write_keep,
 };
 use crate::routing::{Backend, RouteTable, Target, normalize_host};
+use crate::server::ServerSettings;
 use crate::stats::Outcome;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
 
@@ -37,6 +39,8 @@ pub struct ProxyCounters {
     pub connections_accepted: AtomicU64,
     /// Client connections closed at once because `maxConnections` was reached.
     pub connections_rejected: AtomicU64,
+    /// Waiting client connections closed at `maxConnections` to make room for new ones.
+    pub connections_evicted: AtomicU64,
     /// Client connections open now.
     pub connections_open: AtomicU64,
     /// TLS handshakes that failed.
@@ -81,6 +85,9 @@ pub struct ConnInfo {
     pub client_ip: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Its admission state: the token that asks it to finish (shutdown or eviction),
+    /// and whether a request is in flight.
+    pub slot: Arc<crate::admission::Slot>,
 }
 
 /// Request line details kept for the access log.
@@ -103,17 +110,30 @@ struct Routed {
 }
 
 /// Handles one HTTP/2 request; never fails (errors become short responses).
-pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<RespBody> {
+pub async fn handle(
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    settings: ServerSettings,
+) -> Response<RespBody> {
     let start = Instant::now();
     let shared = &conn.shared;
     shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // `:authority` wins over Host, as an absolute-form target does in HTTP/1.1.
     let host_raw = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("")
         .to_owned();
+    if !host_raw.is_empty() && !valid_host(host_raw.as_bytes()) {
+        shared.counters.error(Kind::BadRequest);
+        return short_response(Kind::BadRequest, None);
+    }
 
     let (routed, log) = {
         let table = shared.table.load();
@@ -218,20 +238,19 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
             .as_bytes(),
     );
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut has_host = false;
     let mut xff: Option<&HeaderValue> = None;
     for (name, value) in &parts.headers {
         match name.as_str() {
+            // Hop-by-hop, set by weir (Host from the authority, X-Forwarded-*), or
+            // answered by weir (`Expect: 100-continue`: hyper sends the 100).
             "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer"
-            | "transfer-encoding" | "upgrade" | "x-forwarded-proto" | "x-forwarded-host" => {}
+            | "transfer-encoding" | "upgrade" | "x-forwarded-proto" | "x-forwarded-host"
+            | "host" | "expect" => {}
             "x-forwarded-for" => xff = Some(value),
-            n => {
-                has_host |= n == "host";
-                put_header(&mut head, n.as_bytes(), value.as_bytes());
-            }
+            n => put_header(&mut head, n.as_bytes(), value.as_bytes()),
         }
     }
-    if !has_host && !host_raw.is_empty() {
+    if !host_raw.is_empty() {
         put_header(&mut head, b"host", host_raw.as_bytes());
     }
     let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
@@ -272,41 +291,49 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         );
 
-    let sent = tokio::time::timeout(r.request_timeout, async {
-        let mut up = r.endpoint.checkout_raw(&r.pool).await?;
-        if let Err(e) = send(&mut up, &head, body, chunked, &mut tee).await {
-            if safe && !up.fresh {
-                up = r.endpoint.connect_raw(&r.pool).await?;
-                write_keep(&mut up.stream, &head)
-                    .await
-                    .map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
-            } else {
-                return Err(e);
+    // The client's body is paced (`bodyTimeout`, `minBodyRate`), each write upstream
+    // has `requestTimeout`, and `requestTimeout` for the response head starts once the
+    // request has gone: an upload may take as long as it steadily moves.
+    let pace = Pace {
+        read_idle: settings.body_timeout,
+        min_rate: settings.min_body_rate,
+        grace: settings.body_timeout,
+        write: r.request_timeout,
+    };
+    let sent = async {
+        let mut up = r
+            .endpoint
+            .checkout_raw(&r.pool)
+            .await
+            .map_err(Sent::Upstream)?;
+        match send(&mut up, &head, body, chunked, &mut tee, pace).await {
+            Ok(()) => {}
+            Err(Sent::Upstream(_)) if safe && !up.fresh => {
+                up = reconnect(&r, &head).await.map_err(Sent::Upstream)?;
             }
+            Err(e) => return Err(e),
         }
         match read_response_head(&mut up, r.request_timeout).await {
             Ok(h) => Ok((up, h)),
             Err(UpError::Closed) if safe && !up.fresh => {
-                let mut fresh = r.endpoint.connect_raw(&r.pool).await?;
-                write_keep(&mut fresh.stream, &head)
-                    .await
-                    .map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
+                let mut fresh = reconnect(&r, &head).await.map_err(Sent::Upstream)?;
                 let h = read_response_head(&mut fresh, r.request_timeout)
                     .await
-                    .map_err(up_error)?;
+                    .map_err(|e| Sent::Upstream(up_error(e)))?;
                 Ok((fresh, h))
             }
-            Err(e) => Err(up_error(e)),
+            Err(e) => Err(Sent::Upstream(up_error(e))),
         }
-    })
+    }
     .await;
     if let (Some(copy), Some(mirror)) = (tee, &r.mirror) {
         spawn_mirror_copy(copy, mirror, r.pool, r.request_timeout, is_head);
     }
     let (mut up, mut resp_head) = match sent {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return finish.fail(e),
-        Err(_) => return finish.fail(ProxyError::new(Kind::ResponseTimeout)),
+        Ok(pair) => pair,
+        Err(Sent::Upstream(e)) => return finish.fail(e),
+        Err(Sent::ClientSlow) => return finish.refuse(Kind::BodyTimeout),
+        Err(Sent::ClientGone) => return finish.refuse(Kind::BadRequest),
     };
     // Interim responses mean nothing to an HTTP/2 client here: skip them.
     while (100..200).contains(&resp_head.status) {
@@ -319,7 +346,9 @@ pub async fn handle(conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Res
     }
 
     let framing = resp_head.framing(is_head);
-    let keep = resp_head.common.keep_alive() && framing != Framing::UntilClose;
+    let keep = resp_head.common.keep_alive()
+        && framing != Framing::UntilClose
+        && !resp_head.common.both_framings;
     let mut builder = Response::builder().status(resp_head.status);
     {
         let b: &[u8] = &up.buf;
@@ -363,45 +392,87 @@ fn up_error(e: UpError) -> ProxyError {
     }
 }
 
-/// Writes the head, then streams the request body (chunk-encoded when unsized).
-/// `tee`, when given, gets a copy of every byte sent, for a mirror route; it is dropped
-/// (None) if the request outgrows [`crate::h1::MIRROR_MAX`] or the body fails.
+/// Why a request could not be sent upstream.
+enum Sent {
+    /// The upstream failed (connect, write, or its answer).
+    Upstream(ProxyError),
+    /// The client's body stalled or came slower than `minBodyRate`.
+    ClientSlow,
+    /// The client reset the stream mid-body.
+    ClientGone,
+}
+
+/// Sends `head` on a fresh connection to the routed endpoint.
+async fn reconnect(r: &Routed, head: &[u8]) -> Result<UpConn, ProxyError> {
+    let mut up = r.endpoint.connect_raw(&r.pool).await?;
+    match tokio::time::timeout(r.request_timeout, write_keep(&mut up.stream, head)).await {
+        Ok(Ok(())) => Ok(up),
+        Ok(Err(e)) => Err(ProxyError::with(Kind::UpstreamProtocol, e)),
+        Err(_) => Err(ProxyError::new(Kind::UpstreamProtocol)),
+    }
+}
+
+/// Writes `data` upstream within `limit`.
+async fn write_up(up: &mut UpConn, data: &[u8], limit: std::time::Duration) -> Result<(), Sent> {
+    match tokio::time::timeout(limit, up.stream.write_all(data)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Sent::Upstream(ProxyError::with(Kind::UpstreamProtocol, e))),
+        Err(_) => Err(Sent::Upstream(ProxyError::new(Kind::UpstreamProtocol))),
+    }
+}
+
+/// Writes the head, then streams the request body (chunk-encoded when unsized), paced
+/// by `pace`. `tee`, when given, gets a copy of every byte sent, for a mirror route; it
+/// is dropped (None) if the request outgrows [`crate::h1::MIRROR_MAX`] or the body fails.
 async fn send(
     up: &mut UpConn,
     head: &[u8],
     mut body: Incoming,
     chunked: bool,
     tee: &mut Option<Vec<u8>>,
-) -> Result<(), ProxyError> {
-    let w = |e: std::io::Error| ProxyError::with(Kind::UpstreamProtocol, e);
+    pace: Pace,
+) -> Result<(), Sent> {
     tee_extend(tee, head);
     let sent = async {
-        write_keep(&mut up.stream, head).await.map_err(w)?;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ProxyError::with(Kind::UpstreamProtocol, e))?;
-            if let Ok(data) = frame.into_data() {
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let size = format!("{:x}\r\n", data.len());
-                    tee_extend(tee, size.as_bytes());
-                    tee_extend(tee, &data);
-                    tee_extend(tee, b"\r\n");
-                    up.stream.write_all(size.as_bytes()).await.map_err(w)?;
-                    up.stream.write_all(&data).await.map_err(w)?;
-                    up.stream.write_all(b"\r\n").await.map_err(w)?;
-                } else {
-                    tee_extend(tee, &data);
-                    up.stream.write_all(&data).await.map_err(w)?;
-                }
+        write_up(up, head, pace.write).await?;
+        let began = Instant::now();
+        let mut received: u64 = 0;
+        loop {
+            let until = pace.read_deadline(began, received);
+            let frame = match tokio::time::timeout_at(until, body.frame()).await {
+                Err(_) => return Err(Sent::ClientSlow),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(Sent::ClientGone),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            received += data.len() as u64;
+            if chunked {
+                let size = format!("{:x}\r\n", data.len());
+                tee_extend(tee, size.as_bytes());
+                tee_extend(tee, &data);
+                tee_extend(tee, b"\r\n");
+                write_up(up, size.as_bytes(), pace.write).await?;
+                write_up(up, &data, pace.write).await?;
+                write_up(up, b"\r\n", pace.write).await?;
+            } else {
+                tee_extend(tee, &data);
+                write_up(up, &data, pace.write).await?;
             }
         }
         if chunked {
             tee_extend(tee, b"0\r\n\r\n");
-            up.stream.write_all(b"0\r\n\r\n").await.map_err(w)?;
+            write_up(up, b"0\r\n\r\n", pace.write).await?;
         }
-        up.stream.flush().await.map_err(w)
+        match tokio::time::timeout(pace.write, up.stream.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Sent::Upstream(ProxyError::new(Kind::UpstreamProtocol))),
+        }
     }
     .await;
     if sent.is_err() {
@@ -458,6 +529,15 @@ impl Finish {
     /// The client went away before the end: the outcome is what the upstream said.
     pub(crate) fn abandoned(mut self) {
         self.record(None);
+    }
+
+    /// The client's own fault mid-request: answered with `kind`, recorded as the
+    /// client's (not the upstream's).
+    fn refuse(mut self, kind: Kind) -> Response<RespBody> {
+        self.conn.shared.counters.error(kind);
+        self.status = kind.status();
+        self.record(Some(kind));
+        short_response(kind, None)
     }
 
     fn fail(mut self, e: ProxyError) -> Response<RespBody> {

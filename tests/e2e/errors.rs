@@ -71,7 +71,7 @@ async fn upstream_faults_get_502_503_504() {
     })
     .await;
     // The stats API shows them as failures.
-    let stats = get(weir.admin(), "admin", "/api/v1/stats?window=1m").await;
+    let stats = get(weir.admin(), "127.0.0.1", "/api/v1/stats?window=1m").await;
     let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
     let slow_leg = v["routes"]
         .as_array()
@@ -106,7 +106,7 @@ async fn upstream_5xx_pass_through_and_count_as_failures() {
     for _ in 0..15 {
         assert_eq!(get(weir.web(), "x", "/").await.status, 200);
     }
-    let stats = get(weir.admin(), "admin", "/api/v1/stats").await;
+    let stats = get(weir.admin(), "127.0.0.1", "/api/v1/stats").await;
     let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
     let w = &v["routes"][0]["legs"][0]["window"];
     assert_eq!(w["requests"], 20);

@@ -58,7 +58,7 @@ async fn quickstart_example() {
         let a = weir.admin();
         async move {
             serde_json::from_slice::<serde_json::Value>(
-                &get(a, "admin", "/api/v1/rollouts/my-app").await.body,
+                &get(a, "127.0.0.1", "/api/v1/rollouts/my-app").await.body,
             )
             .unwrap()
         }

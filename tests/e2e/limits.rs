@@ -44,21 +44,54 @@ async fn malformed_and_oversized_requests() {
     weir.shutdown().await;
 }
 
+/// At the limit a new connection takes the place of one that waits with no request in
+/// flight (counted as evicted); when every open connection has a request in flight, the
+/// new one is closed at once and counted as rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed_and_counted() {
-    let b = backend("b").await;
+    // Requests to /slow take 3 s: they hold their connections busy.
+    let b = FakeBackend::start(
+        "b",
+        Behavior {
+            latency: Latency::fixed_ms(3000.0),
+            ..Behavior::default()
+        },
+    )
+    .await
+    .unwrap();
     let yaml = proxy(
         &split_route("app", &[("b", 100.0)]),
         "  limits: {maxConnections: 2}\n",
     ) + &service("b", &[b.addr()]);
     let weir = Weir::start(&yaml).await;
     let w = weir.web();
-    let _c1 = TcpStream::connect(w).await.unwrap();
-    let _c2 = TcpStream::connect(w).await.unwrap();
-    eventually("two connections open", Duration::from_secs(5), || async {
-        sample(&metrics(weir.admin()).await, "weir_connections_open") == Some(2.0)
+    // An idle connection is evicted by a newcomer.
+    let mut idle = TcpStream::connect(w).await.unwrap();
+    eventually("one connection open", Duration::from_secs(5), || async {
+        sample(&metrics(weir.admin()).await, "weir_connections_open") == Some(1.0)
     })
     .await;
+    let mut c1 = TcpStream::connect(w).await.unwrap();
+    c1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut c2 = TcpStream::connect(w).await.unwrap();
+    c2.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection made room: {closed:?}"
+    );
+    eventually("two busy connections", Duration::from_secs(5), || async {
+        let m = metrics(weir.admin()).await;
+        sample(&m, "weir_connections_open") == Some(2.0)
+            && sample(&m, "weir_connections_evicted_total") == Some(1.0)
+    })
+    .await;
+    // Both open connections are busy: the third is refused.
     let r = raw(w, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(r, "", "the third connection is closed without an answer");
     eventually(
@@ -72,7 +105,8 @@ async fn connections_beyond_the_limit_are_closed_and_counted() {
         },
     )
     .await;
-    drop(_c1);
+    drop(c1);
+    drop(c2);
     eventually("a slot frees up", Duration::from_secs(5), || async {
         raw(w, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await

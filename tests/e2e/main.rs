@@ -3,6 +3,7 @@
 
 mod kit;
 
+mod abuse;
 mod access_log;
 mod dashboard;
 mod demo;

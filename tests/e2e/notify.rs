@@ -83,7 +83,7 @@ async fn completed_and_aborted_rollouts_notify_slack() {
     let a = weir.admin();
     let phase = || async move {
         serde_json::from_slice::<serde_json::Value>(
-            &get(a, "admin", "/api/v1/rollouts/my-app").await.body,
+            &get(a, "127.0.0.1", "/api/v1/rollouts/my-app").await.body,
         )
         .unwrap()["phase"]
             .as_str()

@@ -151,7 +151,7 @@ async fn the_seeds_queries_return_the_right_numbers() {
     let errors = query(prom.addr, &queries[2]).await.expect("error rate");
     // weir's own view of the same seconds.
     let own: serde_json::Value = serde_json::from_slice(
-        &get(weir.admin(), "admin", "/api/v1/stats?window=4s")
+        &get(weir.admin(), "127.0.0.1", "/api/v1/stats?window=4s")
             .await
             .body,
     )

@@ -295,7 +295,7 @@ async fn a_reload_moves_adds_and_removes_listeners() {
         || async { weir.admin() == p4 },
     )
     .await;
-    assert_eq!(get(p4, "admin", "/metrics").await.status, 200);
+    assert_eq!(get(p4, "127.0.0.1", "/metrics").await.status, 200);
     eventually(
         "the old admin address is closed",
         Duration::from_secs(5),

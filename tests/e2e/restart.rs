@@ -32,7 +32,7 @@ fn spawn(cfg: &std::path::Path, state: &std::path::Path) -> Child {
 async fn state(admin: SocketAddr) -> Option<serde_json::Value> {
     let stream = tokio::net::TcpStream::connect(admin).await.ok()?;
     drop(stream);
-    serde_json::from_slice(&get(admin, "admin", "/api/v1/rollouts/app").await.body).ok()
+    serde_json::from_slice(&get(admin, "127.0.0.1", "/api/v1/rollouts/app").await.body).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

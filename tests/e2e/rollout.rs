@@ -95,7 +95,7 @@ pub(crate) fn load(
 }
 
 pub(crate) async fn state(admin: SocketAddr) -> serde_json::Value {
-    let r = get(admin, "admin", "/api/v1/rollouts/app").await;
+    let r = get(admin, "127.0.0.1", "/api/v1/rollouts/app").await;
     serde_json::from_slice(&r.body).unwrap_or_default()
 }
 
@@ -283,7 +283,7 @@ async fn blue_green_preview_promote_and_switch_back() {
     );
     assert_eq!(who("app-active").await.as_deref(), Some("v1"));
     let (stop, load) = load(weir.web(), 200.0);
-    let r = get(weir.admin(), "admin", "/api/v1/rollouts/app/promote").await;
+    let r = get(weir.admin(), "127.0.0.1", "/api/v1/rollouts/app/promote").await;
     assert_eq!(r.status, 405, "promote is a POST");
     post(weir.admin(), "/api/v1/rollouts/app/promote").await;
     wait_phase(weir.admin(), "Healthy", Duration::from_secs(20)).await;
@@ -373,7 +373,7 @@ async fn job_smoke_test_reaches_the_canary_by_name() {
         let a = w.admin();
         async move {
             serde_json::from_slice::<serde_json::Value>(
-                &get(a, "admin", "/api/v1/rollouts/my-app").await.body,
+                &get(a, "127.0.0.1", "/api/v1/rollouts/my-app").await.body,
             )
             .unwrap()
         }

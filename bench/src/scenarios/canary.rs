@@ -247,7 +247,7 @@ impl Admin {
     /// A client for the admin API at `addr` (one keep-alive connection, opened on first use).
     pub fn new(addr: SocketAddr) -> Self {
         Self {
-            conn: KeepAlive::new(addr, "admin"),
+            conn: KeepAlive::new(addr, "127.0.0.1"),
         }
     }
 

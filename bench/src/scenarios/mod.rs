@@ -210,7 +210,7 @@ impl WeirProcess {
 
     async fn wait_ready(&mut self) -> Result<()> {
         let give_up = Instant::now() + START_TIMEOUT;
-        let mut admin = KeepAlive::new(self.admin, "admin");
+        let mut admin = KeepAlive::new(self.admin, "127.0.0.1");
         loop {
             if let Some(status) = self.child.try_exited() {
                 bail!("weir exited at start ({status}):\n{}", self.log_tail());

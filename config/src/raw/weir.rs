@@ -140,6 +140,9 @@ pub struct Certificate {
 pub struct Admin {
     /// `host:port` to bind.
     pub address: Option<String>,
+    /// More names the admin listener answers to (its `Host`), besides IP addresses,
+    /// `localhost` and the name in `address`.
+    pub hosts: Option<Vec<String>>,
 }
 
 /// A route.
@@ -226,6 +229,13 @@ pub struct Limits {
     pub header_timeout: Option<String>,
     /// Idle keep-alive client connections are closed after this.
     pub idle_timeout: Option<String>,
+    /// Longest wait for the next bytes of a request body, and its grace before
+    /// `min_body_rate` applies.
+    pub body_timeout: Option<String>,
+    /// Slowest average rate of a request body, bytes per second (0: no floor).
+    pub min_body_rate: Option<u64>,
+    /// Longest time a write to a client may make no progress.
+    pub send_timeout: Option<String>,
 }
 
 /// The access log.

@@ -2,8 +2,12 @@
 //! nothing is copied or allocated, and what the proxy needs (framing, Host, Connection
 //! options) is worked out in the same pass.
 
-/// Most headers in one head; more gets 431.
+/// Most headers in one request head; more gets 431.
 pub(crate) const MAX_HEADERS: usize = 100;
+/// Most headers in one response head: upstreams send more than clients do (cookies,
+/// security and tracing headers), and refusing them would turn a good answer into a
+/// 502. The head's byte limit ([`MAX_HEAD`]) still bounds them.
+pub(crate) const MAX_RESPONSE_HEADERS: usize = 512;
 /// Most Connection options remembered (headers named there are hop-by-hop).
 const MAX_CONN_TOKENS: usize = 8;
 
@@ -39,8 +43,31 @@ impl Span {
 pub(crate) enum HeadError {
     /// Malformed: 400 (or 502 for a response).
     Malformed(&'static str),
-    /// Too many headers: 431.
+    /// Too many headers, or too many bytes of them: 431.
     TooManyHeaders,
+    /// The request line alone is longer than the head may be: 414.
+    UriTooLong,
+}
+
+impl HeadError {
+    /// The client error this is (for a request head).
+    pub(crate) fn kind(self) -> crate::error::Kind {
+        match self {
+            HeadError::Malformed(_) => crate::error::Kind::BadRequest,
+            HeadError::TooManyHeaders => crate::error::Kind::HeadersTooLarge,
+            HeadError::UriTooLong => crate::error::Kind::UriTooLong,
+        }
+    }
+}
+
+/// The error for a head that outgrew its limit: 414 while the request line is still
+/// unfinished, else 431.
+pub(crate) fn too_large(buf: &[u8]) -> HeadError {
+    if buf.contains(&b'\n') {
+        HeadError::TooManyHeaders
+    } else {
+        HeadError::UriTooLong
+    }
 }
 
 /// How a message's body is delimited.
@@ -72,6 +99,9 @@ pub(crate) struct Common {
     pub(crate) conn_keep_alive: bool,
     pub(crate) conn_upgrade: bool,
     pub(crate) upgrade: Option<Span>,
+    /// A response that came with both Content-Length and chunked: forwarded chunked,
+    /// its Content-Length dropped, and its connection not used again (RFC 9112 §6.3).
+    pub(crate) both_framings: bool,
     conn_tokens: [Span; MAX_CONN_TOKENS],
     conn_token_count: usize,
 }
@@ -88,6 +118,7 @@ impl Common {
             conn_keep_alive: false,
             conn_upgrade: false,
             upgrade: None,
+            both_framings: false,
             conn_tokens: [Span::default(); MAX_CONN_TOKENS],
             conn_token_count: 0,
         }
@@ -99,8 +130,13 @@ impl Common {
     }
 
     /// Whether the header named `name` must not be forwarded: hop-by-hop (RFC 9110
-    /// §7.6.1), named in Connection, or one the proxy sets itself.
+    /// §7.6.1), named in Connection, or one the proxy sets itself. The framing headers
+    /// are never dropped for a Connection token (see [`Common::interpret`]); a
+    /// Content-Length beside chunked coding is.
     pub(crate) fn is_hop_by_hop(&self, buf: &[u8], name: &[u8], keep_upgrade: bool) -> bool {
+        if self.both_framings && name.eq_ignore_ascii_case(b"content-length") {
+            return true;
+        }
         const ALWAYS: [&[u8]; 7] = [
             b"connection",
             b"keep-alive",
@@ -155,6 +191,12 @@ impl Common {
                         self.conn_keep_alive = true;
                     } else if t.eq_ignore_ascii_case(b"upgrade") {
                         self.conn_upgrade = true;
+                    } else if is_framing(t) {
+                        // `Connection: content-length` (or host, or transfer-encoding)
+                        // must not make the proxy drop the message's framing or its
+                        // Host while the bytes they frame still go through: the
+                        // upstream would parse the body as a request of its own
+                        // (request smuggling). The token is ignored instead.
                     } else if !t.is_empty() && self.conn_token_count < MAX_CONN_TOKENS {
                         self.conn_tokens[self.conn_token_count] = Span::of(buf, t);
                         self.conn_token_count += 1;
@@ -172,8 +214,19 @@ impl Common {
                 ));
             }
             self.content_length = None;
+            self.both_framings = true;
+        }
+        if self.minor == 0 && self.has_transfer_encoding(buf) {
+            // HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 §6.1).
+            return Err(HeadError::Malformed("Transfer-Encoding in HTTP/1.0"));
         }
         Ok(())
+    }
+
+    fn has_transfer_encoding(&self, buf: &[u8]) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.get(buf).eq_ignore_ascii_case(b"transfer-encoding"))
     }
 
     /// Whether the connection stays open after this message (HTTP/1.1 unless `close`;
@@ -185,6 +238,67 @@ impl Common {
             !self.conn_close
         }
     }
+}
+
+/// The headers that frame a message or name its target: never dropped because a
+/// Connection header names them.
+fn is_framing(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"content-length")
+        || token.eq_ignore_ascii_case(b"transfer-encoding")
+        || token.eq_ignore_ascii_case(b"host")
+}
+
+/// Whether `host` is a valid `uri-host [ ":" port ]` (RFC 3986 reg-name, IPv4 or an
+/// IPv6 literal in brackets): no spaces, `/`, `@`, `\`, `?` or `#`, which upstreams and
+/// their logs would read as something else.
+pub(crate) fn valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.first() {
+        Some(b'[') => match host.iter().position(|b| *b == b']') {
+            Some(end) => {
+                let inside = &host[1..end];
+                if inside.is_empty()
+                    || !inside
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+                {
+                    return false;
+                }
+                (&[][..], &host[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match host.iter().position(|b| *b == b':') {
+            Some(c) => (&host[..c], &host[c..]),
+            None => (host, &[][..]),
+        },
+    };
+    let name_ok = name.iter().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    name_ok && port_ok
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -262,7 +376,7 @@ pub(crate) fn parse_request(
     let len = match req.parse_with_uninit_headers(&buf[..buf.len().min(MAX_HEAD)], &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(HeadError::TooManyHeaders);
+            return Err(too_large(&buf[..MAX_HEAD]));
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
@@ -285,6 +399,9 @@ pub(crate) fn parse_request(
         if h.name.eq_ignore_ascii_case("host") {
             if host.is_some() {
                 return Err(HeadError::Malformed("more than one Host header"));
+            }
+            if !valid_host(trim(h.value)) {
+                return Err(HeadError::Malformed("invalid Host"));
             }
             host = Some(vs);
         } else if h.name.eq_ignore_ascii_case("expect") {
@@ -345,7 +462,8 @@ pub(crate) fn parse_response(
     buf: &[u8],
     spans: &mut Vec<(Span, Span)>,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut raw =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut resp,

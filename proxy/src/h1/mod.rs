@@ -35,7 +35,7 @@ use crate::service::ConnInfo;
 use crate::stats::Outcome;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
 use chunked::Chunked;
-use head::{Common, Framing, HeadError, RequestHead, parse_request, parse_response};
+use head::{Common, Framing, RequestHead, parse_request, parse_response};
 
 /// The HTTP/2 connection preface.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -46,6 +46,9 @@ pub(crate) struct Settings {
     pub(crate) max_header_bytes: usize,
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) min_body_rate: u64,
+    pub(crate) send_timeout: Duration,
 }
 
 /// Read buffer of a client connection to start with, and its growth step while a
@@ -129,95 +132,92 @@ enum Next {
 }
 
 /// Serves HTTP/1.x requests on `io` until the client closes, an error ends the
-/// connection, or `drain` asks connections to finish. `rbuf` holds bytes already read.
+/// connection, or `stop` asks it to finish (shutdown, or eviction at the connection
+/// limit). `rbuf` holds bytes already read; the first head is due by `first_deadline`.
 pub(crate) async fn serve<S>(
     conn: Arc<ConnInfo>,
     mut io: S,
     mut rbuf: BytesMut,
     settings: Settings,
-    drain: CancellationToken,
+    first_deadline: Instant,
+    stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + WaitReadable + Unpin + Send + Sync,
 {
     let mut wbuf: Vec<u8> = Vec::new();
     let mut spans = Vec::new();
-    let mut first = true;
+    let mut deadline = Some(first_deadline);
     loop {
         let head = match read_head(
-            &mut io, &mut rbuf, &mut wbuf, &mut spans, first, &settings, &drain,
+            &mut io, &mut rbuf, &mut wbuf, &mut spans, deadline, &settings, &stop,
         )
         .await
         {
             Ok(Some(h)) => h,
             Ok(None) => break,
-            Err(status) => {
-                let (reason, body) = match status {
-                    431 => (
-                        "Request Header Fields Too Large",
-                        "431 Request Header Fields Too Large\n",
-                    ),
-                    408 => ("Request Timeout", "408 Request Timeout\n"),
-                    _ => ("Bad Request", "400 Bad Request\n"),
-                };
-                let _ = write_simple(&mut io, &mut wbuf, status, reason, body, true).await;
+            Err(kind) => {
+                conn.shared.counters.error(kind);
+                let _ = write_simple(&mut io, &mut wbuf, kind, true, settings.send_timeout).await;
                 break;
             }
         };
-        first = false;
+        deadline = None;
         let start = Instant::now();
         conn.shared
             .counters
             .requests
             .fetch_add(1, Ordering::Relaxed);
+        let _busy = crate::admission::Busy::new(&conn.slot);
         // Boxed: the exchange's state is large and only needed while a request is in
         // flight; an idle connection's task then holds just its small loop.
         let ex = Box::pin(exchange(
-            &conn, &mut io, &mut rbuf, &mut wbuf, &mut spans, head, start, &settings, &drain,
+            &conn, &mut io, &mut rbuf, &mut wbuf, &mut spans, head, start, &settings, &stop,
         ));
         match ex.await {
             Next::KeepAlive => {}
             Next::Close => break,
         }
     }
-    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(settings.send_timeout, io.shutdown()).await;
 }
 
 /// Reads until a whole request head is in `rbuf`. `Ok(None)`: the connection is done
-/// (closed, idle too long, or draining). `Err(status)`: answer that and close.
+/// (closed, idle too long, or asked to stop). `Err`: answer that and close.
+///
+/// The whole head is due by one deadline (`deadline`, or `headerTimeout` from its first
+/// byte), not per read: a head trickled a byte at a time cannot hold the connection.
 async fn read_head<S: AsyncRead + WaitReadable + Unpin + Sync>(
     io: &mut S,
     rbuf: &mut BytesMut,
     wbuf: &mut Vec<u8>,
     spans: &mut Vec<(head::Span, head::Span)>,
-    first: bool,
+    mut deadline: Option<Instant>,
     settings: &Settings,
-    drain: &CancellationToken,
-) -> Result<Option<RequestHead>, u16> {
+    stop: &CancellationToken,
+) -> Result<Option<RequestHead>, Kind> {
     loop {
         if !rbuf.is_empty() {
             match parse_request(rbuf, spans) {
                 Ok(Some(h)) => return Ok(Some(h)),
                 Ok(None) => {
                     if rbuf.len() >= settings.max_header_bytes {
-                        return Err(431);
+                        return Err(head::too_large(rbuf).kind());
                     }
                 }
-                Err(HeadError::TooManyHeaders) => return Err(431),
-                Err(HeadError::Malformed(why)) => {
-                    tracing::debug!("bad request: {why}");
-                    return Err(400);
+                Err(e) => {
+                    tracing::debug!("bad request: {e:?}");
+                    return Err(e.kind());
                 }
+            }
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + settings.header_timeout);
             }
         }
         let idle = rbuf.is_empty();
-        if idle && drain.is_cancelled() {
+        if idle && stop.is_cancelled() {
             return Ok(None);
         }
-        let limit = if idle && !first {
-            settings.idle_timeout
-        } else {
-            settings.header_timeout
-        };
+        let until = deadline.unwrap_or_else(|| Instant::now() + settings.idle_timeout);
         // Plain TCP: wait for the next request with no read buffer, and take one when
         // bytes are there (a 2 KB allocation per request against 2 KB held by every idle
         // connection).
@@ -226,8 +226,8 @@ async fn read_head<S: AsyncRead + WaitReadable + Unpin + Sync>(
             *rbuf = BytesMut::new();
             let ready = tokio::select! {
                 biased;
-                r = tokio::time::timeout(limit, io.wait_readable()) => r,
-                _ = drain.cancelled() => return Ok(None),
+                r = tokio::time::timeout_at(until, io.wait_readable()) => r,
+                _ = stop.cancelled() => return Ok(None),
             };
             match ready {
                 Ok(Ok(())) => {}
@@ -239,21 +239,21 @@ async fn read_head<S: AsyncRead + WaitReadable + Unpin + Sync>(
             // (TLS) A busy connection waits once. One idle past SHRINK_AFTER gives its
             // buffers back, so that thousands of idle keep-alive connections cost little
             // memory.
-            let shrink_at = limit.min(SHRINK_AFTER);
+            let shrink_at = until.min(Instant::now() + SHRINK_AFTER);
             let r = tokio::select! {
                 biased;
-                r = tokio::time::timeout(shrink_at, io.read_buf(rbuf)) => r,
-                _ = drain.cancelled() => return Ok(None),
+                r = tokio::time::timeout_at(shrink_at, io.read_buf(rbuf)) => r,
+                _ = stop.cancelled() => return Ok(None),
             };
             match r {
-                Err(_) if shrink_at < limit => {
+                Err(_) if shrink_at < until => {
                     *rbuf = BytesMut::new();
                     *wbuf = Vec::new();
                     let mut one = [0u8; 1];
                     let r = tokio::select! {
                         biased;
-                        r = tokio::time::timeout(limit - shrink_at, io.read(&mut one)) => r,
-                        _ = drain.cancelled() => return Ok(None),
+                        r = tokio::time::timeout_at(until, io.read(&mut one)) => r,
+                        _ = stop.cancelled() => return Ok(None),
                     };
                     if let Ok(Ok(1)) = r {
                         rbuf.reserve(CLIENT_BUF);
@@ -264,11 +264,17 @@ async fn read_head<S: AsyncRead + WaitReadable + Unpin + Sync>(
                 r => r,
             }
         } else {
-            tokio::time::timeout(limit, io.read_buf(rbuf)).await
+            // Part of a head is here: a connection asked to stop (evicted at the limit)
+            // is cut without waiting for the rest.
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(until, io.read_buf(rbuf)) => r,
+                _ = stop.cancelled() => return Ok(None),
+            }
         };
         match read {
             Err(_) if idle => return Ok(None),
-            Err(_) => return Err(408),
+            Err(_) => return Err(Kind::HeadTimeout),
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
         }
@@ -308,22 +314,30 @@ where
     let upgrade = head.is_upgrade();
     let idempotent = head.is_idempotent(buf) && !has_body;
 
-    // Origin-form target and the host: from Host, else from an absolute-form target.
+    // Origin-form target and the host: an absolute-form target's authority wins over
+    // Host (RFC 9112 §3.2.2), else Host.
     let target = head.target.get(buf);
     let (authority, origin) = split_target(target);
-    let host_raw = match head.host {
-        Some(h) => h.get(buf),
-        None => authority.unwrap_or(b""),
-    };
-    let Ok(host_str) = std::str::from_utf8(host_raw) else {
-        let _ = write_simple(io, wbuf, 400, "Bad Request", "400 Bad Request\n", true).await;
-        return Next::Close;
+    if authority.is_some_and(|a| !head::valid_host(a)) {
+        return refuse(conn, io, wbuf, Kind::BadRequest, settings).await;
+    }
+    let host_raw = match (authority, head.host) {
+        (Some(a), _) => a,
+        (None, Some(h)) => h.get(buf),
+        (None, None) => b"",
     };
     let path_only = match origin.iter().position(|b| *b == b'?') {
         Some(q) => &origin[..q],
         None => origin,
     };
-    let path_str = std::str::from_utf8(path_only).unwrap_or("/");
+    // httparse lets only visible ASCII through in a target, and valid_host keeps the
+    // host ASCII; a failure here is a bug's guard, answered 400 rather than guessed.
+    let (Ok(host_str), Ok(path_str)) = (
+        std::str::from_utf8(host_raw),
+        std::str::from_utf8(path_only),
+    ) else {
+        return refuse(conn, io, wbuf, Kind::BadRequest, settings).await;
+    };
 
     // One snapshot load; everything needed is taken before the first await.
     let routed = {
@@ -408,7 +422,7 @@ where
             let len = head.common.len;
             *spans = std::mem::take(&mut head.common.headers);
             rbuf.advance(len);
-            let ok = write_simple(io, wbuf, status, reason(status), kind.body(), close)
+            let ok = write_simple(io, wbuf, kind, close, settings.send_timeout)
                 .await
                 .is_ok();
             if let Some(info) = info {
@@ -435,7 +449,10 @@ where
     // The upstream request head, with the body bytes already read appended below.
     wbuf.clear();
     write_request_head(wbuf, conn, &head, buf, origin, authority, upgrade);
-    let expect_continue = head.expect_continue && has_body;
+    // `Expect: 100-continue` is answered by weir itself once the request can go
+    // upstream (as nginx does), and not passed on: an origin that ignores it would
+    // otherwise leave both sides waiting for the other until the response timeout.
+    let send_continue = head.expect_continue && has_body && minor == 1;
     rbuf.advance(head.common.len);
     // A copy for a mirror route: at once when the whole request is at hand (no body, or
     // a body already read); otherwise the body is copied as it goes upstream (up to
@@ -451,7 +468,7 @@ where
             Framing::Length(n) => wbuf.len() as u64 + n <= MIRROR_MAX as u64,
             _ => true,
         };
-        if body_len.is_none() && fits && !expect_continue {
+        if body_len.is_none() && fits {
             tee = Some(Vec::new());
         }
         if let Some(n) = body_len {
@@ -471,6 +488,7 @@ where
         proxy_error: false,
         info,
         recorded: false,
+        send_timeout: settings.send_timeout,
     };
 
     let mut up = match r.endpoint.checkout_raw(&r.pool).await {
@@ -482,8 +500,22 @@ where
         }
     };
 
-    // Send the head (and, unless the client waits for 100 Continue, the body).
-    let mut sent = if has_body && !expect_continue {
+    if send_continue && rbuf.is_empty() {
+        let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        if send_to(io, &mut cont, settings.send_timeout).await.is_err() {
+            fin.abandon();
+            return Next::Close;
+        }
+    }
+    // Send the head and the body. The client's body is paced: no more than
+    // `bodyTimeout` between reads, and `minBodyRate` on average after that grace.
+    let pace = Pace {
+        read_idle: settings.body_timeout,
+        min_rate: settings.min_body_rate,
+        grace: settings.body_timeout,
+        write: r.request_timeout,
+    };
+    let mut sent = if has_body {
         let sent = forward_body(
             rbuf,
             io,
@@ -491,7 +523,7 @@ where
             wbuf,
             req_framing,
             false,
-            settings.idle_timeout,
+            pace,
             &mut tee,
         )
         .await;
@@ -518,11 +550,16 @@ where
         }
     }
     if let Err(e) = sent {
+        // The upstream connection carries a part of a request: it is dropped, never
+        // pooled.
         return match e {
             BodyError::Write(_) => fin.fail(io, wbuf, Kind::UpstreamProtocol, true).await,
-            // The client broke off or garbled its own request body.
-            _ => {
-                fin.status = 400;
+            // The client's own body was garbled or too slow: its fault, answered as such.
+            BodyError::Chunked => fin.refuse(io, wbuf, Kind::BadRequest).await,
+            BodyError::Timeout => fin.refuse(io, wbuf, Kind::BodyTimeout).await,
+            // The client went away mid-body.
+            BodyError::Read(_) | BodyError::Truncated => {
+                fin.status = 499;
                 fin.record(None);
                 Next::Close
             }
@@ -542,13 +579,10 @@ where
         up,
         fin,
         ExchangeState {
-            req_framing,
             is_head,
             client_keep,
             minor,
             upgrade,
-            body_sent: !expect_continue,
-            expect_continue,
             settings,
             drain,
             retry,
@@ -558,13 +592,10 @@ where
 }
 
 struct ExchangeState<'a> {
-    req_framing: Framing,
     is_head: bool,
     client_keep: bool,
     minor: u8,
     upgrade: bool,
-    body_sent: bool,
-    expect_continue: bool,
     settings: &'a Settings,
     drain: &'a CancellationToken,
     /// `wbuf` still holds the request head, which may be sent again.
@@ -616,35 +647,19 @@ where
             Ok(mut h) => {
                 st.retry = false;
                 if (100..200).contains(&h.status) && h.status != 101 {
-                    // Relay interim responses as they are; 100 lets the body go.
+                    // Interim responses (103 Early Hints, 102) are relayed as they are;
+                    // a 100 is not: weir answered `Expect` itself, and the body is sent.
                     let len = h.common.len;
                     up.spans = std::mem::take(&mut h.common.headers);
-                    wbuf.clear();
-                    wbuf.extend_from_slice(&up.buf[..len]);
-                    up.buf.advance(len);
-                    if write_out(io, wbuf).await.is_err() {
-                        fin.abandon();
-                        return Next::Close;
-                    }
-                    if h.status == 100 && st.expect_continue && !st.body_sent {
+                    if h.status != 100 {
                         wbuf.clear();
-                        if forward_body(
-                            rbuf,
-                            io,
-                            &mut up.stream,
-                            wbuf,
-                            st.req_framing,
-                            false,
-                            st.settings.idle_timeout,
-                            &mut None,
-                        )
-                        .await
-                        .is_err()
-                        {
-                            return fin.fail(io, wbuf, Kind::UpstreamProtocol, true).await;
+                        wbuf.extend_from_slice(&up.buf[..len]);
+                        if send_to(io, wbuf, st.settings.send_timeout).await.is_err() {
+                            fin.abandon();
+                            return Next::Close;
                         }
-                        st.body_sent = true;
                     }
+                    up.buf.advance(len);
                     continue;
                 }
                 break h;
@@ -665,12 +680,7 @@ where
             Err(e) => {
                 tracing::debug!(endpoint = %fin.r.endpoint.addr, retry = st.retry, "upstream response: {e:?}");
                 return fin
-                    .fail(
-                        io,
-                        wbuf,
-                        Kind::UpstreamProtocol,
-                        !st.client_keep || !st.body_sent,
-                    )
+                    .fail(io, wbuf, Kind::UpstreamProtocol, !st.client_keep)
                     .await;
             }
         }
@@ -688,7 +698,7 @@ where
         up.buf.advance(len);
         wbuf.extend_from_slice(&up.buf);
         up.buf.clear();
-        if write_out(io, wbuf).await.is_err() {
+        if send_to(io, wbuf, st.settings.send_timeout).await.is_err() {
             fin.abandon();
             return Next::Close;
         }
@@ -708,12 +718,12 @@ where
 
     let framing = resp.framing(st.is_head);
     let decode = framing == Framing::Chunked && st.minor == 0;
-    let upstream_keep = resp.common.keep_alive() && framing != Framing::UntilClose;
-    let client_keep = st.client_keep
-        && st.body_sent
-        && !st.drain.is_cancelled()
-        && framing != Framing::UntilClose
-        && !decode;
+    // A response with both Content-Length and chunked is relayed chunked, but the
+    // connection that sent it is not trusted with another request (RFC 9112 §6.3).
+    let upstream_keep =
+        resp.common.keep_alive() && framing != Framing::UntilClose && !resp.common.both_framings;
+    let client_keep =
+        st.client_keep && !st.drain.is_cancelled() && framing != Framing::UntilClose && !decode;
 
     // The client's response head.
     wbuf.clear();
@@ -749,6 +759,14 @@ where
     up.buf.advance(len);
     up.spans = std::mem::take(&mut resp.common.headers);
 
+    // The upstream has `requestTimeout` between reads; the client, `sendTimeout` for
+    // each write to make progress (a client that stops reading is let go).
+    let pace = Pace {
+        read_idle: timeout,
+        min_rate: 0,
+        grace: timeout,
+        write: st.settings.send_timeout,
+    };
     match forward_body(
         &mut up.buf,
         &mut up.stream,
@@ -756,7 +774,7 @@ where
         wbuf,
         framing,
         decode,
-        timeout,
+        pace,
         &mut None,
     )
     .await
@@ -796,6 +814,7 @@ struct Fin<'a> {
     proxy_error: bool,
     info: Option<LogInfo>,
     recorded: bool,
+    send_timeout: Duration,
 }
 
 impl Drop for Fin<'_> {
@@ -853,16 +872,9 @@ impl Fin<'_> {
         self.conn.shared.counters.error(kind);
         self.status = kind.status();
         self.proxy_error = true;
-        let ok = write_simple(
-            io,
-            wbuf,
-            kind.status(),
-            reason(kind.status()),
-            kind.body(),
-            close,
-        )
-        .await
-        .is_ok();
+        let ok = write_simple(io, wbuf, kind, close, self.send_timeout)
+            .await
+            .is_ok();
         self.record(Some(kind));
         if close || !ok {
             Next::Close
@@ -870,6 +882,35 @@ impl Fin<'_> {
             Next::KeepAlive
         }
     }
+
+    /// The client's own fault mid-request (a garbled or stalled body): answered with
+    /// `kind`'s status, recorded as the client's, and the connection closed.
+    async fn refuse<S: AsyncWrite + Unpin>(
+        mut self,
+        io: &mut S,
+        wbuf: &mut Vec<u8>,
+        kind: Kind,
+    ) -> Next {
+        self.conn.shared.counters.error(kind);
+        self.status = kind.status();
+        let _ = write_simple(io, wbuf, kind, true, self.send_timeout).await;
+        self.record(Some(kind));
+        Next::Close
+    }
+}
+
+/// Answers a request refused before it was routed (`kind` is a client error) and
+/// closes: its body, if any, is not read.
+async fn refuse<S: AsyncWrite + Unpin>(
+    conn: &ConnInfo,
+    io: &mut S,
+    wbuf: &mut Vec<u8>,
+    kind: Kind,
+    settings: &Settings,
+) -> Next {
+    conn.shared.counters.error(kind);
+    let _ = write_simple(io, wbuf, kind, true, settings.send_timeout).await;
+    Next::Close
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -956,20 +997,21 @@ fn write_request_head(
             || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            // weir answers `Expect: 100-continue` itself.
+            || (head.expect_continue && name.eq_ignore_ascii_case(b"expect"))
+            // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
+            || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
         {
             continue;
         }
         put_header(out, name, v.get(buf));
     }
-    let host = match head.host {
-        Some(h) => Some(h.get(buf)),
-        None => {
-            // HTTP/1.0 without Host, or an absolute-form target: give upstream one.
-            if let Some(a) = authority {
-                put_header(out, b"host", a);
-            }
-            authority
+    let host = match authority {
+        Some(a) => {
+            put_header(out, b"host", a);
+            Some(a)
         }
+        None => head.host.map(|h| h.get(buf)),
     };
     if head.common.chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -1014,34 +1056,21 @@ fn debug_headers(out: &mut Vec<u8>, r: &Routed, ticket: Option<u64>) {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    }
-}
-
-/// Writes a short response made by the proxy.
+/// Writes a short response made by the proxy for `kind`.
 async fn write_simple<S: AsyncWrite + Unpin>(
     io: &mut S,
     wbuf: &mut Vec<u8>,
-    status: u16,
-    reason: &str,
-    body: &str,
+    kind: Kind,
     close: bool,
+    send_timeout: Duration,
 ) -> std::io::Result<()> {
     wbuf.clear();
     let mut b = itoa::Buffer::new();
+    let body = kind.body();
     wbuf.extend_from_slice(b"HTTP/1.1 ");
-    wbuf.extend_from_slice(b.format(status).as_bytes());
+    wbuf.extend_from_slice(b.format(kind.status()).as_bytes());
     wbuf.push(b' ');
-    wbuf.extend_from_slice(reason.as_bytes());
+    wbuf.extend_from_slice(kind.reason().as_bytes());
     wbuf.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
     wbuf.extend_from_slice(b.format(body.len()).as_bytes());
     if close {
@@ -1049,7 +1078,7 @@ async fn write_simple<S: AsyncWrite + Unpin>(
     }
     wbuf.extend_from_slice(b"\r\n\r\n");
     wbuf.extend_from_slice(body.as_bytes());
-    write_out(io, wbuf).await
+    send_to(io, wbuf, send_timeout).await
 }
 
 /// Writes and flushes `out`, keeping it.
@@ -1067,6 +1096,19 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, out: &mut Vec<u8>) -> std::
     w.flush().await?;
     out.clear();
     Ok(())
+}
+
+/// [`write_out`] that fails with `TimedOut` when the peer takes more than `limit` to
+/// take the bytes. The timer is only armed if the write cannot finish at once.
+pub(crate) async fn send_to<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut Vec<u8>,
+    limit: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, write_out(w, out)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 #[derive(Debug)]
@@ -1120,6 +1162,32 @@ enum BodyError {
     Chunked,
 }
 
+/// How fast a body must move through [`forward_body`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pace {
+    /// Longest wait for the source's next bytes.
+    pub(crate) read_idle: Duration,
+    /// Slowest average rate of the source once `grace` has passed, bytes per second
+    /// (0: no floor): the body is due by `grace + bytes_so_far / min_rate` from its start.
+    pub(crate) min_rate: u64,
+    pub(crate) grace: Duration,
+    /// Longest time one write to the destination may take.
+    pub(crate) write: Duration,
+}
+
+impl Pace {
+    /// When the next read must have completed, given `received` bytes since `began`.
+    pub(crate) fn read_deadline(&self, began: Instant, received: u64) -> Instant {
+        let idle = Instant::now() + self.read_idle;
+        if self.min_rate == 0 {
+            return idle;
+        }
+        let due =
+            began + self.grace + Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        idle.min(due)
+    }
+}
+
 /// Forwards one message body from `src` to `dst`: first what `src_buf` already holds,
 /// then what is read. `out` may hold a head to send first; it goes in the same write as
 /// the first body bytes. With `decode`, a chunked body is sent as plain bytes.
@@ -1134,7 +1202,7 @@ async fn forward_body<R, W>(
     out: &mut Vec<u8>,
     framing: Framing,
     decode: bool,
-    read_timeout: Duration,
+    pace: Pace,
     tee: &mut Option<Vec<u8>>,
 ) -> Result<(), BodyError>
 where
@@ -1146,6 +1214,9 @@ where
         _ => 0,
     };
     let mut chunked = Chunked::default();
+    // The clock for the rate floor starts at the first read that has to wait.
+    let mut began: Option<Instant> = None;
+    let mut received: u64 = 0;
     loop {
         let (take, done) = match framing {
             Framing::None => (0, true),
@@ -1177,13 +1248,17 @@ where
         src_buf.advance(take);
         if !out.is_empty() {
             tee_extend(tee, out);
-            write_out(dst, out).await.map_err(BodyError::Write)?;
+            send_to(dst, out, pace.write)
+                .await
+                .map_err(BodyError::Write)?;
         }
         if done {
             return Ok(());
         }
         src_buf.reserve(BODY_READ);
-        match tokio::time::timeout(read_timeout, src.read_buf(src_buf)).await {
+        let began = *began.get_or_insert_with(Instant::now);
+        let until = pace.read_deadline(began, received);
+        match tokio::time::timeout_at(until, src.read_buf(src_buf)).await {
             Err(_) => return Err(BodyError::Timeout),
             Ok(Ok(0)) => {
                 return if framing == Framing::UntilClose {
@@ -1192,7 +1267,7 @@ where
                     Err(BodyError::Truncated)
                 };
             }
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => received += n as u64,
             Ok(Err(e)) => return Err(BodyError::Read(e)),
         }
     }
@@ -1248,14 +1323,25 @@ mod size_tests {
             client: "127.0.0.1:1".parse().unwrap(),
             client_ip: http::HeaderValue::from_static("127.0.0.1"),
             tls: false,
+            slot: Default::default(),
         });
         let s = Settings {
             max_header_bytes: 1000,
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            min_body_rate: 0,
+            send_timeout: Duration::from_secs(1),
         };
         let (a, _b) = tokio::io::duplex(64);
-        let f = serve(conn, a, BytesMut::new(), s, CancellationToken::new());
+        let f = serve(
+            conn,
+            a,
+            BytesMut::new(),
+            s,
+            Instant::now(),
+            CancellationToken::new(),
+        );
         println!("serve future: {} bytes", std::mem::size_of_val(&f));
         println!("RequestHead: {} bytes", std::mem::size_of::<RequestHead>());
     }
@@ -1305,10 +1391,18 @@ async fn mirror_copy(
         };
         let status = resp.status;
         let framing = resp.framing(head_request);
-        let keep = resp.common.keep_alive() && framing != Framing::UntilClose;
+        let keep = resp.common.keep_alive()
+            && framing != Framing::UntilClose
+            && !resp.common.both_framings;
         up.buf.advance(resp.common.len);
         let mut out = Vec::new();
         let mut sink = tokio::io::sink();
+        let pace = Pace {
+            read_idle: timeout,
+            min_rate: 0,
+            grace: timeout,
+            write: timeout,
+        };
         forward_body(
             &mut up.buf,
             &mut up.stream,
@@ -1316,7 +1410,7 @@ async fn mirror_copy(
             &mut out,
             framing,
             false,
-            timeout,
+            pace,
             &mut None,
         )
         .await

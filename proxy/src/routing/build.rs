@@ -248,6 +248,12 @@ pub fn build(
         listeners,
         upstream: model.proxy.upstream,
         limits: model.proxy.limits,
+        admin_hosts: model
+            .proxy
+            .admin_hosts
+            .iter()
+            .map(|h| h.as_str().into())
+            .collect(),
         debug_headers: model.proxy.debug_headers,
         access_log: model.proxy.access_log != weir_config::model::AccessLog::Off,
     })

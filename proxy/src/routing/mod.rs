@@ -55,6 +55,8 @@ pub struct RouteTable {
     pub upstream: UpstreamSettings,
     /// Client limits (read when a connection is accepted).
     pub limits: Limits,
+    /// Host names the admin listener answers to besides IP addresses and `localhost`.
+    pub admin_hosts: Vec<Box<str>>,
     /// Whether to write access log lines.
     pub access_log: bool,
     /// Whether to add `x-weir-*` headers to responses.
