@@ -2,9 +2,10 @@
 //!
 //! Place in the data flow: the binary hands it a validated config [`Model`]; the
 //! [`updater`] (the only writer) builds a [`routing::RouteTable`] snapshot and stores it
-//! behind one `ArcSwap`; each request in [`service`] loads the snapshot once, picks a route,
-//! a split leg and an endpoint, forwards through a pooled [`upstream`] connection, and
-//! records its outcome in [`stats`]. The control loop reads those stats through the
+//! behind one `ArcSwap`; each request goes through one protocol-neutral core (`request`:
+//! one snapshot load picks a route, a split leg and an endpoint), is forwarded through a
+//! pooled [`upstream`] connection by its protocol (`h1`, `h2`), and has its outcome
+//! recorded in [`stats`]. The control loop reads those stats through the
 //! binary's adapters and sends traffic decisions back to the updater.
 //!
 //! Libraries never bind sockets: [`Proxy::serve_listener`] and [`admin::Admin::serve`]
@@ -13,13 +14,15 @@
 pub mod access_log;
 pub mod admin;
 pub mod admission;
-pub mod body;
+mod codec;
+pub mod conn;
 pub mod error;
 mod h1;
+mod h2;
 pub mod metrics;
+mod request;
 pub mod routing;
 pub mod server;
-pub mod service;
 pub mod stats;
 pub mod tls;
 pub mod updater;
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_config::Model;
@@ -37,9 +40,9 @@ use weir_config::watch::ReloadStats;
 
 use crate::access_log::AccessLogSink;
 use crate::admin::{LegStats, RouteStats, StatsReport};
+use crate::conn::{ProxyCounters, Shared};
 use crate::routing::{BuildContext, Target};
 use crate::server::ServerSettings;
-use crate::service::{ProxyCounters, Shared};
 use crate::stats::Stats;
 use crate::updater::{Updater, UpdaterHandle};
 use crate::upstream::Upstreams;
@@ -86,13 +89,13 @@ impl Proxy {
         let stats = Arc::new(Stats::new(opts.worker_threads, opts.measure));
         let upstreams = Arc::new(Upstreams::default());
         let mut ctx = BuildContext::new(stats.clone(), upstreams.clone());
+        ctx.access_log = AccessLogSink::start(&model.proxy.access_log)
+            .map_err(|e| format!("cannot open the access log: {e}"))?
+            .map(Arc::new);
         let table = Updater::initial(&model, &mut ctx)?;
-        let sink = AccessLogSink::start(&model.proxy.access_log)
-            .map_err(|e| format!("cannot open the access log: {e}"))?;
         let shared = Arc::new(Shared {
             table: Arc::new(ArcSwap::from_pointee(table)),
             counters: Arc::new(ProxyCounters::default()),
-            access_log: ArcSwapOption::new(sink.map(Arc::new)),
         });
         let admission = Arc::new(admission::Admission::new(
             model.proxy.limits.max_connections as usize,
@@ -182,8 +185,9 @@ impl Proxy {
             reloads,
             Box::new(move || {
                 shared
-                    .access_log
+                    .table
                     .load()
+                    .access_log
                     .as_ref()
                     .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
             }),

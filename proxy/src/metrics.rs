@@ -14,9 +14,9 @@ use prometheus::proto::{
 };
 use weir_config::watch::ReloadStats;
 
+use crate::conn::ProxyCounters;
 use crate::error::Kind;
 use crate::routing::{RouteTable, Target};
-use crate::service::ProxyCounters;
 use crate::stats::{LATENCY_BUCKETS, Stats};
 use crate::upstream::Upstreams;
 

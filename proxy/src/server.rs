@@ -3,9 +3,8 @@
 //! the connection's own task, so a slow handshake never stalls `accept`.
 //!
 //! HTTP/1.x goes to the fast path ([`crate::h1`]); HTTP/2, by ALPN or by the prior
-//! knowledge preface, to hyper ([`crate::service`]).
+//! knowledge preface, to hyper ([`crate::h2`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,8 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -23,39 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Admitted, Slot};
+pub use crate::conn::ServerSettings;
+use crate::conn::{ConnInfo, Shared};
 use crate::h1::{self, H2_PREFACE};
-use crate::service::{ConnInfo, Shared, handle};
-
-/// Settings of the client side that are fixed at start.
-#[derive(Clone, Copy, Debug)]
-pub struct ServerSettings {
-    /// Bytes of request head allowed (HTTP/1.1), and of header list (HTTP/2).
-    pub max_header_bytes: usize,
-    /// Time to receive a whole request head, and to finish a TLS handshake.
-    pub header_timeout: Duration,
-    /// Idle keep-alive lifetime.
-    pub idle_timeout: Duration,
-    /// Longest wait for a request body's next bytes, and the grace before
-    /// `min_body_rate` applies.
-    pub body_timeout: Duration,
-    /// Slowest average request body rate after the grace, bytes per second (0: none).
-    pub min_body_rate: u64,
-    /// Longest time a write to the client may make no progress.
-    pub send_timeout: Duration,
-}
-
-impl ServerSettings {
-    pub(crate) fn h1(&self) -> h1::Settings {
-        h1::Settings {
-            max_header_bytes: self.max_header_bytes,
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            body_timeout: self.body_timeout,
-            min_body_rate: self.min_body_rate,
-            send_timeout: self.send_timeout,
-        }
-    }
-}
 
 /// How long a connection admitted by evicting another waits for that one's permit.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
@@ -251,7 +218,7 @@ async fn detect_and_serve<S>(
             }
         }
         if !rbuf.starts_with(H2_PREFACE) {
-            h1::serve(conn, io, rbuf, settings.h1(), deadline, drain).await;
+            h1::serve(conn, io, rbuf, settings, deadline, drain).await;
             return;
         }
     }
@@ -259,45 +226,7 @@ async fn detect_and_serve<S>(
         prefix: rbuf,
         inner: io,
     };
-    Box::pin(serve_h2(conn, io, settings, drain)).await;
-}
-
-async fn serve_h2<S>(
-    conn: Arc<ConnInfo>,
-    io: Rewind<S>,
-    settings: ServerSettings,
-    drain: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let client = conn.client;
-    let service = service_fn(move |req| {
-        let conn = conn.clone();
-        async move {
-            // Busy while the request is being answered (up to its response head): an
-            // evicted HTTP/2 connection ends gracefully, its streams carried to the end.
-            let _busy = crate::admission::Busy::new(&conn.slot);
-            Ok::<_, Infallible>(handle(conn.clone(), req, settings).await)
-        }
-    });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_bytes as u32)
-        .keep_alive_interval(Some(settings.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let served = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(served);
-    let result = tokio::select! {
-        r = served.as_mut() => r,
-        _ = drain.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            served.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%client, "HTTP/2 connection ended: {e}");
-    }
+    Box::pin(crate::h2::serve(conn, io, settings, drain)).await;
 }
 
 /// An I/O object that first gives back bytes already read from it.
@@ -360,15 +289,21 @@ fn client_ip_header(client: SocketAddr) -> http::HeaderValue {
 
 #[cfg(test)]
 mod size_tests {
+    /// Budgets for what every open connection holds while it waits: the connection
+    /// task's future (its state machine, buffers excluded) and a parsed head. An idle
+    /// connection's memory is the figure where we trail nginx, so growth here must be
+    /// a decision, not an accident. Debug builds lay futures out no smaller than
+    /// release builds, so the budgets hold for both.
+    const DETECT_AND_SERVE_BUDGET: usize = 1536;
+    const H1_SERVE_BUDGET: usize = 1024;
+    const REQUEST_HEAD_BUDGET: usize = 128;
+
+    fn size_of_fut<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
     #[test]
-    fn sizes() {
-        println!(
-            "detect_and_serve<TcpStream>: {}",
-            std::mem::size_of::<tokio::net::TcpStream>()
-        );
-        fn size_of_fut<F: std::future::Future>(_: &F) -> usize {
-            std::mem::size_of::<F>()
-        }
+    fn connection_state_stays_within_budget() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -378,47 +313,34 @@ mod size_tests {
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap())
                 .await
                 .unwrap();
-            let shared = std::sync::Arc::new(crate::service::Shared {
-                table: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(
-                    crate::routing::build(
-                        &weir_config::load_str(std::path::Path::new("/x.yaml"), "").unwrap(),
-                        &Default::default(),
-                        &mut crate::routing::BuildContext::new(
-                            std::sync::Arc::new(crate::stats::Stats::new(1, true)),
-                            std::sync::Arc::new(crate::upstream::Upstreams::default()),
-                        ),
-                    )
-                    .unwrap(),
-                )),
-                counters: Default::default(),
-                access_log: Default::default(),
-            });
-            let conn = std::sync::Arc::new(crate::service::ConnInfo {
-                shared,
-                listener: "x".into(),
-                listener_index: 0,
-                client: "127.0.0.1:1".parse().unwrap(),
-                client_ip: http::HeaderValue::from_static("127.0.0.1"),
-                tls: false,
-                slot: Default::default(),
-            });
-            let settings = super::ServerSettings {
-                max_header_bytes: 1000,
-                header_timeout: std::time::Duration::from_secs(1),
-                idle_timeout: std::time::Duration::from_secs(1),
-                body_timeout: std::time::Duration::from_secs(1),
-                min_body_rate: 0,
-                send_timeout: std::time::Duration::from_secs(1),
-            };
+            let settings = crate::conn::ServerSettings::for_tests();
             let f = super::detect_and_serve(
-                conn,
+                crate::conn::ConnInfo::for_tests(),
                 s,
                 false,
                 settings,
                 tokio::time::Instant::now(),
                 Default::default(),
             );
-            println!("detect_and_serve future: {}", size_of_fut(&f));
+            let detect = size_of_fut(&f);
+            let (a, _b) = tokio::io::duplex(64);
+            let g = crate::h1::serve(
+                crate::conn::ConnInfo::for_tests(),
+                a,
+                bytes::BytesMut::new(),
+                settings,
+                tokio::time::Instant::now(),
+                Default::default(),
+            );
+            let h1 = size_of_fut(&g);
+            let head = std::mem::size_of::<crate::codec::head::RequestHead>();
+            println!("detect_and_serve {detect} B, h1::serve {h1} B, RequestHead {head} B");
+            assert!(
+                detect <= DETECT_AND_SERVE_BUDGET,
+                "detect_and_serve: {detect} B"
+            );
+            assert!(h1 <= H1_SERVE_BUDGET, "h1::serve: {h1} B");
+            assert!(head <= REQUEST_HEAD_BUDGET, "RequestHead: {head} B");
         });
     }
 }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use weir_config::Model;
 
 use crate::access_log::AccessLogSink;
+use crate::conn::Shared;
 use crate::routing::{BuildContext, RolloutTraffic, RouteTable, build};
-use crate::service::Shared;
 
 enum Command {
     Model(Arc<Model>),
@@ -155,8 +155,16 @@ impl Updater {
                 }
             }
             let old_model = self.model.clone();
+            let old_sink = self.ctx.access_log.clone();
             if let Some(m) = new_model {
                 self.model = m;
+                if old_model.proxy.access_log != self.model.proxy.access_log {
+                    // Opened before the build, so that the new snapshot carries it.
+                    match AccessLogSink::start(&self.model.proxy.access_log) {
+                        Ok(sink) => self.ctx.access_log = sink.map(Arc::new),
+                        Err(e) => tracing::error!("cannot open the access log: {e}"),
+                    }
+                }
             }
             match build(&self.model, &self.traffic, &mut self.ctx) {
                 Ok(table) => {
@@ -173,6 +181,7 @@ impl Updater {
                 Err(e) => {
                     tracing::error!("cannot apply the new configuration, keeping the old one: {e}");
                     self.model = old_model;
+                    self.ctx.access_log = old_sink;
                     let generation = self.shared.table.load().generation;
                     for a in acks {
                         let _ = a.send(generation);
@@ -184,12 +193,6 @@ impl Updater {
 
     fn apply_model_side_effects(&mut self, old: &Model) {
         let new = &self.model;
-        if old.proxy.access_log != new.proxy.access_log {
-            match AccessLogSink::start(&new.proxy.access_log) {
-                Ok(sink) => self.shared.access_log.store(sink.map(Arc::new)),
-                Err(e) => tracing::error!("cannot open the access log: {e}"),
-            }
-        }
         let (was, now) = (
             old.proxy.limits.max_connections as usize,
             new.proxy.limits.max_connections as usize,

@@ -10,6 +10,7 @@ use weir_config::model::{HeaderMatch, HostMatch, Listener, RouteTarget, Service,
 
 use super::split::{Counter, Split};
 use super::{Backend, ListenerEntry, RouteEntry, RouteTable, SplitTarget, Target};
+use crate::access_log::AccessLogSink;
 use crate::stats::{CellKey, Role, Stats};
 use crate::tls::TlsAcceptor;
 use crate::upstream::Upstreams;
@@ -83,6 +84,8 @@ pub struct BuildContext {
     pub stats: Arc<Stats>,
     /// Connection pools by endpoint.
     pub upstreams: Arc<Upstreams>,
+    /// The access log sink every snapshot carries (set by the updater, which opens it).
+    pub access_log: Option<Arc<AccessLogSink>>,
     counters: HashMap<String, Vec<Counter>>,
     tls: HashMap<String, (weir_config::model::Tls, TlsAcceptor)>,
     generation: u64,
@@ -94,6 +97,7 @@ impl BuildContext {
         BuildContext {
             stats,
             upstreams,
+            access_log: None,
             counters: HashMap::new(),
             tls: HashMap::new(),
             generation: 0,
@@ -255,7 +259,7 @@ pub fn build(
             .map(|h| h.as_str().into())
             .collect(),
         debug_headers: model.proxy.debug_headers,
-        access_log: model.proxy.access_log != weir_config::model::AccessLog::Off,
+        access_log: ctx.access_log.clone(),
     })
 }
 

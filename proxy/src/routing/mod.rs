@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use weir_config::model::{HeaderMatch, Limits, LoadBalancer, UpstreamSettings, Weight};
 
+use crate::access_log::AccessLogSink;
 use crate::stats::{Cell, CellKey, Role};
 use crate::tls::TlsAcceptor;
 use crate::upstream::EndpointPool;
@@ -57,8 +58,8 @@ pub struct RouteTable {
     pub limits: Limits,
     /// Host names the admin listener answers to besides IP addresses and `localhost`.
     pub admin_hosts: Vec<Box<str>>,
-    /// Whether to write access log lines.
-    pub access_log: bool,
+    /// Where access log lines go, when the log is on.
+    pub access_log: Option<Arc<AccessLogSink>>,
     /// Whether to add `x-weir-*` headers to responses.
     pub debug_headers: bool,
 }

@@ -151,6 +151,12 @@ impl Common {
                 return !(keep_upgrade && (h == b"upgrade" || h == b"connection"));
             }
         }
+        self.named_in_connection(buf, name)
+    }
+
+    /// Whether the Connection header named `name` (a hop-by-hop header of this message
+    /// only). Never true for the framing headers and Host.
+    pub(crate) fn named_in_connection(&self, buf: &[u8], name: &[u8]) -> bool {
         self.conn_tokens[..self.conn_token_count]
             .iter()
             .any(|t| t.get(buf).eq_ignore_ascii_case(name))
@@ -330,7 +336,6 @@ pub(crate) struct RequestHead {
     pub(crate) target: Span,
     pub(crate) host: Option<Span>,
     pub(crate) expect_continue: bool,
-    pub(crate) xff: Option<Span>,
 }
 
 impl RequestHead {
@@ -354,14 +359,6 @@ impl RequestHead {
     /// HEAD requests get responses without a body.
     pub(crate) fn is_head(&self, buf: &[u8]) -> bool {
         self.method.get(buf) == b"HEAD"
-    }
-
-    /// Requests that may be sent again when a pooled connection turns out closed.
-    pub(crate) fn is_idempotent(&self, buf: &[u8]) -> bool {
-        matches!(
-            self.method.get(buf),
-            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-        )
     }
 }
 
@@ -392,7 +389,6 @@ pub(crate) fn parse_request(
     };
     let mut host = None;
     let mut expect_continue = false;
-    let mut xff = None;
     for h in req.headers.iter() {
         let ns = Span::of(buf, h.name.as_bytes());
         let vs = Span::of(buf, h.value);
@@ -406,8 +402,6 @@ pub(crate) fn parse_request(
             host = Some(vs);
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
-        } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            xff = Some(vs);
         }
         common.headers.push((ns, vs));
     }
@@ -423,7 +417,6 @@ pub(crate) fn parse_request(
         target,
         host,
         expect_continue,
-        xff,
     }))
 }
 

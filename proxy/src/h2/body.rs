@@ -9,21 +9,21 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::h1::chunked::Chunked;
-use crate::h1::head::Framing;
-use crate::service::Finish;
+use crate::codec::chunked::Chunked;
+use crate::codec::head::Framing;
+use crate::request::Exchange;
 use crate::upstream::UpConn;
 
 /// Bytes read from an upstream at once.
 const READ: usize = 16 * 1024;
 
-/// A body sent to the client. It carries the request's [`Finish`], which records the
+/// A body sent to the client. It carries the request's [`Exchange`], which records the
 /// outcome when the body ends (or is dropped) and returns the upstream connection to its
 /// pool when the upstream's body was read to its end.
 #[derive(Debug)]
-pub struct RespBody {
+pub(crate) struct RespBody {
     inner: Inner,
-    finish: Option<Finish>,
+    finish: Option<Exchange>,
 }
 
 #[derive(Debug)]
@@ -45,7 +45,7 @@ struct Upstream {
 impl RespBody {
     /// The body of `up`'s current response, delimited by `framing`; `keep` says whether
     /// the connection may be reused once it is read.
-    pub(crate) fn upstream(up: UpConn, framing: Framing, keep: bool, finish: Finish) -> Self {
+    pub(crate) fn upstream(up: UpConn, framing: Framing, keep: bool, finish: Exchange) -> Self {
         let remaining = match framing {
             Framing::Length(n) => n,
             _ => 0,
@@ -64,16 +64,18 @@ impl RespBody {
     }
 
     /// A body made by the proxy.
-    pub fn full(data: impl Into<Bytes>, finish: Option<Finish>) -> Self {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
         RespBody {
             inner: Inner::Full((!data.is_empty()).then_some(data)),
-            finish,
+            finish: None,
         }
     }
 
     fn settle(&mut self, complete: bool) {
-        let Some(f) = self.finish.take() else { return };
+        let Some(mut f) = self.finish.take() else {
+            return;
+        };
         let conn = match &mut self.inner {
             Inner::Upstream(u) if complete && u.keep => u.up.take(),
             _ => None,
@@ -81,7 +83,7 @@ impl RespBody {
         if complete {
             f.complete(conn);
         } else {
-            f.abandoned();
+            f.abandon();
         }
     }
 }
@@ -184,7 +186,7 @@ impl Body for RespBody {
         match &out {
             None => this.settle(true),
             Some(Err(_)) => {
-                if let Some(f) = this.finish.take() {
+                if let Some(mut f) = this.finish.take() {
                     f.broken();
                 }
             }

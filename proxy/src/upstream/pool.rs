@@ -63,7 +63,7 @@ pub struct UpConn {
     pub fresh: bool,
     /// Header positions of the response head being read, reused from response to
     /// response.
-    pub(crate) spans: Vec<(crate::h1::head::Span, crate::h1::head::Span)>,
+    pub(crate) spans: Vec<(crate::codec::head::Span, crate::codec::head::Span)>,
 }
 
 /// Read buffer size of an upstream connection.

@@ -1,0 +1,339 @@
+//! The request core: what every proxied request goes through, whichever protocol it came
+//! in on. [`crate::h1`] and [`crate::h2`] only speak their wire format around it.
+//!
+//! Per request, in order:
+//! 1. [`route`]: one snapshot load gives the route, the split's pick (or a header
+//!    route's), the endpoint, the mirror target, the settings and the access log sink.
+//!    A request that cannot be routed becomes a [`Refused`], recorded once.
+//! 2. Filters (header changes, redirects, rewrites) are applied here as routes gain them.
+//! 3. Forward: the protocol writes the upstream head with [`forward::write_head`] (one set
+//!    of forwarding rules for both protocols), sends the body and reads the answer over
+//!    [`crate::upstream::client`].
+//! 4. Record: the [`Exchange`] records the outcome exactly once (the backend's stats, the
+//!    endpoint's in-flight count, the access log), however the request ends; a request
+//!    dropped unanswered is recorded as 499, as nginx does.
+//! 5. Mirror: a copy of the request goes to the mirror target
+//!    ([`crate::upstream::mirror`]).
+
+pub(crate) mod forward;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLogSink, Entry};
+use crate::conn::ConnInfo;
+use crate::error::Kind;
+use crate::routing::{Backend, Headers, Target, normalize_host};
+use crate::stats::Outcome;
+use crate::upstream::{EndpointPool, PoolSettings, UpConn};
+
+/// What routing and the access log need of a request line.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestLine<'a> {
+    pub(crate) method: &'a str,
+    /// The host it is for, port included, as sent.
+    pub(crate) host: &'a str,
+    /// The path, without the query.
+    pub(crate) path: &'a str,
+    /// Path and query as sent, for the access log.
+    pub(crate) target: &'a str,
+}
+
+/// Where a request goes: everything taken from one snapshot load.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) route: Arc<str>,
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) endpoint: Arc<EndpointPool>,
+    /// With debug headers on: the request's place in its split's sequence (None for a
+    /// header route).
+    pub(crate) ticket: Option<Option<u64>>,
+    pub(crate) pool: PoolSettings,
+    pub(crate) request_timeout: Duration,
+    /// A mirror route's target and endpoint.
+    pub(crate) mirror: Option<(Arc<Backend>, Arc<EndpointPool>)>,
+}
+
+/// A request that could not be routed: the proxy answers it with `kind`.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) kind: Kind,
+    route: Option<Arc<str>>,
+    backend: Option<Arc<Backend>>,
+}
+
+/// A request line kept for the access log, taken only while the log is on.
+#[derive(Debug)]
+pub(crate) struct LogLine {
+    sink: Arc<AccessLogSink>,
+    time: std::time::SystemTime,
+    method: String,
+    host: String,
+    target: String,
+}
+
+impl LogLine {
+    /// The line for `req`, when `sink` is on.
+    pub(crate) fn new(
+        sink: Option<Arc<AccessLogSink>>,
+        req: &RequestLine<'_>,
+    ) -> Option<Box<Self>> {
+        sink.map(|sink| {
+            Box::new(LogLine {
+                sink,
+                time: std::time::SystemTime::now(),
+                method: req.method.to_owned(),
+                host: req.host.to_owned(),
+                target: req.target.to_owned(),
+            })
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        conn: &ConnInfo,
+        status: u16,
+        route: Option<&str>,
+        backend: Option<&Backend>,
+        endpoint: Option<&EndpointPool>,
+        start: Instant,
+        error: Option<&str>,
+    ) {
+        self.sink.write(&Entry {
+            time: crate::access_log::rfc3339(self.time),
+            client: conn.client.to_string(),
+            host: &self.host,
+            method: &self.method,
+            path: &self.target,
+            status,
+            route,
+            role: backend
+                .map(|b| b.key.role.label())
+                .filter(|r| !r.is_empty()),
+            revision: backend.map(|b| &*b.key.revision).filter(|r| !r.is_empty()),
+            upstream: endpoint.map(|e| e.addr.to_string()),
+            duration: start.elapsed().as_secs_f64(),
+            error,
+        });
+    }
+}
+
+/// Routes a request: route lookup, split pick, endpoint pick and mirror pick, all from
+/// one snapshot load, with the access log sink of the same snapshot.
+pub(crate) fn route(
+    conn: &ConnInfo,
+    req: &RequestLine<'_>,
+    headers: &impl Headers,
+) -> (Result<Routed, Refused>, Option<Arc<AccessLogSink>>) {
+    let table = conn.shared.table.load();
+    let mut hbuf = [0u8; 256];
+    let host = normalize_host(req.host, &mut hbuf);
+    let routed = match table.lookup(conn.listener_index, host, req.path, headers) {
+        None => Err(Refused {
+            kind: Kind::NoRoute,
+            route: None,
+            backend: None,
+        }),
+        Some(route) => match &route.target {
+            Target::Unavailable { reason, .. } => {
+                tracing::debug!(route = %route.name, "{reason}");
+                Err(Refused {
+                    kind: Kind::Unavailable,
+                    route: Some(route.name.clone()),
+                    backend: None,
+                })
+            }
+            Target::Split(t) => {
+                let (backend, ticket) = t.pick(headers);
+                let mirror = t
+                    .mirror(req.method, req.path, headers)
+                    .and_then(|b| b.pick_endpoint().cloned().map(|e| (b.clone(), e)));
+                match backend.pick_endpoint().cloned() {
+                    None => Err(Refused {
+                        kind: Kind::NoEndpoints,
+                        route: Some(route.name.clone()),
+                        backend: Some(backend.clone()),
+                    }),
+                    Some(endpoint) => Ok(Routed {
+                        route: route.name.clone(),
+                        backend: backend.clone(),
+                        endpoint,
+                        ticket: table.debug_headers.then_some(ticket),
+                        pool: PoolSettings {
+                            connect_timeout: table.upstream.connect_timeout,
+                            idle_timeout: table.upstream.idle_timeout,
+                            max_idle: table.upstream.max_idle_per_endpoint as usize,
+                        },
+                        request_timeout: table.upstream.request_timeout,
+                        mirror,
+                    }),
+                }
+            }
+        },
+    };
+    (routed, table.access_log.clone())
+}
+
+impl Refused {
+    /// Counts the refusal, charges it to the chosen backend (if one was chosen: a
+    /// backend with no endpoints fails its requests) and writes the access log line.
+    pub(crate) fn record(&self, conn: &ConnInfo, start: Instant, log: Option<Box<LogLine>>) {
+        conn.shared.counters.error(self.kind);
+        let status = self.kind.status();
+        if let Some(b) = &self.backend {
+            b.stats.record(Outcome {
+                status,
+                proxy_error: true,
+                latency_us: start.elapsed().as_micros() as u64,
+            });
+        }
+        if let Some(log) = log {
+            log.write(
+                conn,
+                status,
+                self.route.as_deref(),
+                self.backend.as_deref(),
+                None,
+                start,
+                Some(self.kind.label()),
+            );
+        }
+    }
+}
+
+/// Methods whose request may be sent again on a fresh connection when a pooled one
+/// turns out closed before answering (RFC 9110 §9.2.2 idempotent methods), if the
+/// request has no body.
+pub(crate) fn retry_safe(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
+/// One routed request on its way: records its outcome exactly once, whether it ends
+/// answered, failed, refused or dropped.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    conn: Arc<ConnInfo>,
+    /// Where it goes.
+    pub(crate) routed: Routed,
+    start: Instant,
+    /// The status the client got (0 until known).
+    pub(crate) status: u16,
+    proxy_error: bool,
+    log: Option<Box<LogLine>>,
+    settled: bool,
+}
+
+impl Exchange {
+    /// Starts the exchange: the endpoint counts it in flight until it is recorded.
+    pub(crate) fn begin(
+        conn: Arc<ConnInfo>,
+        routed: Routed,
+        start: Instant,
+        log: Option<Box<LogLine>>,
+    ) -> Self {
+        routed.endpoint.begin();
+        Exchange {
+            conn,
+            routed,
+            start,
+            status: 0,
+            proxy_error: false,
+            log,
+            settled: false,
+        }
+    }
+
+    /// Records the outcome (once): the backend's stats, the endpoint's in-flight count,
+    /// the access log line.
+    pub(crate) fn record(&mut self, error: Option<Kind>) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let r = &self.routed;
+        r.endpoint.end();
+        r.backend.stats.record(Outcome {
+            status: self.status,
+            proxy_error: self.proxy_error,
+            latency_us: self.start.elapsed().as_micros() as u64,
+        });
+        if let Some(log) = self.log.take() {
+            log.write(
+                &self.conn,
+                self.status,
+                Some(&r.route),
+                Some(&r.backend),
+                Some(&r.endpoint),
+                self.start,
+                error
+                    .map(Kind::label)
+                    .or(self.proxy_error.then_some("proxy")),
+            );
+        }
+    }
+
+    /// The proxy answers with `kind` for an upstream fault: counted, and charged to the
+    /// backend as a failure.
+    pub(crate) fn fail(&mut self, kind: Kind) {
+        tracing::debug!(client = %self.conn.client, endpoint = %self.routed.endpoint.addr, "proxy error: {}", kind.label());
+        self.conn.shared.counters.error(kind);
+        self.status = kind.status();
+        self.proxy_error = true;
+        self.record(Some(kind));
+    }
+
+    /// The client's own fault mid-request (a garbled or stalled body): answered with
+    /// `kind`, counted, and recorded as the client's status, not as the backend's fault.
+    pub(crate) fn refuse(&mut self, kind: Kind) {
+        self.conn.shared.counters.error(kind);
+        self.status = kind.status();
+        self.record(Some(kind));
+    }
+
+    /// The client went away before its request was whole (nginx's 499).
+    pub(crate) fn client_gone(&mut self) {
+        self.status = 499;
+        self.record(None);
+    }
+
+    /// The response went out to its end; `up`, when it may carry another request, goes
+    /// back to its pool.
+    pub(crate) fn complete(&mut self, up: Option<UpConn>) {
+        if let Some(c) = up {
+            self.routed
+                .endpoint
+                .checkin_raw(c, self.routed.pool.max_idle);
+        }
+        self.record(None);
+    }
+
+    /// The upstream broke off mid-body: too late to tell the client, counted as the
+    /// upstream's failure.
+    pub(crate) fn broken(&mut self) {
+        self.conn.shared.counters.error(Kind::UpstreamProtocol);
+        self.proxy_error = true;
+        self.record(Some(Kind::UpstreamProtocol));
+    }
+
+    /// The client went away while the response was on its way: the outcome is what the
+    /// upstream said.
+    pub(crate) fn abandon(&mut self) {
+        self.record(None);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Ended without an answer (the client left, or shutdown cut it): nginx's 499.
+        if self.status == 0 {
+            self.status = 499;
+        }
+        self.record(None);
+    }
+}

@@ -1,0 +1,10 @@
+//! The upstream side: a keep-alive pool of raw HTTP/1.1 connections per endpoint
+//! ([`pool`]), the client that speaks over them (response heads, the body pump with its
+//! pace, the retry of a stale pooled connection: [`client`]), and mirror copies
+//! ([`mirror`]).
+
+pub(crate) mod client;
+pub(crate) mod mirror;
+mod pool;
+
+pub use pool::{EndpointPool, PoolSettings, UpConn, Upstreams};
