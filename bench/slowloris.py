@@ -5,16 +5,20 @@
            INTERVAL seconds, as slowhttptest -H does); prints how many the proxy still
            holds open at each checkpoint.
   lockout  N slowloris connections that reconnect when the proxy closes them, against
-           a proxy whose connection limit is below N; meanwhile a normal client opens a
-           new connection for each of PROBES requests and counts the 2xx answers it
+           a proxy whose connection limit is below N; meanwhile a normal client (in a
+           process of its own, so that the attack's event loop does not slow it) opens
+           a new connection for each of PROBES requests and counts the 2xx answers it
            gets within 3 s each.
+  probe    that normal client alone.
 
 Bounded in time and count, loopback only. Standard library only.
 Usage: slowloris.py hold PORT [--conns 3000] [--interval 10] [--seconds 50]
        slowloris.py lockout PORT [--conns 3000] [--interval 10] [--probes 200]
+       slowloris.py probe PORT [--probes 200]
 """
 import argparse
 import asyncio
+import sys
 import time
 
 HEAD = b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: slowloris\r\n"
@@ -67,13 +71,21 @@ async def probe(port):
 
 async def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["hold", "lockout"])
+    ap.add_argument("mode", choices=["hold", "lockout", "probe"])
     ap.add_argument("port", type=int)
     ap.add_argument("--conns", type=int, default=3000)
     ap.add_argument("--interval", type=float, default=10)
     ap.add_argument("--seconds", type=float, default=50)
     ap.add_argument("--probes", type=int, default=200)
     a = ap.parse_args()
+    if a.mode == "probe":
+        ok = 0
+        for _ in range(a.probes):
+            t0 = time.monotonic()
+            ok += await probe(a.port)
+            await asyncio.sleep(max(0, 0.05 - (time.monotonic() - t0)))
+        print(ok, flush=True)
+        return
     stop = asyncio.Event()
     counts = {"opened": 0, "open": 0}
     reconnect = a.mode == "lockout"
@@ -89,11 +101,12 @@ async def main():
             print(f"t={m}s open={counts['open']} opened={counts['opened']}", flush=True)
     else:
         await asyncio.sleep(5)  # let the attack fill the slots
-        ok = 0
-        for _ in range(a.probes):
-            t0 = time.monotonic()
-            ok += await probe(a.port)
-            await asyncio.sleep(max(0, 0.05 - (time.monotonic() - t0)))
+        prober = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "probe", str(a.port), "--probes", str(a.probes),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await prober.communicate()
+        ok = int(out.decode().strip() or 0)
         print(
             f"normal clients served {ok}/{a.probes} ({100 * ok / a.probes:.0f}%), "
             f"attack connections opened {counts['opened']}",

@@ -24,7 +24,7 @@ done
 for t in nginx haproxy python3; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy python3)" >&2; exit 2; }; done
 WEIR=target/release/weir; BENCH=target/release/weir-bench
 [ -x $WEIR ] && [ -x $BENCH ] || { echo "build first: cargo build --release --workspace" >&2; exit 2; }
-ulimit -n 65536
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 TMP=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf $TMP' EXIT
 PORT=18180; ADMIN=18181; B1=127.0.0.1:19201

@@ -217,7 +217,8 @@ fn plain(e: &std::io::Error) -> String {
         .unwrap_or_default()
 }
 
-/// Binds `addr` with SO_REUSEADDR and a deep backlog.
+/// Binds `addr` with SO_REUSEADDR and a deep backlog, or takes the socket bound to it
+/// that weir was started with ([`crate::sockets`]).
 /// The longest `App::start` waits for the control loop's first turn before serving.
 const FIRST_TURN_WAIT: Duration = Duration::from_secs(10);
 
@@ -242,6 +243,10 @@ fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
             hint,
         }
     };
+    if let Some(inherited) = crate::sockets::take(addr) {
+        inherited.set_nonblocking(true).map_err(err)?;
+        return TcpListener::from_std(inherited).map_err(err);
+    }
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
         .map_err(err)?;

@@ -165,7 +165,9 @@ pub struct CheckArgs {
 pub const DEFAULT_STATE_DIR: &str = ".weir-state";
 
 /// Parses `30s`, `5m`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(
+    s: &str,
+) -> Result<std::time::Duration, weir_config::duration::DurationError> {
     weir_config::duration::parse_go(s)
 }
 

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_bench::backend::{Behavior, FakeBackend};
-use weir_bench::load::{LoadSpec, Mode, Report, run};
+use weir_fixtures::backend::{Behavior, FakeBackend};
+use weir_fixtures::load::{LoadSpec, Mode, Report, run};
 
 use crate::app::{App, ServeOptions};
 

@@ -3,10 +3,12 @@
 //!
 //! [`app`] binds the listeners, builds the data plane ([`weir_proxy`]), starts the config
 //! watcher ([`weir_config::watch`]) and the background tasks, and drains them on
-//! shutdown. [`cli`] is the command line. No domain logic lives here.
+//! shutdown; [`sockets`] takes over listening sockets passed by systemd or a supervisor.
+//! [`cli`] is the command line. No domain logic lives here.
 
 pub mod app;
 pub mod cli;
 pub mod client;
 pub mod demo;
+pub mod sockets;
 pub mod wiring;

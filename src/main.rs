@@ -12,6 +12,8 @@ use weir::client::{AdminClient, render_list, render_rollout};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // First, while the process has one thread: it edits the environment.
+    let inherited = weir::sockets::inherit_from_env();
     let cli = Cli::parse();
     // The demo narrates on stdout; its logs only say what goes wrong.
     let level = match (&cli.log_level, &cli.command) {
@@ -19,6 +21,9 @@ fn main() -> ExitCode {
         (l, _) => l.as_deref(),
     };
     init_logging(level, cli.log_format);
+    for addr in inherited {
+        tracing::info!("inherited a listening socket on {addr}");
+    }
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),

@@ -19,7 +19,7 @@ use weir_bench::scenarios::split::SplitOptions;
 use weir_bench::scenarios::{
     WeirOptions, blast, control_loop, false_rollbacks, memory, micro, reload, split,
 };
-use weir_bench::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
+use weir_fixtures::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
 
 /// weir's fake backend and load generator.
 #[derive(Debug, Parser)]
@@ -482,7 +482,7 @@ async fn load(args: LoadArgs) -> Result<()> {
             on_ctrl_c.cancel();
         }
     });
-    let report = weir_bench::run(spec, stop).await;
+    let report = weir_fixtures::run(spec, stop).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.summary())?);
     } else {

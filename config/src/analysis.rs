@@ -203,7 +203,7 @@ pub fn decode_metric(raw: &Value, deferred: bool) -> Result<MetricSpec, MetricIs
             Some(s) => match parse_go(s) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    issues.push((field.into(), e));
+                    issues.push((field.into(), e.to_string()));
                     None
                 }
             },
@@ -509,7 +509,7 @@ fn decode_provider(
                         WEIR_WINDOW
                     }
                     Err(e) => {
-                        issues.push((format!("{base}.window"), e));
+                        issues.push((format!("{base}.window"), e.to_string()));
                         WEIR_WINDOW
                     }
                 },
@@ -568,7 +568,7 @@ fn decode_provider(
                     .to_owned();
                 let step = match r.get("step").and_then(Value::as_str) {
                     Some(s) => parse_go(s).unwrap_or_else(|e| {
-                        issues.push((format!("{base}.rangeQuery.step"), e));
+                        issues.push((format!("{base}.rangeQuery.step"), e.to_string()));
                         Duration::from_secs(60)
                     }),
                     None => Duration::from_secs(60),
@@ -727,7 +727,10 @@ fn decode_provider(
 ///
 /// # Errors
 /// The first placeholder that is not a known arg.
-pub fn resolve_placeholders(raw: &Value, args: &BTreeMap<String, String>) -> Result<Value, String> {
+pub fn resolve_placeholders(
+    raw: &Value,
+    args: &BTreeMap<String, String>,
+) -> Result<Value, PlaceholderError> {
     match raw {
         Value::String(s) => Ok(Value::String(resolve_str(s, args)?)),
         Value::Array(a) => a
@@ -738,25 +741,36 @@ pub fn resolve_placeholders(raw: &Value, args: &BTreeMap<String, String>) -> Res
         Value::Object(o) => o
             .iter()
             .map(|(k, v)| Ok((k.clone(), resolve_placeholders(v, args)?)))
-            .collect::<Result<serde_json::Map<_, _>, String>>()
+            .collect::<Result<serde_json::Map<_, _>, PlaceholderError>>()
             .map(Value::Object),
         other => Ok(other.clone()),
     }
 }
 
-fn resolve_str(s: &str, args: &BTreeMap<String, String>) -> Result<String, String> {
+/// A `{{ ... }}` placeholder that cannot be resolved (Argo's wording).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceholderError {
+    /// `{{` without `}}`.
+    #[error("failed to resolve {{{{{0}: no closing braces")]
+    Unclosed(String),
+    /// Not `args.NAME` of a known arg.
+    #[error("failed to resolve {{{{{0}}}}}")]
+    Unknown(String),
+}
+
+fn resolve_str(s: &str, args: &BTreeMap<String, String>) -> Result<String, PlaceholderError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            return Err(format!("failed to resolve {{{{{after}: no closing braces"));
+            return Err(PlaceholderError::Unclosed(after.to_owned()));
         };
         let tag = after[..end].trim();
         match tag.strip_prefix("args.").and_then(|n| args.get(n)) {
             Some(v) => out.push_str(v),
-            None => return Err(format!("failed to resolve {{{{{tag}}}}}")),
+            None => return Err(PlaceholderError::Unknown(tag.to_owned())),
         }
         rest = &after[end + 2..];
     }
@@ -823,10 +837,11 @@ mod tests {
             v,
             json!({"q": "rate(x{service=\"api\"}[5m])", "n": 3, "l": ["1"]})
         );
-        assert!(
+        assert_eq!(
             resolve_placeholders(&json!("{{args.missing}}"), &args)
                 .unwrap_err()
-                .contains("args.missing")
+                .to_string(),
+            "failed to resolve {{args.missing}}"
         );
         assert!(resolve_placeholders(&json!("{{ templates.x }}"), &args).is_err());
         // Deferred decoding lets placeholders through.

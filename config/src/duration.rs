@@ -3,24 +3,42 @@
 
 use std::time::Duration;
 
+/// Why a duration does not parse. The messages say what is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not Go's duration syntax.
+    #[error(
+        "{0:?} is not a duration: write a number with a unit (ns, us, ms, s, m, h), e.g. 30s, 5m, 1h30m"
+    )]
+    Syntax(String),
+    /// Below zero.
+    #[error("{0} is negative: a {1} must be 0 or more")]
+    Negative(String, &'static str),
+    /// Longer than 292 years.
+    #[error("{0:?} is too long")]
+    TooLong(String),
+    /// A pause given as a number that is not a whole number of seconds.
+    #[error("{0} is not a whole number of seconds: write an integer or a duration such as 90s")]
+    NotWholeSeconds(String),
+    /// A pause given as something other than a number or a string.
+    #[error("{0} is not a duration: write seconds (30) or a duration (30s, 5m, 1h)")]
+    NotAPause(String),
+}
+
 /// Go's `time.ParseDuration`: `300ms`, `1.5h`, `2h45m`, `-1s` (rejected here: negative),
 /// units `ns us µs ms s m h`; a bare number is invalid except `0`.
 ///
 /// # Errors
-/// A message saying what is accepted.
-pub fn parse_go(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a duration: write a number with a unit (ns, us, ms, s, m, h), e.g. 30s, 5m, 1h30m"
-        )
-    };
+/// [`DurationError`], saying what is accepted.
+pub fn parse_go(s: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError::Syntax(s.to_owned());
     let t = s.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
     let t = t.strip_prefix('+').unwrap_or(t);
     if t.starts_with('-') {
-        return Err(format!("{s:?} is negative: a duration must be 0 or more"));
+        return Err(DurationError::Negative(format!("{s:?}"), "duration"));
     }
     if t.is_empty() {
         return Err(bad());
@@ -52,7 +70,7 @@ pub fn parse_go(s: &str) -> Result<Duration, String> {
         total += num * unit_ns;
     }
     if !total.is_finite() || total > 9.2e18 {
-        return Err(format!("{s:?} is too long"));
+        return Err(DurationError::TooLong(s.to_owned()));
     }
     // Go truncates to whole nanoseconds.
     Ok(Duration::from_nanos(total as u64))
@@ -62,29 +80,25 @@ pub fn parse_go(s: &str) -> Result<Duration, String> {
 /// Go duration; truncated to whole seconds, so `500ms` is 0 (no pause).
 ///
 /// # Errors
-/// A message for negative or unparsable values (`1d`, `1.5`, `abc`).
-pub fn parse_pause(v: &serde_json::Value) -> Result<Duration, String> {
+/// [`DurationError`] for negative or unparsable values (`1d`, `1.5`, `abc`).
+pub fn parse_pause(v: &serde_json::Value) -> Result<Duration, DurationError> {
     match v {
         serde_json::Value::Number(n) => match n.as_i64() {
             Some(i) if i >= 0 => Ok(Duration::from_secs(i as u64)),
-            Some(_) => Err(format!("{n} is negative: a pause must be 0 or more")),
-            None => Err(format!(
-                "{n} is not a whole number of seconds: write an integer or a duration such as 90s"
-            )),
+            Some(_) => Err(DurationError::Negative(n.to_string(), "pause")),
+            None => Err(DurationError::NotWholeSeconds(n.to_string())),
         },
         serde_json::Value::String(s) => {
             if let Ok(i) = s.trim().parse::<i64>() {
                 if i < 0 {
-                    return Err(format!("{s:?} is negative: a pause must be 0 or more"));
+                    return Err(DurationError::Negative(format!("{s:?}"), "pause"));
                 }
                 return Ok(Duration::from_secs(i as u64));
             }
             let d = parse_go(s)?;
             Ok(Duration::from_secs(d.as_secs()))
         }
-        other => Err(format!(
-            "{other} is not a duration: write seconds (30) or a duration (30s, 5m, 1h)"
-        )),
+        other => Err(DurationError::NotAPause(other.to_string())),
     }
 }
 

@@ -114,7 +114,7 @@ impl Ctx {
             Some(s) => match duration::parse_go(s) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.issue(doc, field, e);
+                    self.issue(doc, field, e.to_string());
                     default
                 }
             },

@@ -770,7 +770,7 @@ fn steps(
                     None | Some(Value::Null) => out.push(Step::Pause(None)),
                     Some(d) => match parse_pause(d) {
                         Ok(d) => out.push(Step::Pause(Some(d))),
-                        Err(e) => ctx.issue(doc, &format!("{f}.duration"), e),
+                        Err(e) => ctx.issue(doc, &format!("{f}.duration"), e.to_string()),
                     },
                 }
             }

@@ -80,7 +80,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 
 /// Turns a JSON value into an expr value. Numbers become floats, as Go's JSON decoding
 /// and Prometheus vectors give them.
-pub fn to_expr(v: &serde_json::Value) -> Value {
+pub(crate) fn to_expr(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Nil,
         serde_json::Value::Bool(b) => Value::Bool(*b),
@@ -97,7 +97,7 @@ pub fn to_expr(v: &serde_json::Value) -> Value {
 ///
 /// # Errors
 /// A syntax or evaluation error, or a result that is not a boolean.
-pub fn condition(code: &str, result: &Value) -> Result<bool, String> {
+pub(crate) fn condition(code: &str, result: &Value) -> Result<bool, String> {
     let mut ctx = Context::default();
     ctx.insert("result", result.clone());
     match ENV.eval(code, &ctx) {
@@ -119,7 +119,7 @@ pub fn condition(code: &str, result: &Value) -> Result<bool, String> {
 ///
 /// # Errors
 /// When a condition cannot be evaluated: the measurement is an Error, not a failure.
-pub fn verdict(
+pub(crate) fn verdict(
     success: Option<&str>,
     failure: Option<&str>,
     result: &Value,

@@ -12,10 +12,10 @@ pub mod analysis;
 pub mod api;
 pub mod controller;
 pub mod engine;
-pub mod eval;
+pub(crate) mod eval;
 pub mod ports;
 pub mod providers;
-pub mod resolve;
+pub(crate) mod resolve;
 pub mod state;
 pub mod store;
 

@@ -16,7 +16,7 @@ use crate::state::RolloutStatus;
 /// # Errors
 /// A message saying what is missing or wrong (the rollout aborts with it, as an Error
 /// run aborts it in Argo).
-pub fn build_run(
+pub(crate) fn build_run(
     name: String,
     aref: &AnalysisRef,
     rollout: &Rollout,
@@ -103,7 +103,7 @@ pub fn build_run(
     let mut names = BTreeSet::new();
     for tpl in &templates {
         for raw in &tpl.metrics {
-            let resolved = resolve_placeholders(raw, &values)?;
+            let resolved = resolve_placeholders(raw, &values).map_err(|e| e.to_string())?;
             let spec = decode_metric(&resolved, false).map_err(|issues| {
                 let name = resolved.get("name").and_then(Value::as_str).unwrap_or("?");
                 format!(

@@ -371,6 +371,8 @@ async fn hosts_targets_and_codings_an_upstream_must_not_see() {
         b"GET / HTTP/1.1\r\nHost: a\\b\r\n\r\n",
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         b"POST / HTTP/1.0\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
+        // A target that is not UTF-8 is refused, not routed as "/".
+        b"GET /caf\xc3\xa9/\xff\xfe HTTP/1.1\r\nHost: a\r\n\r\n",
     ] {
         let r = exchange(w, bad).await;
         assert!(

@@ -14,17 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+use crate::kit::process::{Sockets, WEIR, require, spawn_on_a_port};
+
 /// The W3C WebDriver key under which an element reference comes back.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn find_program(names: &[&str]) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_default();
@@ -172,32 +165,35 @@ fn holds(ok: bool, seen: impl std::fmt::Display) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_demo_and_its_abort_button_reverts_it() {
-    let Some(chromium) = find_program(&["chromium", "chromium-browser", "google-chrome"]) else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium chromium-driver)");
+    let Some(chromium) = require(
+        "chromium",
+        find_program(&["chromium", "chromium-browser", "google-chrome"]),
+        "apt-get install chromium chromium-driver",
+    ) else {
         return;
     };
-    let Some(driver) = find_program(&["chromedriver"]) else {
-        eprintln!("skipped: chromedriver is not installed (apt-get install chromium-driver)");
+    let Some(driver) = require(
+        "chromedriver",
+        find_program(&["chromedriver"]),
+        "apt-get install chromium-driver",
+    ) else {
         return;
     };
 
-    let (port, admin_port) = (free_port(), free_port());
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let sockets = Sockets::bind();
+    let (port, admin) = (sockets.web_addr().port(), sockets.admin_addr());
     let log = tempfile::NamedTempFile::new().unwrap();
-    let _demo = Reaped(
-        Command::new(WEIR)
-            .args([
-                "demo",
-                "--port",
-                &port.to_string(),
-                "--admin-port",
-                &admin_port.to_string(),
-            ])
-            .stdout(log.reopen().unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("weir demo"),
-    );
+    let mut cmd = Command::new(WEIR);
+    cmd.args([
+        "demo",
+        "--port",
+        &port.to_string(),
+        "--admin-port",
+        &admin.port().to_string(),
+    ])
+    .stdout(log.reopen().unwrap())
+    .stderr(Stdio::inherit());
+    let _demo = Reaped(sockets.pass_to(&mut cmd).spawn().expect("weir demo"));
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
 
     wait("the demo's admin API", Duration::from_secs(30), || async {
@@ -206,15 +202,15 @@ async fn the_dashboard_shows_the_demo_and_its_abort_button_reverts_it() {
     })
     .await;
 
-    let driver_port = free_port();
-    let _driver = Reaped(
-        Command::new(&driver)
-            .arg(format!("--port={driver_port}"))
+    let (driver, driver_port) = spawn_on_a_port("chromedriver", |port| {
+        let mut c = Command::new(&driver);
+        c.arg(format!("--port={port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver"),
-    );
+            .stderr(Stdio::null());
+        c
+    })
+    .await;
+    let _driver = Reaped(driver);
     let wd = format!("http://127.0.0.1:{driver_port}");
     wait(
         "chromedriver to be ready",

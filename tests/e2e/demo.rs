@@ -2,30 +2,22 @@
 
 use std::process::Command;
 
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::kit::process::{Sockets, WEIR};
 
 #[test]
 fn the_demo_tells_its_story_and_exits_0() {
-    let (port, admin) = (free_port(), free_port());
-    let out = Command::new(WEIR)
-        .args([
-            "demo",
-            "--once",
-            "--port",
-            &port.to_string(),
-            "--admin-port",
-            &admin.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let sockets = Sockets::bind();
+    let (port, admin) = (sockets.web_addr().port(), sockets.admin_addr().port());
+    let mut cmd = Command::new(WEIR);
+    cmd.args([
+        "demo",
+        "--once",
+        "--port",
+        &port.to_string(),
+        "--admin-port",
+        &admin.to_string(),
+    ]);
+    let out = sockets.pass_to(&mut cmd).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -63,7 +55,7 @@ fn a_taken_port_is_said_plainly() {
             "--port",
             &port.to_string(),
             "--admin-port",
-            &free_port().to_string(),
+            "0",
         ])
         .output()
         .unwrap();

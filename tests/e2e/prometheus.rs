@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::kit::process::{require, spawn_on_a_port};
 use crate::kit::*;
 use crate::rollout::{load, rollout_config};
 
@@ -34,10 +35,11 @@ fn prometheus_binary() -> Option<String> {
 
 /// Starts Prometheus scraping `target` every 500 ms.
 async fn start_prometheus(target: SocketAddr) -> Option<Prometheus> {
-    let Some(bin) = prometheus_binary() else {
-        println!("skipped: Prometheus is not installed (apt-get install prometheus)");
-        return None;
-    };
+    let bin = require(
+        "Prometheus",
+        prometheus_binary(),
+        "apt-get install prometheus",
+    )?;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -45,21 +47,20 @@ async fn start_prometheus(target: SocketAddr) -> Option<Prometheus> {
         format!("global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\nscrape_configs:\n  - job_name: weir\n    static_configs:\n      - targets: ['{target}']\n"),
     )
     .unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (child, port) = spawn_on_a_port("prometheus", |port| {
+        let mut c = Command::new(&bin);
+        c.arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    })
+    .await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let p = Prometheus {
         child,
         addr,

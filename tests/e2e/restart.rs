@@ -5,28 +5,23 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::kit::process::{Sockets, WEIR};
 use crate::kit::*;
 use crate::rollout::rollout_config;
 
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn spawn(cfg: &std::path::Path, state: &std::path::Path) -> Child {
-    Command::new(WEIR)
-        .args(["serve", "-c"])
+/// Starts weir on `sockets` (so that every run of it serves the same addresses, and a
+/// connection made while none runs waits in the socket's queue for the next).
+fn spawn(cfg: &std::path::Path, state: &std::path::Path, sockets: &Sockets) -> Child {
+    let mut cmd = Command::new(WEIR);
+    cmd.args(["serve", "-c"])
         .arg(cfg)
         .arg("--state-dir")
         .arg(state)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::null());
+    sockets.pass_to(&mut cmd).spawn().unwrap()
 }
 
 async fn state(admin: SocketAddr) -> Option<serde_json::Value> {
@@ -40,7 +35,8 @@ async fn kill_9_mid_rollout_resumes_the_same_step() {
     let v1 = backend("v1").await;
     let v2 = backend("v2").await;
     let eps = [(v1.addr(), "app:v1"), (v2.addr(), "app:v2")];
-    let (web, admin) = (free_port(), free_port());
+    let sockets = Sockets::bind();
+    let (web, admin) = (sockets.web_addr(), sockets.admin_addr());
     let strategy = "    canary:
       steps:
         - setWeight: 30
@@ -56,7 +52,7 @@ async fn kill_9_mid_rollout_resumes_the_same_step() {
     let path = dir.path().join("weir.yaml");
     let state_dir = dir.path().join("state");
     std::fs::write(&path, cfg("app:v1")).unwrap();
-    let mut child = spawn(&path, &state_dir);
+    let mut child = spawn(&path, &state_dir, &sockets);
     eventually("weir is up", Duration::from_secs(20), || async {
         state(admin).await.is_some_and(|s| s["phase"] == "Healthy")
     })
@@ -75,7 +71,7 @@ async fn kill_9_mid_rollout_resumes_the_same_step() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let mut child = spawn(&path, &state_dir);
+    let mut child = spawn(&path, &state_dir, &sockets);
     eventually("back up", Duration::from_secs(20), || async {
         state(admin).await.is_some()
     })
@@ -109,20 +105,22 @@ async fn kill_9_mid_rollout_resumes_the_same_step() {
     // The promotion is not lost, and the very first request after the restart is
     // routed by it: weir serves only once the control loop has routed the saved state
     // (before, the first requests got 503 "no revision yet").
-    let mut child = spawn(&path, &state_dir);
-    let first = loop {
-        if tokio::net::TcpStream::connect(web).await.is_ok() {
-            break get(web, "app.test", "/").await;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
-    assert_eq!(
-        first.status,
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&first.body)
-    );
-    assert_eq!(first.header("x-backend"), Some("v2"));
+    // The request is sent before weir runs: it waits in the socket's queue, and is
+    // the first thing the new weir answers.
+    let mut early = tokio::net::TcpStream::connect(web).await.unwrap();
+    early
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut child = spawn(&path, &state_dir, &sockets);
+    let mut first = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), early.read_to_end(&mut first))
+        .await
+        .expect("the queued request is answered")
+        .unwrap();
+    let first = String::from_utf8_lossy(&first).to_ascii_lowercase();
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    assert!(first.contains("\r\nx-backend: v2\r\n"), "{first}");
     eventually("back up", Duration::from_secs(20), || async {
         state(admin).await.is_some()
     })

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_bench::load::{LoadSpec, Mode, run};
+use weir_fixtures::load::{LoadSpec, Mode, run};
 
 use crate::kit::*;
 
@@ -80,7 +80,7 @@ pub(crate) fn load(
     rate: f64,
 ) -> (
     CancellationToken,
-    tokio::task::JoinHandle<weir_bench::load::Report>,
+    tokio::task::JoinHandle<weir_fixtures::load::Report>,
 ) {
     let stop = CancellationToken::new();
     let spec = LoadSpec {
@@ -223,10 +223,20 @@ async fn a_broken_canary_is_aborted_with_the_weight_back_to_zero() {
         s["message"].as_str().unwrap().starts_with("RolloutAborted"),
         "{s}"
     );
-    // Once aborted, no request reaches v2.
-    let before = v2.hits();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(v2.hits(), before, "the canary gets nothing after the abort");
+    // Once aborted, no request reaches v2: the next 100 requests all go to v1 (counted
+    // by requests served, not by time waited).
+    let (v1_before, v2_before) = (v1.hits(), v2.hits());
+    eventually(
+        "100 more requests served",
+        Duration::from_secs(10),
+        || async { v1.hits() >= v1_before + 100 },
+    )
+    .await;
+    assert_eq!(
+        v2.hits(),
+        v2_before,
+        "the canary gets nothing after the abort"
+    );
     stop.cancel();
     let report = load.await.unwrap();
     let failed = report.by_status.get(&500).copied().unwrap_or(0);
@@ -338,12 +348,12 @@ pub(crate) async fn post(addr: SocketAddr, path: &str) -> Resp {
 /// process; its `curl http://my-app-canary/...` reaches the canary through weir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_smoke_test_reaches_the_canary_by_name() {
-    if std::process::Command::new("curl")
+    let curl = std::process::Command::new("curl")
         .arg("--version")
         .output()
-        .is_err()
-    {
-        println!("skipped: curl is not installed");
+        .ok()
+        .map(|_| "curl".to_owned());
+    if crate::kit::process::require("curl", curl, "apt-get install curl").is_none() {
         return;
     }
     let v1 = backend("v1").await;

@@ -1,17 +1,10 @@
 //! The real binary: graceful shutdown on SIGTERM, exit codes, refusing a bad config.
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::kit::process::{Sockets, WEIR};
 use crate::kit::*;
-
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
-
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
@@ -24,7 +17,8 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     )
     .await
     .unwrap();
-    let (web, admin) = (free_port(), free_port());
+    let sockets = Sockets::bind();
+    let (web, admin) = (sockets.web_addr(), sockets.admin_addr());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("weir.yaml");
     let yaml = format!(
@@ -32,15 +26,17 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
         service("slow", &[slow.addr()])
     );
     std::fs::write(&cfg, yaml).unwrap();
-    let mut child = Command::new(WEIR)
-        .args(["serve", "-c"])
+    let mut cmd = Command::new(WEIR);
+    cmd.args(["serve", "-c"])
         .arg(&cfg)
         .args(["--state-dir"])
         .arg(dir.path().join("state"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    let mut child = sockets.pass_to(&mut cmd).spawn().unwrap();
+    drop(cmd);
+    // Only weir holds the sockets now: once it exits, nothing listens.
+    drop(sockets);
     eventually("weir is up", Duration::from_secs(20), || async {
         tokio::net::TcpStream::connect(admin).await.is_ok()
     })
@@ -83,7 +79,10 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_is_refused_with_every_error_and_nothing_bound() {
-    let (web, admin) = (free_port(), free_port());
+    // The test holds both addresses: had weir tried to bind them before refusing the
+    // config, it would fail to ("cannot listen", exit 1).
+    let sockets = Sockets::bind();
+    let (web, admin) = (sockets.web_addr(), sockets.admin_addr());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
     let yaml = format!(
@@ -113,8 +112,8 @@ async fn an_invalid_config_is_refused_with_every_error_and_nothing_bound() {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert!(
-        std::net::TcpListener::bind(web).is_ok(),
-        "the listener port was never taken"
+        !err.contains("cannot listen"),
+        "refused before binding anything: {err}"
     );
 
     let out = Command::new(WEIR)

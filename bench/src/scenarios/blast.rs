@@ -36,8 +36,8 @@ use super::canary::{
     Admin, Guard, HitWatch, RolloutView, Spread, epoch_ms, guarded_rollout_config,
 };
 use super::{WeirOptions, WeirProcess};
-use crate::load::{LoadSpec, Mode};
-use crate::{Behavior, FakeBackend};
+use weir_fixtures::load::{LoadSpec, Mode};
+use weir_fixtures::{Behavior, FakeBackend};
 
 /// At most this many failed requests per run.
 pub const GOAL_FAILED: u64 = 25;
@@ -252,7 +252,7 @@ async fn one_run(
     }
     let before = admin.control_metrics().await?;
     let stop = CancellationToken::new();
-    let load = tokio::spawn(crate::run(
+    let load = tokio::spawn(weir_fixtures::run(
         LoadSpec {
             host: "app".to_owned(),
             connections: CONNECTIONS,

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::KeepAlive;
-use crate::FakeBackend;
+use weir_fixtures::FakeBackend;
 
 /// The background analysis the canary scenarios run: one weir-measured `success-rate`
 /// metric with no count (so it runs until the update ends) and `failureLimit: 0`.

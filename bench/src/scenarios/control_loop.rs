@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::canary::{Admin, RolloutView, cpu_seconds, image_service_yaml, rollout_yaml};
 use super::{WeirOptions, WeirProcess, proxy_yaml, rss_kb};
-use crate::{Behavior, FakeBackend};
+use weir_fixtures::{Behavior, FakeBackend};
 
 const STEPS: [&str; 2] = ["{setWeight: 10}", "{pause: {}}"];
 const STABLE: &str = "app:v1";

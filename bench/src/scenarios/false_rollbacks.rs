@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::canary::{Admin, Guard, Spread, guarded_rollout_config};
 use super::{WeirOptions, WeirProcess, pairs};
-use crate::load::{LoadSpec, Mode};
-use crate::{Behavior, FakeBackend};
+use weir_fixtures::load::{LoadSpec, Mode};
+use weir_fixtures::{Behavior, FakeBackend};
 
 /// The Rollout's steps: a run takes about 5 s.
 const STEPS: [&str; 4] = [
@@ -171,7 +171,7 @@ pub async fn run(opts: &FalseRollbacksOptions) -> Result<FalseRollbacksResult> {
     let outcome: Result<()> = async {
         let mut stable = IMAGES[0];
         wait_healthy(&mut admin, &weir, stable).await?;
-        load = Some(tokio::spawn(crate::run(
+        load = Some(tokio::spawn(weir_fixtures::run(
             LoadSpec {
                 host: "app".to_owned(),
                 connections: CONNECTIONS,

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::tree_rss_kb;
 use super::{ChildGuard, KeepAlive, WeirOptions, WeirProcess, free_port, proxy_yaml, service_yaml};
-use crate::{Behavior, FakeBackend};
+use weir_fixtures::{Behavior, FakeBackend};
 
 /// Connections being opened at once.
 const BATCH: usize = 200;

@@ -15,7 +15,7 @@
 //! readings of `/metrics` and `/proc`.
 //!
 //! Every scenario but [`micro`] starts the weir binary ([`WeirProcess`]) with a config in a
-//! temporary folder and fake backends ([`crate::FakeBackend`]) in this process, and stops it
+//! temporary folder and fake backends ([`weir_fixtures::FakeBackend`]) in this process, and stops it
 //! again (SIGTERM, then wait) when done, on error too: [`ChildGuard`] does it on drop.
 //! Unlike the rest of the crate, these spawn processes and bind fixed (freshly picked) ports,
 //! so they are for the command line, not for tests.
@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use command_fds::{CommandFdExt, FdMapping};
 use http::header::HeaderMap;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -153,7 +154,7 @@ pub struct WeirProcess {
 }
 
 impl WeirProcess {
-    /// Picks free ports for the `web` listener and the admin API, writes the config that
+    /// Binds sockets for the `web` listener and the admin API on 127.0.0.1:0, writes the config that
     /// `yaml(web_port, admin_port)` returns to `weir.yaml` in a new temporary folder, starts
     /// weir on it (watching the file when `watch`), and waits until `/healthz` answers 200 and
     /// the web listener accepts connections.
@@ -172,7 +173,16 @@ impl WeirProcess {
             .prefix("weir-bench-")
             .tempdir()
             .context("creating a temporary folder")?;
-        let (web_port, admin_port) = (free_port()?, free_port()?);
+        // weir gets its sockets bound already, as systemd socket activation hands them
+        // over: no port is picked, freed and hoped for.
+        let web_socket = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("binding the web listener on 127.0.0.1:0")?;
+        let admin_socket = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("binding the admin listener on 127.0.0.1:0")?;
+        let (web_port, admin_port) = (
+            web_socket.local_addr()?.port(),
+            admin_socket.local_addr()?.port(),
+        );
         let config = dir.path().join("weir.yaml");
         std::fs::write(&config, yaml(web_port, admin_port))
             .with_context(|| format!("writing {}", config.display()))?;
@@ -196,7 +206,23 @@ impl WeirProcess {
         if let Some(workers) = opts.workers {
             command.arg("--workers").arg(workers.to_string());
         }
+        command
+            .fd_mappings(vec![
+                FdMapping {
+                    parent_fd: web_socket.into(),
+                    child_fd: 3,
+                },
+                FdMapping {
+                    parent_fd: admin_socket.into(),
+                    child_fd: 4,
+                },
+            ])
+            .context("passing the listening sockets")?
+            .env("LISTEN_FDS", "2")
+            .env_remove("LISTEN_PID");
         let child = ChildGuard::spawn("weir", &mut command)?;
+        // The sockets are weir's alone now: once it exits, nothing listens.
+        drop(command);
         let mut weir = WeirProcess {
             child,
             dir,
@@ -279,7 +305,9 @@ impl WeirProcess {
     }
 }
 
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then closed).
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then closed): only for the
+/// peers (nginx, HAProxy) of the memory scenario, which take a port number, not a socket.
+/// A peer that then fails to bind says so, and the run stops.
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .context("binding 127.0.0.1:0 to find a free port")?;

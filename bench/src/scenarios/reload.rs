@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{KeepAlive, WeirOptions, WeirProcess, proxy_yaml, quantile_sorted, service_yaml};
-use crate::load::{LoadSpec, Mode};
-use crate::{Behavior, FakeBackend, X_BACKEND};
+use weir_fixtures::load::{LoadSpec, Mode};
+use weir_fixtures::{Behavior, FakeBackend, X_BACKEND};
 
 /// Longest wait for one reload to take effect.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,7 +89,7 @@ pub async fn run(opts: &ReloadOptions) -> Result<ReloadResult> {
     let (web, admin) = (weir.web().port(), weir.admin().port());
 
     let stop = CancellationToken::new();
-    let load = tokio::spawn(crate::run(
+    let load = tokio::spawn(weir_fixtures::run(
         LoadSpec {
             host: "bench".to_owned(),
             connections: opts.connections.max(1),

@@ -10,8 +10,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{WeirOptions, WeirProcess, proxy_yaml, service_yaml};
-use crate::load::{LoadSpec, split_order, worst_window_deviation};
-use crate::{Behavior, FakeBackend};
+use weir_fixtures::{Behavior, FakeBackend};
+use weir_fixtures::{LoadSpec, split_order, worst_window_deviation};
 
 /// The window lengths reported.
 pub const WINDOWS: [usize; 3] = [10, 100, 1000];
@@ -140,7 +140,7 @@ pub async fn run(opts: &SplitOptions) -> Result<SplitResult> {
         max_requests: Some(opts.requests),
         ..LoadSpec::new(weir.web())
     };
-    let report = crate::run(spec, CancellationToken::new()).await;
+    let report = weir_fixtures::run(spec, CancellationToken::new()).await;
     let weir_exit = weir.stop().await?;
 
     let order = split_order(&report.sequence, &report.seqs);

@@ -55,7 +55,7 @@ pub async fn measure(client: &HttpClient, w: &WebProvider) -> Outcome {
 ///
 /// # Errors
 /// A bad path, or no match.
-pub fn pick(json: &Value, path: &str) -> Result<Value, String> {
+pub(crate) fn pick(json: &Value, path: &str) -> Result<Value, String> {
     let p = path.trim();
     let p = p
         .strip_prefix('{')

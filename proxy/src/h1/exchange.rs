@@ -241,8 +241,8 @@ where
                 fail(&mut ex, io, wbuf, Kind::UpstreamProtocol, true, settings).await
             }
             // The client's own body was garbled or too slow: its fault, answered as such.
-            BodyError::Chunked => refuse_mid(&mut ex, io, wbuf, Kind::BadRequest, settings).await,
-            BodyError::Timeout => refuse_mid(&mut ex, io, wbuf, Kind::BodyTimeout, settings).await,
+            BodyError::Chunked => fail(&mut ex, io, wbuf, Kind::BadRequest, true, settings).await,
+            BodyError::Timeout => fail(&mut ex, io, wbuf, Kind::BodyTimeout, true, settings).await,
             // The client went away mid-body.
             BodyError::Read(_) | BodyError::Truncated => {
                 ex.client_gone();
@@ -469,7 +469,8 @@ where
     }
 }
 
-/// Answers with the proxy's own error response for an upstream fault, and records it.
+/// Answers with the proxy's own error response for `kind` and records it; a client's
+/// fault mid-request (a garbled or stalled body) closes the connection (`close`).
 async fn fail<S: AsyncWrite + Unpin>(
     ex: &mut Exchange,
     io: &mut S,
@@ -487,20 +488,6 @@ async fn fail<S: AsyncWrite + Unpin>(
     } else {
         Next::KeepAlive
     }
-}
-
-/// The client's own fault mid-request (a garbled or stalled body): answered with
-/// `kind`'s status, recorded as the client's, and the connection closed.
-async fn refuse_mid<S: AsyncWrite + Unpin>(
-    ex: &mut Exchange,
-    io: &mut S,
-    wbuf: &mut Vec<u8>,
-    kind: Kind,
-    settings: &ServerSettings,
-) -> Next {
-    ex.refuse(kind);
-    let _ = write_simple(io, wbuf, kind, true, settings.send_timeout).await;
-    Next::Close
 }
 
 /// Answers a request refused before it was routed (`kind` is a client error) and

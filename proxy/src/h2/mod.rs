@@ -210,7 +210,7 @@ async fn handle(
             return short_response(e.kind);
         }
         Err(Sent::ClientSlow) => {
-            ex.refuse(Kind::BodyTimeout);
+            ex.fail(Kind::BodyTimeout);
             return short_response(Kind::BodyTimeout);
         }
         Err(Sent::ClientGone) => {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLogSink, Entry};
 use crate::conn::ConnInfo;
-use crate::error::Kind;
+use crate::error::{Kind, Source};
 use crate::routing::{Backend, Headers, Target, normalize_host};
 use crate::stats::Outcome;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
@@ -278,21 +278,16 @@ impl Exchange {
         }
     }
 
-    /// The proxy answers with `kind` for an upstream fault: counted, and charged to the
-    /// backend as a failure.
+    /// The proxy answers with `kind`: counted by kind, and charged to the backend as a
+    /// failure only when the upstream is at fault ([`Source::Upstream`]); a client's own
+    /// fault mid-request (a garbled or stalled body) is recorded as the client's status.
     pub(crate) fn fail(&mut self, kind: Kind) {
-        tracing::debug!(client = %self.conn.client, endpoint = %self.routed.endpoint.addr, "proxy error: {}", kind.label());
         self.conn.shared.counters.error(kind);
         self.status = kind.status();
-        self.proxy_error = true;
-        self.record(Some(kind));
-    }
-
-    /// The client's own fault mid-request (a garbled or stalled body): answered with
-    /// `kind`, counted, and recorded as the client's status, not as the backend's fault.
-    pub(crate) fn refuse(&mut self, kind: Kind) {
-        self.conn.shared.counters.error(kind);
-        self.status = kind.status();
+        if kind.source() == Source::Upstream {
+            tracing::debug!(client = %self.conn.client, endpoint = %self.routed.endpoint.addr, "proxy error: {}", kind.label());
+            self.proxy_error = true;
+        }
         self.record(Some(kind));
     }
 

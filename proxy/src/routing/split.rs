@@ -98,16 +98,7 @@ mod tests {
 
     /// Worst deviation from round(w·n) over every window of n consecutive picks.
     fn worst(picks: &[usize], leg: usize, share: f64, n: usize) -> f64 {
-        let mut worst: f64 = 0.0;
-        let mut count = picks[..n].iter().filter(|p| **p == leg).count();
-        for start in 0..=picks.len() - n {
-            if start > 0 {
-                count -= usize::from(picks[start - 1] == leg);
-                count += usize::from(picks[start + n - 1] == leg);
-            }
-            worst = worst.max((count as f64 - share * n as f64).abs());
-        }
-        worst
+        weir_fixtures::worst_deviation(picks, |p| *p == leg, share, n)
     }
 
     #[test]

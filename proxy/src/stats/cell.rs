@@ -342,11 +342,13 @@ impl Cell {
         let Some(last) = out.last_mut() else {
             return out;
         };
+        // Lock order: ring, then shards (as in `window_since`), so a tick cannot move
+        // a second from the shards into the ring between the two reads and count it twice.
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         for shard in self.shards.iter() {
             let s = shard.lock().unwrap_or_else(|e| e.into_inner());
             last.add_current(&s.current);
         }
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let span = (points as u64 * step).min(HISTORY_SECONDS as u64);
         for back in 1..span {
             let Some(sec) = now_second.checked_sub(back) else {

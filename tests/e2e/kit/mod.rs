@@ -14,7 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use weir::app::{App, ServeOptions};
 
-pub use weir_bench::backend::{Behavior, FakeBackend, Latency};
+pub use weir_fixtures::backend::{Behavior, FakeBackend, Latency};
+
+pub mod process;
 
 /// A weir running in this process.
 pub struct Weir {
@@ -251,17 +253,7 @@ pub async fn drive(
 }
 
 /// Worst |count - share·n| over every window of `n` consecutive entries of `seq`
-/// that are `leg`.
+/// that are `true`.
 pub fn worst_deviation(seq: &[bool], share: f64, n: usize) -> f64 {
-    if seq.len() < n {
-        return 0.0;
-    }
-    let mut count = seq[..n].iter().filter(|b| **b).count();
-    let mut worst = (count as f64 - share * n as f64).abs();
-    for start in 1..=seq.len() - n {
-        count -= usize::from(seq[start - 1]);
-        count += usize::from(seq[start + n - 1]);
-        worst = worst.max((count as f64 - share * n as f64).abs());
-    }
-    worst
+    weir_fixtures::worst_deviation(seq, |b| *b, share, n)
 }
