@@ -7,6 +7,8 @@
 # saturates first.
 #
 # Usage: bench/compare.sh [--duration 10] [--connections 64] [--rounds 3] [--h2] [--only weir,nginx,haproxy]
+#   --only may name weir-base too: another weir binary (WEIR_BASE=path), e.g. a build of
+#   an earlier commit, measured in the same run to show what a change costs.
 # Needs: nginx, haproxy, wrk (and h2load with --h2), taskset; `cargo build --release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,10 +54,11 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 start_proxy() {
   local name=$1 h2arg=""
   case $name in
-    weir|weir-nomeasure)
+    weir|weir-nomeasure|weir-base)
       sed "s/__PORT__/$PORT/; s/__ADMIN__/$ADMIN/; s/__BACKEND__/$B1/; s/__BACKEND2__/$B2/" bench/peers/weir.yaml > $TMP/weir.yaml
       local extra=""; [ $name = weir-nomeasure ] && extra="--no-measure"
-      setsid taskset -c 0 $WEIR serve -c $TMP/weir.yaml --workers 1 --no-watch --log-level warn $extra >$TMP/$name.log 2>&1 &
+      local bin=$WEIR; [ $name = weir-base ] && bin=${WEIR_BASE:?"weir-base needs WEIR_BASE=path/to/an/older/weir"}
+      setsid taskset -c 0 $bin serve -c $TMP/weir.yaml --workers 1 --no-watch --log-level warn $extra >$TMP/$name.log 2>&1 &
       ;;
     nginx)
       [ $H2 = 1 ] && h2arg="http2"

@@ -8,14 +8,15 @@
 #            and a normal client making 200 requests, each on a new connection: how many
 #            are served?
 #
-# Usage: bench/slowloris.sh [--only weir,nginx,haproxy] [--limit 2000] [--conns 3000]
+# Usage: bench/slowloris.sh [--only weir,nginx,haproxy] [--modes hold,lockout] [--limit 2000] [--conns 3000]
 # Needs: nginx, haproxy, python3; `cargo build --release --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ONLY="weir,nginx,haproxy"; LIMIT=2000; CONNS=3000
+ONLY="weir,nginx,haproxy"; MODES="hold,lockout"; LIMIT=2000; CONNS=3000
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) ONLY=$2; shift 2;;
+    --modes) MODES=$2; shift 2;;
     --limit) LIMIT=$2; shift 2;;
     --conns) CONNS=$2; shift 2;;
     *) echo "unknown option $1" >&2; exit 2;;
@@ -112,6 +113,7 @@ EOF
 
 stop_proxy() { kill -TERM -- -$PROXY_PID 2>/dev/null || true; wait $PROXY_PID 2>/dev/null || true; sleep 0.5; }
 
+if [[ ",$MODES," == *,hold,* ]]; then
 echo "== hold: $CONNS slowloris connections, a header line every 10 s, headers due within 10 s"
 for p in ${ONLY//,/ }; do
   start_proxy $p $((CONNS * 2))
@@ -119,7 +121,9 @@ for p in ${ONLY//,/ }; do
   python3 bench/slowloris.py hold $PORT --conns $CONNS --interval 10
   stop_proxy
 done
+fi
 
+if [[ ",$MODES," == *,lockout,* ]]; then
 echo "== lockout: $CONNS reconnecting slowloris connections, limit $LIMIT connections, 200 normal requests"
 for p in ${ONLY//,/ }; do
   start_proxy $p $LIMIT
@@ -127,3 +131,4 @@ for p in ${ONLY//,/ }; do
   python3 bench/slowloris.py lockout $PORT --conns $CONNS --interval 10 --probes 200
   stop_proxy
 done
+fi

@@ -51,8 +51,22 @@ pub enum StartError {
         hint: &'static str,
     },
     /// The data plane could not be built.
-    #[error("{0}")]
-    Build(String),
+    #[error(transparent)]
+    Build(#[from] weir_proxy::error::BuildError),
+    /// A bound socket has no local address (the OS refused to say).
+    #[error("cannot read a bound socket's address: {0}")]
+    Address(#[source] std::io::Error),
+    /// A metric collector could not be registered (two with one name: a bug).
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The rollout state folder cannot be used.
+    #[error("cannot use the state folder {}: {source}", dir.display())]
+    StateDir {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A running weir.
@@ -273,9 +287,7 @@ impl App {
             ));
         }
         let admin_listener = bind("admin", model.proxy.admin)?;
-        let admin = admin_listener
-            .local_addr()
-            .map_err(|e| StartError::Build(e.to_string()))?;
+        let admin = admin_listener.local_addr().map_err(StartError::Address)?;
 
         let (proxy, updater) = Proxy::new(
             model.clone(),
@@ -283,14 +295,11 @@ impl App {
                 worker_threads: opts.workers,
                 measure: opts.measure,
             },
-        )
-        .map_err(StartError::Build)?;
+        )?;
         let proxy = Arc::new(proxy);
         let registry = prometheus::Registry::new();
         let reload_stats = Arc::new(ReloadStats::default());
-        proxy
-            .register_metrics(&registry, reload_stats.clone())
-            .map_err(|e| StartError::Build(e.to_string()))?;
+        proxy.register_metrics(&registry, reload_stats.clone())?;
 
         let accept = CancellationToken::new();
         let background = CancellationToken::new();
@@ -305,9 +314,7 @@ impl App {
 
         let mut listeners = Vec::new();
         for (name, listener) in &bound {
-            let addr = listener
-                .local_addr()
-                .map_err(|e| StartError::Build(e.to_string()))?;
+            let addr = listener.local_addr().map_err(StartError::Address)?;
             listeners.push((name.clone(), addr));
         }
 
@@ -332,11 +339,9 @@ impl App {
                 proxy_url,
             },
         )
-        .map_err(|e| {
-            StartError::Build(format!(
-                "cannot use the state folder {}: {e}",
-                opts.state_dir.display()
-            ))
+        .map_err(|source| StartError::StateDir {
+            dir: opts.state_dir.clone(),
+            source,
         })?;
         // The notifier subscribes before the control loop starts, so that it hears the
         // first turn's events (an initial deploy completes a rollout too).
@@ -377,14 +382,10 @@ impl App {
         }
         serving.publish();
         let listeners = serving.shown.clone();
-        registry
-            .register(Box::new(crate::wiring::NotifyCollector::new(notify_stats)))
-            .map_err(|e| StartError::Build(e.to_string()))?;
-        registry
-            .register(Box::new(crate::wiring::ControlCollector::new(
-                handle.stats.clone(),
-            )))
-            .map_err(|e| StartError::Build(e.to_string()))?;
+        registry.register(Box::new(crate::wiring::NotifyCollector::new(notify_stats)))?;
+        registry.register(Box::new(crate::wiring::ControlCollector::new(
+            handle.stats.clone(),
+        )))?;
 
         let admin_server = Arc::new(Admin::new(
             proxy.clone(),

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use weir_control::api::RolloutView;
+use weir_control::state::{Reason, RolloutPhase};
 use weir_fixtures::backend::{Behavior, FakeBackend};
 use weir_fixtures::load::{LoadSpec, Mode, Report, run};
 
@@ -116,14 +118,10 @@ fn say(start: tokio::time::Instant, line: &str) {
 ///
 /// # Errors
 /// When weir cannot start (a port in use says so plainly).
-pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
+pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
     let start = tokio::time::Instant::now();
-    let v1 = FakeBackend::start("v1", Behavior::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let v2 = FakeBackend::start("v2", Behavior::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let v1 = FakeBackend::start("v1", Behavior::default()).await?;
+    let v2 = FakeBackend::start("v2", Behavior::default()).await?;
     let v3 = FakeBackend::start(
         "v3",
         Behavior {
@@ -131,23 +129,21 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
             ..Behavior::default()
         },
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let backends = [
         (v1.addr(), "demo:v1"),
         (v2.addr(), "demo:v2"),
         (v3.addr(), "demo:v3-broken"),
     ];
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir()?;
     let path = dir.path().join("demo.yaml");
-    let write = |image: &str| -> Result<(), String> {
+    let write = |image: &str| -> std::io::Result<()> {
         let tmp = dir.path().join(".demo.yaml.tmp");
-        std::fs::write(&tmp, config(opts.port, opts.admin_port, image, &backends))
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        std::fs::write(&tmp, config(opts.port, opts.admin_port, image, &backends))?;
+        std::fs::rename(&tmp, &path)
     };
     write("demo:v1")?;
-    let model = weir_config::load(&path).map_err(|e| e.to_string())?;
+    let model = weir_config::load(&path)?;
     let app = App::start(
         model,
         &ServeOptions {
@@ -161,13 +157,15 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
     )
     .await
     .map_err(|e| match e {
-        crate::app::StartError::Bind { address, .. } => format!(
+        crate::app::StartError::Bind { address, .. } => anyhow::anyhow!(
             "port {} is taken: stop what uses it, or pick others with --port and --admin-port",
             address.port()
         ),
-        other => other.to_string(),
+        other => other.into(),
     })?;
-    let web = app.listener("web").ok_or("no listener")?;
+    let web = app
+        .listener("web")
+        .ok_or_else(|| anyhow::anyhow!("no listener named web"))?;
     let admin = app.admin();
     println!("weir demo: an app behind weir, rolled out the Argo Rollouts way.");
     println!(
@@ -183,11 +181,13 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
     let mut events = app.controller.subscribe();
     let narrator = tokio::spawn(async move {
         while let Ok((_, e)) = events.recv().await {
-            let mark = match e.reason.as_str() {
-                "RolloutCompleted" => "✔",
-                "RolloutAborted" | "AnalysisRunFailed" | "AnalysisRunError" => "✖",
-                "TrafficWeightUpdated" => "→",
-                "RolloutPaused" => "॥",
+            let mark = match e.reason {
+                Reason::RolloutCompleted => "✔",
+                Reason::RolloutAborted | Reason::AnalysisRunFailed | Reason::AnalysisRunError => {
+                    "✖"
+                }
+                Reason::TrafficWeightUpdated => "→",
+                Reason::RolloutPaused => "॥",
                 _ => "·",
             };
             say(start, &format!("{mark} {}", e.message));
@@ -208,18 +208,22 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
     };
     let state = || {
         let controller = app.controller.clone();
-        async move { controller.get(ROLLOUT).await.unwrap_or_default() }
+        async move { controller.get(ROLLOUT).await }
     };
     let wait_for = |want: &'static str, image: &'static str, within: Duration| async move {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let s = state().await;
-            let done = match want {
-                "promoted" => s["phase"] == "Healthy" && s["stableRevision"] == image,
-                _ => s["phase"] == "Degraded",
-            };
-            if done {
-                return Some(s);
+            if let Some(s) = state().await {
+                let done = match want {
+                    "promoted" => {
+                        s.phase == Some(RolloutPhase::Healthy)
+                            && s.stable_revision.as_deref() == Some(image)
+                    }
+                    _ => s.phase == Some(RolloutPhase::Degraded),
+                };
+                if done {
+                    return Some(s);
+                }
             }
             if tokio::time::Instant::now() > deadline {
                 return None;
@@ -244,7 +248,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
     write("demo:v2")?;
     let act1 = wait_for("promoted", "demo:v2", Duration::from_secs(90)).await;
     stop.cancel();
-    let r1: Report = handle.await.map_err(|e| e.to_string())?;
+    let r1: Report = handle.await?;
     // A healthy update fails no request: not at start, not at any step, not at the
     // promotion.
     let ok1 = act1.is_some() && failed(&r1) == 0;
@@ -276,10 +280,10 @@ pub async fn run_demo(opts: DemoOptions) -> Result<bool, String> {
     let act2 = wait_for("aborted", "", Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
-    let r2 = handle.await.map_err(|e| e.to_string())?;
+    let r2 = handle.await?;
     let at_risk = act2.as_ref().and_then(seconds_at_risk);
     let ok2 = act2.as_ref().is_some_and(|s| {
-        s["aborted"] == true && s["canaryWeight"] == 0.0 && s["stableRevision"] == "demo:v2"
+        s.aborted && s.canary_weight == 0.0 && s.stable_revision.as_deref() == Some("demo:v2")
     });
     say(
         start,
@@ -338,16 +342,16 @@ fn failed(r: &Report) -> u64 {
 }
 
 /// Seconds from the canary first getting traffic to the abort, from the timeline.
-fn seconds_at_risk(s: &serde_json::Value) -> Option<f64> {
-    let events = s["events"].as_array()?;
+fn seconds_at_risk(s: &RolloutView) -> Option<f64> {
+    let events = &s.events;
     let updated = events
         .iter()
-        .rposition(|e| e["reason"] == "RolloutUpdated")?;
+        .rposition(|e| e.reason == Reason::RolloutUpdated)?;
     let first = events[updated..]
         .iter()
-        .find(|e| e["reason"] == "TrafficWeightUpdated")?;
+        .find(|e| e.reason == Reason::TrafficWeightUpdated)?;
     let abort = events[updated..]
         .iter()
-        .find(|e| e["reason"] == "RolloutAborted")?;
-    Some((abort["time"].as_u64()? as f64 - first["time"].as_u64()? as f64) / 1000.0)
+        .find(|e| e.reason == Reason::RolloutAborted)?;
+    Some((abort.time as f64 - first.time as f64) / 1000.0)
 }

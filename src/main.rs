@@ -8,6 +8,7 @@ use clap::Parser;
 use weir::app::{App, ServeOptions};
 use weir::cli::{CheckArgs, Cli, Command, LogFormat, ServeArgs};
 use weir::client::{AdminClient, render_list, render_rollout};
+use weir_control::state::RolloutPhase;
 
 const EXIT_CONFIG: u8 = 64;
 
@@ -42,14 +43,11 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
         return ExitCode::from(1);
     };
     rt.block_on(async move {
-        let result: Result<ExitCode, String> = async {
+        let result: anyhow::Result<ExitCode> = async {
             match cmd {
                 Command::Get(a) => {
                     if a.kind != "rollout" && a.kind != "rollouts" && a.kind != "ro" {
-                        return Err(format!(
-                            "weir get {}: only `get rollout NAME` is known",
-                            a.kind
-                        ));
+                        anyhow::bail!("weir get {}: only `get rollout NAME` is known", a.kind);
                     }
                     let c = AdminClient::new(admin);
                     if !a.watch {
@@ -69,10 +67,7 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                 }
                 Command::List(a) => {
                     if a.kind != "rollouts" && a.kind != "rollout" && a.kind != "ro" {
-                        return Err(format!(
-                            "weir list {}: only `list rollouts` is known",
-                            a.kind
-                        ));
+                        anyhow::bail!("weir list {}: only `list rollouts` is known", a.kind);
                     }
                     print!("{}", render_list(&AdminClient::new(admin).list().await?));
                     Ok(ExitCode::SUCCESS)
@@ -83,28 +78,19 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                     let mut last = String::new();
                     loop {
                         let v = c.get(&a.name).await?;
-                        let phase = v
-                            .get("phase")
-                            .and_then(|p| p.as_str())
-                            .unwrap_or("")
-                            .to_owned();
-                        let msg = v
-                            .get("message")
-                            .and_then(|p| p.as_str())
-                            .unwrap_or("")
-                            .to_owned();
-                        let line = if msg.is_empty() {
-                            phase.clone()
+                        let phase = v.phase.map_or("", RolloutPhase::as_str);
+                        let line = if v.message.is_empty() {
+                            phase.to_owned()
                         } else {
-                            format!("{phase} - {msg}")
+                            format!("{phase} - {}", v.message)
                         };
                         if line != last {
                             println!("{line}");
                             last = line;
                         }
-                        match phase.as_str() {
-                            "Healthy" => return Ok(ExitCode::SUCCESS),
-                            "Degraded" => return Ok(ExitCode::from(1)),
+                        match v.phase {
+                            Some(RolloutPhase::Healthy) => return Ok(ExitCode::SUCCESS),
+                            Some(RolloutPhase::Degraded) => return Ok(ExitCode::from(1)),
                             _ => {}
                         }
                         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -132,16 +118,16 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Abort(a) => simple(admin, &a.name, "abort", "aborted").await,
-                Command::Pause(a) => simple(admin, &a.name, "pause", "paused").await,
-                Command::Resume(a) => simple(admin, &a.name, "resume", "resumed").await,
+                Command::Abort(a) => Ok(simple(admin, &a.name, "abort", "aborted").await?),
+                Command::Pause(a) => Ok(simple(admin, &a.name, "pause", "paused").await?),
+                Command::Resume(a) => Ok(simple(admin, &a.name, "resume", "resumed").await?),
                 Command::Retry(a) => {
                     let name = match a.words.as_slice() {
                         [n] => n.clone(),
                         [kind, n] if kind == "rollout" || kind == "ro" => n.clone(),
-                        _ => return Err("usage: weir retry [rollout] NAME".into()),
+                        _ => anyhow::bail!("usage: weir retry [rollout] NAME"),
                     };
-                    simple(admin, &name, "retry", "retried").await
+                    Ok(simple(admin, &name, "retry", "retried").await?)
                 }
                 Command::Undo(a) => {
                     let action = match a.to_revision {
@@ -169,7 +155,12 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
     })
 }
 
-async fn simple(admin: &str, name: &str, action: &str, done: &str) -> Result<ExitCode, String> {
+async fn simple(
+    admin: &str,
+    name: &str,
+    action: &str,
+    done: &str,
+) -> Result<ExitCode, weir::client::ClientError> {
     AdminClient::new(admin).act(name, action).await?;
     println!("rollout '{name}' {done}");
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use weir_control::{
-    Action, ControllerHandle, MetricsSource, Sample, Served, TrafficPlan, TrafficRouter,
+    Action, ActionError, ControllerHandle, MetricsSource, Sample, Served, TrafficPlan,
+    TrafficRouter,
 };
 use weir_proxy::admin::{AdminBody, AdminExtension, AdminRequest, json, text};
 use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic};
@@ -240,8 +241,15 @@ impl AdminExtension for RolloutsApi {
                     };
                     match self.0.act(name, action).await {
                         Ok(v) => json(StatusCode::OK, &v),
-                        Err(e) if e.starts_with("no rollout") => not_found(name),
-                        Err(e) => json(StatusCode::CONFLICT, &serde_json::json!({ "error": e })),
+                        Err(ActionError::NoRollout(_)) => not_found(name),
+                        Err(e @ ActionError::Refused(_)) => json(
+                            StatusCode::CONFLICT,
+                            &serde_json::json!({ "error": e.to_string() }),
+                        ),
+                        Err(e @ ActionError::Stopped) => json(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &serde_json::json!({ "error": e.to_string() }),
+                        ),
                     }
                 }
                 (_, [_, _]) | (_, []) | (_, [_]) => {

@@ -412,10 +412,7 @@ async fn backend(args: BackendArgs) -> Result<()> {
             body_size: args.body_size,
         },
     };
-    behavior
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("invalid behaviour")?;
+    behavior.validate().context("invalid behaviour")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

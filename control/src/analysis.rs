@@ -38,6 +38,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Its name, as Argo writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Successful => "Successful",
+            Phase::Failed => "Failed",
+            Phase::Error => "Error",
+            Phase::Inconclusive => "Inconclusive",
+        }
+    }
+
     /// Argo's severity order: Successful < Running < Pending < Inconclusive < Error < Failed.
     fn severity(self) -> u8 {
         match self {

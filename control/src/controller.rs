@@ -8,19 +8,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weir_config::Model;
 use weir_config::rollout::{Rollout, Step, Strategy};
 
 use crate::analysis::{Ms, Outcome};
-use crate::api::status_json;
+use crate::api::{
+    HistoryView, LiveStats, PointView, RevisionStats, RolloutView, SeriesView, status_view,
+};
 use crate::engine::{self, Action, TrafficPlan, World};
 use crate::ports::{MetricsSource, Served, TrafficRouter};
 use crate::providers::{HttpClient, Providers, Subject};
-use crate::state::{Event, PauseReason, RolloutStatus};
+use crate::state::{Event, PauseReason, Revision, RolloutStatus};
 use crate::store::Store;
 
 /// The longest the loop sleeps: phases and messages (time left in a pause) refresh at
@@ -71,20 +73,20 @@ enum Request {
     Act {
         rollout: String,
         action: Action,
-        reply: oneshot::Sender<Result<Value, String>>,
+        reply: oneshot::Sender<Result<RolloutView, ActionError>>,
     },
     Get {
         rollout: String,
-        reply: oneshot::Sender<Option<Value>>,
+        reply: oneshot::Sender<Option<RolloutView>>,
     },
     List {
-        reply: oneshot::Sender<Vec<Value>>,
+        reply: oneshot::Sender<Vec<RolloutView>>,
     },
     History {
         rollout: String,
         points: usize,
         step: Duration,
-        reply: oneshot::Sender<Option<Value>>,
+        reply: oneshot::Sender<Option<HistoryView>>,
     },
 }
 
@@ -104,6 +106,20 @@ pub struct LoopStats {
     pub turn_us_sum: std::sync::atomic::AtomicU64,
 }
 
+/// Why a user action was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// No rollout has that name (404).
+    #[error("no rollout named {0:?}")]
+    NoRollout(String),
+    /// The action does not apply to the rollout as it stands (409).
+    #[error(transparent)]
+    Refused(#[from] engine::Refusal),
+    /// The control loop is shutting down (503).
+    #[error("the controller has stopped")]
+    Stopped,
+}
+
 /// Talks to a running controller. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ControllerHandle {
@@ -115,7 +131,7 @@ pub struct ControllerHandle {
 
 impl ControllerHandle {
     /// Applies a user action; the rollout's new state, or why it did not apply.
-    pub async fn act(&self, rollout: &str, action: Action) -> Result<Value, String> {
+    pub async fn act(&self, rollout: &str, action: Action) -> Result<RolloutView, ActionError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Act {
@@ -124,13 +140,12 @@ impl ControllerHandle {
                 reply,
             })
             .await
-            .map_err(|_| "the controller has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the controller has stopped".to_owned())?
+            .map_err(|_| ActionError::Stopped)?;
+        rx.await.map_err(|_| ActionError::Stopped)?
     }
 
     /// One rollout's state.
-    pub async fn get(&self, rollout: &str) -> Option<Value> {
+    pub async fn get(&self, rollout: &str) -> Option<RolloutView> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Get {
@@ -144,7 +159,12 @@ impl ControllerHandle {
 
     /// Success rate, p99 and requests per second of the rollout's stable and canary
     /// revisions as `points` windows of `step`, oldest first (the dashboard's charts).
-    pub async fn history(&self, rollout: &str, points: usize, step: Duration) -> Option<Value> {
+    pub async fn history(
+        &self,
+        rollout: &str,
+        points: usize,
+        step: Duration,
+    ) -> Option<HistoryView> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::History {
@@ -159,7 +179,7 @@ impl ControllerHandle {
     }
 
     /// Every rollout's state.
-    pub async fn list(&self) -> Vec<Value> {
+    pub async fn list(&self) -> Vec<RolloutView> {
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Request::List { reply }).await.is_err() {
             return Vec::new();
@@ -203,6 +223,10 @@ pub struct Controller {
     stats: Arc<LoopStats>,
     /// When the measurement result that this turn reacts to arrived.
     result_at: Option<Instant>,
+    /// Measurements in flight; cancelled and awaited when the loop stops.
+    measuring: TaskTracker,
+    /// Cancels the measurements in flight.
+    stop_measuring: CancellationToken,
 }
 
 impl std::fmt::Debug for Controller {
@@ -265,6 +289,8 @@ impl Controller {
                 results_rx,
                 stats: stats.clone(),
                 result_at: None,
+                measuring: TaskTracker::new(),
+                stop_measuring: CancellationToken::new(),
             },
             ControllerHandle { tx, events, stats },
         ))
@@ -300,6 +326,10 @@ impl Controller {
                 save(self.store.as_ref(), &mut self.saved, st);
             }
         }
+        // Measurements in flight are dropped (their runs resume from the saved state).
+        self.stop_measuring.cancel();
+        self.measuring.close();
+        self.measuring.wait().await;
     }
 
     fn record(&mut self, res: MeasureResult) {
@@ -334,12 +364,12 @@ impl Controller {
                                 }
                                 let spec = spec.clone();
                                 self.turn(model).await;
-                                Ok(self.json(&rollout, &spec))
+                                Ok(self.view(&rollout, &spec))
                             }
-                            Err(e) => Err(e),
+                            Err(e) => Err(ActionError::Refused(e)),
                         }
                     }
-                    _ => Err(format!("no rollout named {rollout:?}")),
+                    _ => Err(ActionError::NoRollout(rollout.clone())),
                 };
                 let _ = reply.send(result);
             }
@@ -348,7 +378,7 @@ impl Controller {
                     .argo
                     .rollouts
                     .get(&rollout)
-                    .map(|spec| self.json(&rollout, spec));
+                    .map(|spec| self.view(&rollout, spec));
                 let _ = reply.send(v);
             }
             Request::History {
@@ -361,7 +391,7 @@ impl Controller {
                     .argo
                     .rollouts
                     .contains_key(&rollout)
-                    .then(|| self.history_json(&rollout, points, step));
+                    .then(|| self.history(&rollout, points, step));
                 let _ = reply.send(v);
             }
             Request::List { reply } => {
@@ -369,82 +399,66 @@ impl Controller {
                     .argo
                     .rollouts
                     .iter()
-                    .map(|(name, spec)| self.json(name, spec))
+                    .map(|(name, spec)| self.view(name, spec))
                     .collect();
                 let _ = reply.send(v);
             }
         }
     }
 
-    fn json(&self, name: &str, spec: &Rollout) -> Value {
-        let mut v = match self.states.get(name) {
-            Some(st) => status_json(st, spec, self.applied.get(name).and_then(Option::as_ref)),
-            None => status_json(&RolloutStatus::new(name), spec, None),
+    fn view(&self, name: &str, spec: &Rollout) -> RolloutView {
+        let Some(st) = self.states.get(name) else {
+            return status_view(&RolloutStatus::new(name), spec, None);
         };
+        let mut v = status_view(st, spec, self.applied.get(name).and_then(Option::as_ref));
         // What each revision is doing now, over the last minute.
-        if let Some(st) = self.states.get(name) {
-            let mut stats = serde_json::Map::new();
-            let mut revs = vec![("stable", st.stable.as_ref())];
-            if st.updating() {
-                revs.push(("canary", st.current.as_ref()));
+        let now = |rev: &Revision| {
+            let s = self.providers.metrics.sample(
+                name,
+                &rev.image,
+                Served::Any,
+                Duration::from_secs(60),
+                None,
+                0.99,
+            );
+            let p = PointView::of(&s);
+            RevisionStats {
+                revision: rev.image.clone(),
+                requests: p.requests,
+                rps: p.rps,
+                success_rate: p.success_rate,
+                p99: p.p99,
             }
-            for (role, rev) in revs {
-                let Some(rev) = rev else { continue };
-                let s = self.providers.metrics.sample(
-                    name,
-                    &rev.image,
-                    Served::Any,
-                    Duration::from_secs(60),
-                    None,
-                    0.99,
-                );
-                stats.insert(
-                    role.to_owned(),
-                    serde_json::json!({
-                        "revision": rev.image,
-                        "requests": s.requests,
-                        "rps": s.requests as f64 / s.seconds.max(1.0),
-                        "successRate": (s.requests > 0).then(|| (s.requests - s.failures) as f64 / s.requests as f64),
-                        "p99": s.latency,
-                    }),
-                );
-            }
-            v["stats"] = Value::Object(stats);
-        }
+        };
+        v.stats = Some(LiveStats {
+            stable: st.stable.as_ref().map(now),
+            canary: st.current.as_ref().filter(|_| st.updating()).map(now),
+        });
         v
     }
 
-    fn history_json(&self, name: &str, points: usize, step: Duration) -> Value {
-        let mut v = serde_json::json!({
-            "stepSeconds": step.as_secs_f64(),
-            "end": self.clock.now(),
-        });
+    fn history(&self, name: &str, points: usize, step: Duration) -> HistoryView {
+        let mut v = HistoryView {
+            step_seconds: step.as_secs_f64(),
+            end: self.clock.now(),
+            stable: None,
+            canary: None,
+        };
         let Some(st) = self.states.get(name) else {
             return v;
         };
-        let mut revs = vec![("stable", st.stable.as_ref())];
-        if st.updating() {
-            revs.push(("canary", st.current.as_ref()));
-        }
-        for (role, rev) in revs {
-            let Some(rev) = rev else { continue };
-            let series = self
+        let series = |rev: &Revision| SeriesView {
+            revision: rev.image.clone(),
+            points: self
                 .providers
                 .metrics
-                .series(name, &rev.image, points, step, 0.99);
-            let points: Vec<Value> = series
+                .series(name, &rev.image, points, step, 0.99)
                 .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "requests": s.requests,
-                        "rps": s.requests as f64 / s.seconds.max(1.0),
-                        "successRate": (s.requests > 0).then(|| (s.requests - s.failures) as f64 / s.requests as f64),
-                        "p99": s.latency,
-                    })
-                })
-                .collect();
-            v[role] = serde_json::json!({"revision": rev.image, "points": points});
-        }
+                .map(PointView::of)
+                .collect(),
+        };
+        v.stable = st.stable.as_ref().map(series);
+        v.canary = st.current.as_ref().filter(|_| st.updating()).map(series);
         v
     }
 
@@ -515,8 +529,12 @@ impl Controller {
                     let subject = subject.clone();
                     let run_name = run.name.clone();
                     let rollout = name.clone();
-                    tokio::spawn(async move {
-                        let outcome = providers.measure(&metric.provider, &subject).await;
+                    let stop = self.stop_measuring.clone();
+                    self.measuring.spawn(async move {
+                        let outcome = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            o = providers.measure(&metric.provider, &subject) => o,
+                        };
                         let _ = tx.send(MeasureResult {
                             rollout,
                             run: run_name,

@@ -19,7 +19,9 @@ pub(crate) mod resolve;
 pub mod state;
 pub mod store;
 
-pub use controller::{Clock, Controller, ControllerHandle, ControllerOptions, LoopStats};
-pub use engine::{Action, TrafficPlan};
+pub use controller::{
+    ActionError, Clock, Controller, ControllerHandle, ControllerOptions, LoopStats,
+};
+pub use engine::{Action, Refusal, TrafficPlan};
 pub use ports::{MetricsSource, Sample, Served, TrafficRouter};
 pub mod notify;

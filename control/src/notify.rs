@@ -16,6 +16,7 @@ use http_body_util::Full;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weir_config::Model;
 use weir_config::model::Notifier as Service;
 
@@ -93,6 +94,9 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+/// How long deliveries still in flight at shutdown may take to finish.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(5);
+
 impl Notifier {
     /// A notifier for `events`, configured by the model's Proxy and Rollout annotations.
     pub fn new(
@@ -109,8 +113,31 @@ impl Notifier {
         }
     }
 
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`; deliveries in flight then get [`DELIVERY_GRACE`] to finish.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let deliveries = TaskTracker::new();
+        let give_up = CancellationToken::new();
+        self.deliver(&shutdown, &deliveries, &give_up).await;
+        deliveries.close();
+        if tokio::time::timeout(DELIVERY_GRACE, deliveries.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "notifications: {} deliveries still retrying at shutdown were dropped",
+                deliveries.len()
+            );
+            give_up.cancel();
+            deliveries.wait().await;
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        shutdown: &CancellationToken,
+        deliveries: &TaskTracker,
+        give_up: &CancellationToken,
+    ) {
         loop {
             let (rollout, event) = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -127,7 +154,7 @@ impl Notifier {
             let Some(spec) = model.argo.rollouts.get(&rollout) else {
                 continue;
             };
-            let trigger = trigger_of(&event.reason);
+            let trigger = trigger_of(event.reason.as_str());
             for (service, recipient) in subscriptions(&spec.annotations, &trigger) {
                 let Some(svc) = model.proxy.notifiers.get(&service).cloned() else {
                     tracing::warn!(rollout = %rollout, %service, "notification service {service:?} is not configured in the Proxy's spec.notifications.services");
@@ -145,7 +172,13 @@ impl Notifier {
                     event: event.clone(),
                     first_backoff: self.first_backoff,
                 };
-                tokio::spawn(job.run());
+                let give_up = give_up.clone();
+                deliveries.spawn(async move {
+                    tokio::select! {
+                        _ = give_up.cancelled() => {}
+                        _ = job.run() => {}
+                    }
+                });
             }
         }
     }

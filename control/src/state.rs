@@ -59,11 +59,77 @@ pub struct PauseCondition {
 pub struct Event {
     /// When.
     pub time: Ms,
-    /// Argo's event reason (`RolloutStepCompleted`, `TrafficWeightUpdated`, ...); as a
-    /// notification trigger it is `on-` plus its kebab-case.
-    pub reason: String,
+    /// Argo's event reason; as a notification trigger it is `on-` plus its kebab-case.
+    pub reason: Reason,
     /// What happened.
     pub message: String,
+}
+
+/// Argo's event reasons that weir raises, serialised by name (`RolloutStepCompleted`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    /// A new revision's update began (or an undo began one).
+    RolloutUpdated,
+    /// A canary step finished.
+    RolloutStepCompleted,
+    /// The canary's weight changed.
+    TrafficWeightUpdated,
+    /// The rollout paused (a pause step, a user, an inconclusive analysis).
+    RolloutPaused,
+    /// The rollout resumed.
+    RolloutResumed,
+    /// The update finished: the new revision is stable.
+    RolloutCompleted,
+    /// The update was aborted: the canary's weight went back to 0.
+    RolloutAborted,
+    /// An aborted update was started again.
+    RolloutRetry,
+    /// Steps were skipped (promote --full, fast rollback, a stable revision).
+    SkipSteps,
+    /// Blue-green: the active service now serves another revision.
+    ActiveServiceSwitched,
+    /// An analysis run started.
+    AnalysisRunRunning,
+    /// An analysis run passed.
+    AnalysisRunSuccessful,
+    /// An analysis run failed.
+    AnalysisRunFailed,
+    /// An analysis run ended in Error.
+    AnalysisRunError,
+    /// An analysis run was neither passed nor failed.
+    AnalysisRunInconclusive,
+    /// The update made no progress within `progressDeadlineSeconds`.
+    ProgressDeadlineExceeded,
+}
+
+impl Reason {
+    /// Its name, as Argo writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RolloutUpdated => "RolloutUpdated",
+            Reason::RolloutStepCompleted => "RolloutStepCompleted",
+            Reason::TrafficWeightUpdated => "TrafficWeightUpdated",
+            Reason::RolloutPaused => "RolloutPaused",
+            Reason::RolloutResumed => "RolloutResumed",
+            Reason::RolloutCompleted => "RolloutCompleted",
+            Reason::RolloutAborted => "RolloutAborted",
+            Reason::RolloutRetry => "RolloutRetry",
+            Reason::SkipSteps => "SkipSteps",
+            Reason::ActiveServiceSwitched => "ActiveServiceSwitched",
+            Reason::AnalysisRunRunning => "AnalysisRunRunning",
+            Reason::AnalysisRunSuccessful => "AnalysisRunSuccessful",
+            Reason::AnalysisRunFailed => "AnalysisRunFailed",
+            Reason::AnalysisRunError => "AnalysisRunError",
+            Reason::AnalysisRunInconclusive => "AnalysisRunInconclusive",
+            Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The four phases (there is no Aborted phase: an aborted rollout is Degraded).
@@ -77,6 +143,18 @@ pub enum RolloutPhase {
     Paused,
     /// Aborted, or stuck past its deadline.
     Degraded,
+}
+
+impl RolloutPhase {
+    /// Its name, as Argo writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Healthy => "Healthy",
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Paused => "Paused",
+            RolloutPhase::Degraded => "Degraded",
+        }
+    }
 }
 
 /// Everything the control loop keeps about one Rollout.
@@ -169,10 +247,10 @@ impl RolloutStatus {
     }
 
     /// Adds an event to the timeline, returning it.
-    pub fn event(&mut self, time: Ms, reason: &str, message: String) -> Event {
+    pub fn event(&mut self, time: Ms, reason: Reason, message: String) -> Event {
         let e = Event {
             time,
-            reason: reason.to_owned(),
+            reason,
             message,
         };
         self.events.push_back(e.clone());

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_config::Model;
+use weir_control::state::RolloutPhase;
 use weir_control::{
     Action, Controller, ControllerHandle, ControllerOptions, MetricsSource, Sample, Served,
     TrafficPlan, TrafficRouter,
@@ -175,9 +176,8 @@ fn start(initial: Arc<Model>) -> Harness {
     }
 }
 
-async fn phase(h: &Harness, name: &str) -> String {
-    let v = h.handle.get(name).await.expect("rollout");
-    v["phase"].as_str().unwrap_or("").to_owned()
+async fn phase(h: &Harness, name: &str) -> Option<RolloutPhase> {
+    h.handle.get(name).await.expect("rollout").phase
 }
 
 /// 01-canary-basic: 5% / 5m / 20% / 5m / 50% / 5m / 100%, a 15-minute rollout (20 with
@@ -190,7 +190,7 @@ async fn seed_01_canary_basic_runs_through() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(
         phase(&h, "my-app").await,
-        "Healthy",
+        Some(RolloutPhase::Healthy),
         "first sight is stable at once"
     );
     assert_eq!(h.router.last().unwrap().stable, "my-app:v2.0.0");
@@ -202,7 +202,7 @@ async fn seed_01_canary_basic_runs_through() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(h.router.last().unwrap().canary_weight.percent(), 5.0);
-    assert_eq!(phase(&h, "my-app").await, "Paused");
+    assert_eq!(phase(&h, "my-app").await, Some(RolloutPhase::Paused));
     tokio::time::sleep(Duration::from_secs(5 * 60 + 2)).await;
     assert_eq!(h.router.last().unwrap().canary_weight.percent(), 20.0);
     tokio::time::sleep(Duration::from_secs(5 * 60)).await;
@@ -211,7 +211,7 @@ async fn seed_01_canary_basic_runs_through() {
     let last = h.router.last().unwrap();
     assert_eq!(last.stable, "my-app:v3.0.0", "promoted");
     assert_eq!(last.canary_weight.percent(), 0.0);
-    assert_eq!(phase(&h, "my-app").await, "Healthy");
+    assert_eq!(phase(&h, "my-app").await, Some(RolloutPhase::Healthy));
     // The last step (setWeight: 100) and the promotion happen in one snapshot swap: v3
     // takes everything as the new stable, with no canary left.
     assert_eq!(h.router.weights(), vec![0.0, 5.0, 20.0, 50.0, 0.0]);
@@ -288,7 +288,7 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     );
     let h = start(model(&(v1.clone() + &svc + TEMPLATES_11)));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(phase(&h, "api").await, "Healthy");
+    assert_eq!(phase(&h, "api").await, Some(RolloutPhase::Healthy));
     h.metrics
         .set("registry.example.com/api:v2.0.0", 1000, 3, 0.05);
 
@@ -296,14 +296,24 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     h.tx.send(model(&(v2.clone() + &svc + TEMPLATES_11)))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(phase(&h, "api").await, "Paused", "at 5%, pausing 2m");
+    assert_eq!(
+        phase(&h, "api").await,
+        Some(RolloutPhase::Paused),
+        "at 5%, pausing 2m"
+    );
     // 2m + 5m + 10m of pauses and two 3-measurement analyses a minute apart.
     let mut waited = Duration::ZERO;
-    while phase(&h, "api").await != "Healthy" && waited < Duration::from_secs(40 * 60) {
+    while phase(&h, "api").await != Some(RolloutPhase::Healthy)
+        && waited < Duration::from_secs(40 * 60)
+    {
         tokio::time::sleep(Duration::from_secs(10)).await;
         waited += Duration::from_secs(10);
     }
-    assert_eq!(phase(&h, "api").await, "Healthy", "after {waited:?}");
+    assert_eq!(
+        phase(&h, "api").await,
+        Some(RolloutPhase::Healthy),
+        "after {waited:?}"
+    );
     assert!(waited >= Duration::from_secs(17 * 60), "{waited:?}");
     assert_eq!(
         h.router.last().unwrap().stable,
@@ -311,9 +321,12 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     );
     assert_eq!(h.router.weights(), vec![0.0, 5.0, 25.0, 75.0, 0.0]);
     let v = h.handle.get("api").await.unwrap();
-    let runs = v["pastAnalysisRuns"].as_array().unwrap();
+    let runs = &v.past_analysis_runs;
     assert!(
-        runs.iter().filter(|r| r["phase"] == "Successful").count() >= 3,
+        runs.iter()
+            .filter(|r| r.phase == weir_control::analysis::Phase::Successful)
+            .count()
+            >= 3,
         "{runs:?}"
     );
 
@@ -333,18 +346,16 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut waited = Duration::ZERO;
-    while phase(&h, "api").await != "Degraded" && waited < Duration::from_secs(30 * 60) {
+    while phase(&h, "api").await != Some(RolloutPhase::Degraded)
+        && waited < Duration::from_secs(30 * 60)
+    {
         tokio::time::sleep(Duration::from_secs(10)).await;
         waited += Duration::from_secs(10);
     }
     let v = h.handle.get("api").await.unwrap();
-    assert_eq!(v["phase"], "Degraded");
-    assert_eq!(v["aborted"], true);
-    assert!(
-        v["message"].as_str().unwrap().starts_with("RolloutAborted"),
-        "{}",
-        v["message"]
-    );
+    assert_eq!(v.phase, Some(RolloutPhase::Degraded));
+    assert!(v.aborted);
+    assert!(v.message.starts_with("RolloutAborted"), "{}", v.message);
     assert_eq!(h.router.last().unwrap().canary_weight.percent(), 0.0);
     assert_eq!(
         h.router.last().unwrap().stable,
@@ -354,8 +365,8 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     // clears the abort at once.
     h.handle.act("api", Action::Retry).await.unwrap();
     assert_eq!(
-        h.handle.get("api").await.unwrap()["currentStepIndex"],
-        1,
+        h.handle.get("api").await.unwrap().current_step_index,
+        Some(1),
         "step 0 (setWeight) done again"
     );
     // The retried update's canary is judged afresh: the metrics source heard of a new
@@ -371,6 +382,6 @@ async fn seed_11_production_api_runs_through_and_aborts_a_bad_canary() {
     assert_eq!(begins, 2, "once at the update, once at the retry");
     h.tx.send(model(&(v2 + &svc3 + TEMPLATES_11))).unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(phase(&h, "api").await, "Healthy");
+    assert_eq!(phase(&h, "api").await, Some(RolloutPhase::Healthy));
     h.stop.cancel();
 }

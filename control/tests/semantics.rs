@@ -86,7 +86,7 @@ impl T {
         let f = move |_: &str| has;
         traffic(&self.st, &m.argo.rollouts["app"], &f).map_or(0.0, |p| p.canary_weight.percent())
     }
-    fn act(&mut self, m: &Model, a: Action) -> Result<(), String> {
+    fn act(&mut self, m: &Model, a: Action) -> Result<(), weir_control::engine::Refusal> {
         act(&mut self.st, &m.argo.rollouts["app"], &a, self.now).map(|_| ())
     }
     fn phase(&self) -> String {
@@ -253,7 +253,11 @@ fn changes_reset_the_index_and_stable_skips() {
         "back to the stable template: no steps"
     );
     assert_eq!(t.weight(&back), 0.0);
-    assert!(t.st.events.iter().any(|e| e.reason == "SkipSteps"));
+    assert!(
+        t.st.events
+            .iter()
+            .any(|e| e.reason == weir_control::state::Reason::SkipSteps)
+    );
 }
 
 /// §2.8: rollbackWindow fast-tracks a recent revision.

@@ -141,9 +141,12 @@ impl Admin {
     /// Serves on `listener` until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         tracing::info!(address = ?listener.local_addr().ok(), "admin listening");
+        // Each connection's task; at `shutdown` they finish their request and close, and
+        // this returns once they have.
+        let connections = tokio_util::task::TaskTracker::new();
         loop {
             let (stream, _) = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 a = listener.accept() => match a {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -156,7 +159,7 @@ impl Admin {
             let admin = self.clone();
             let shutdown = shutdown.clone();
             let header_timeout = self.proxy.shared.table.load().limits.header_timeout;
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.route(req).await) }
@@ -177,6 +180,8 @@ impl Admin {
                 }
             });
         }
+        connections.close();
+        connections.wait().await;
     }
 
     /// Answers one admin request (also used by tests without sockets).

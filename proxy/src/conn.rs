@@ -66,6 +66,8 @@ pub struct Shared {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// Proxy-wide counters.
     pub counters: Arc<ProxyCounters>,
+    /// Work a request leaves behind (mirrored copies): shutdown waits for it.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// What a connection knows about itself; one per client connection.
@@ -119,6 +121,7 @@ impl ConnInfo {
         let shared = Arc::new(Shared {
             table: Arc::new(ArcSwap::from_pointee(table)),
             counters: Default::default(),
+            tasks: Default::default(),
         });
         Arc::new(ConnInfo {
             shared,

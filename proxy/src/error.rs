@@ -177,3 +177,20 @@ impl fmt::Display for ProxyError {
 }
 
 impl std::error::Error for ProxyError {}
+
+/// Why the data plane could not be built, at start or for a new configuration (which is
+/// then refused, the last good one serving on).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// rustls refused a listener's TLS settings.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// The listener.
+        listener: String,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+    /// The access log file could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
+}

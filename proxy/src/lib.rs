@@ -41,6 +41,7 @@ use weir_config::watch::ReloadStats;
 use crate::access_log::AccessLogSink;
 use crate::admin::{LegStats, RouteStats, StatsReport};
 use crate::conn::{ProxyCounters, Shared};
+use crate::error::BuildError;
 use crate::routing::{BuildContext, Target};
 use crate::server::ServerSettings;
 use crate::stats::Stats;
@@ -85,17 +86,19 @@ impl Proxy {
     ///
     /// # Errors
     /// When the first snapshot cannot be built, or the access log cannot be opened.
-    pub fn new(model: Arc<Model>, opts: ProxyOptions) -> Result<(Proxy, Updater), String> {
+    pub fn new(model: Arc<Model>, opts: ProxyOptions) -> Result<(Proxy, Updater), BuildError> {
         let stats = Arc::new(Stats::new(opts.worker_threads, opts.measure));
         let upstreams = Arc::new(Upstreams::default());
         let mut ctx = BuildContext::new(stats.clone(), upstreams.clone());
         ctx.access_log = AccessLogSink::start(&model.proxy.access_log)
-            .map_err(|e| format!("cannot open the access log: {e}"))?
+            .map_err(BuildError::AccessLog)?
             .map(Arc::new);
         let table = Updater::initial(&model, &mut ctx)?;
+        let drain = server::Drain::default();
         let shared = Arc::new(Shared {
             table: Arc::new(ArcSwap::from_pointee(table)),
             counters: Arc::new(ProxyCounters::default()),
+            tasks: drain.tracker.clone(),
         });
         let admission = Arc::new(admission::Admission::new(
             model.proxy.limits.max_connections as usize,
@@ -108,7 +111,7 @@ impl Proxy {
                 upstreams,
                 updater: handle,
                 admission,
-                drain: server::Drain::default(),
+                drain,
             },
             updater,
         ))

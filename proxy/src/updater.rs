@@ -12,6 +12,7 @@ use weir_config::Model;
 
 use crate::access_log::AccessLogSink;
 use crate::conn::Shared;
+use crate::error::BuildError;
 use crate::routing::{BuildContext, RolloutTraffic, RouteTable, build};
 
 enum Command {
@@ -215,7 +216,7 @@ impl Updater {
     ///
     /// # Errors
     /// When the model cannot be turned into a table (a TLS configuration rustls refuses).
-    pub(crate) fn initial(model: &Model, ctx: &mut BuildContext) -> Result<RouteTable, String> {
+    pub(crate) fn initial(model: &Model, ctx: &mut BuildContext) -> Result<RouteTable, BuildError> {
         build(model, &BTreeMap::new(), ctx)
     }
 }

@@ -14,6 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use weir_control::api::RolloutView;
+use weir_control::state::RolloutPhase;
+
 use crate::kit::process::{Sockets, WEIR, require, spawn_on_a_port};
 
 /// The W3C WebDriver key under which an element reference comes back.
@@ -130,15 +133,17 @@ impl Browser {
     }
 }
 
-async fn rollout(c: &Http, admin: SocketAddr) -> Value {
-    call(
+/// The demo rollout's state, read as the CLI reads it (`None` until weir answers).
+async fn rollout(c: &Http, admin: SocketAddr) -> Option<RolloutView> {
+    let v = call(
         c,
         "GET",
         &format!("http://{admin}/api/v1/rollouts/demo"),
         None,
     )
     .await
-    .unwrap_or(Value::Null)
+    .ok()?;
+    serde_json::from_value(v).ok()
 }
 
 /// Polls `check` until it gives `Ok`; panics after `within` with `what` and the last
@@ -198,7 +203,7 @@ async fn the_dashboard_shows_the_demo_and_its_abort_button_reverts_it() {
 
     wait("the demo's admin API", Duration::from_secs(30), || async {
         let r = rollout(&http, admin).await;
-        holds(r["name"] == "demo", r)
+        holds(r.is_some_and(|r| r.name == "demo"), "no answer yet")
     })
     .await;
 
@@ -256,8 +261,10 @@ async fn the_dashboard_shows_the_demo_and_its_abort_button_reverts_it() {
         || async {
             let r = rollout(&http, admin).await;
             holds(
-                r["canaryRevision"] == "demo:v2" && r["canaryWeight"].as_f64() > Some(0.0),
-                r,
+                r.as_ref().is_some_and(|r| {
+                    r.canary_revision.as_deref() == Some("demo:v2") && r.canary_weight > 0.0
+                }),
+                format!("{r:?}"),
             )
         },
     )
@@ -301,12 +308,14 @@ async fn the_dashboard_shows_the_demo_and_its_abort_button_reverts_it() {
         || async {
             let r = rollout(&http, admin).await;
             holds(
-                r["aborted"] == true
-                    && r["phase"] == "Degraded"
-                    && r["canaryWeight"] == 0.0
-                    && r["actualWeight"] == 0.0
-                    && r["stableRevision"] == "demo:v1",
-                r,
+                r.as_ref().is_some_and(|r| {
+                    r.aborted
+                        && r.phase == Some(RolloutPhase::Degraded)
+                        && r.canary_weight == 0.0
+                        && r.actual_weight == 0.0
+                        && r.stable_revision.as_deref() == Some("demo:v1")
+                }),
+                format!("{r:?}"),
             )
         },
     )

@@ -169,7 +169,14 @@ where
         if let Some(n) = body_len {
             let mut copy = wbuf.clone();
             copy.extend_from_slice(&rbuf[..n]);
-            spawn_mirror_copy(copy, mirror, routed.pool, routed.request_timeout, is_head);
+            spawn_mirror_copy(
+                &conn.shared.tasks,
+                copy,
+                mirror,
+                routed.pool,
+                routed.request_timeout,
+                is_head,
+            );
         }
     }
     *spans = std::mem::take(&mut head.common.headers);
@@ -214,7 +221,14 @@ where
         if sent.is_ok()
             && let (Some(copy), Some(mirror)) = (tee.take(), &r.mirror)
         {
-            spawn_mirror_copy(copy, mirror, r.pool, r.request_timeout, is_head);
+            spawn_mirror_copy(
+                &conn.shared.tasks,
+                copy,
+                mirror,
+                r.pool,
+                r.request_timeout,
+                is_head,
+            );
         }
         sent
     } else {

@@ -152,6 +152,7 @@ async fn handle(
             tee = Some(Vec::new());
         } else {
             spawn_mirror_copy(
+                &conn.shared.tasks,
                 head.clone(),
                 mirror,
                 routed.pool,
@@ -200,7 +201,7 @@ async fn handle(
     }
     .await;
     if let (Some(copy), Some(mirror)) = (tee, &r.mirror) {
-        spawn_mirror_copy(copy, mirror, r.pool, r.request_timeout, is_head);
+        spawn_mirror_copy(ex.tasks(), copy, mirror, r.pool, r.request_timeout, is_head);
     }
     let (mut up, mut resp_head) = match sent {
         Ok(pair) => pair,

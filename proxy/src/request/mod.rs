@@ -249,6 +249,11 @@ impl Exchange {
         }
     }
 
+    /// Where work this request leaves behind (a mirrored copy) is tracked.
+    pub(crate) fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        &self.conn.shared.tasks
+    }
+
     /// Records the outcome (once): the backend's stats, the endpoint's in-flight count,
     /// the access log line.
     pub(crate) fn record(&mut self, error: Option<Kind>) {

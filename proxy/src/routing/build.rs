@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use weir_config::Model;
-use weir_config::model::{HeaderMatch, HostMatch, Listener, RouteTarget, Service, Weight};
+use weir_config::model::{HeaderMatch, HostMatch, RouteTarget, Service, Tls, Weight};
 
 use super::split::{Counter, Split};
 use super::{Backend, ListenerEntry, RouteEntry, RouteTable, SplitTarget, Target};
 use crate::access_log::AccessLogSink;
+use crate::error::BuildError;
 use crate::stats::{CellKey, Role, Stats};
 use crate::tls::TlsAcceptor;
 use crate::upstream::Upstreams;
@@ -108,17 +109,18 @@ impl BuildContext {
 /// Builds the snapshot.
 ///
 /// # Errors
-/// A message when a TLS configuration cannot be built (the caller keeps the old table).
+/// [`BuildError::Tls`] when a TLS configuration cannot be built (the caller keeps the
+/// old table).
 pub fn build(
     model: &Model,
     traffic: &BTreeMap<String, RolloutTraffic>,
     ctx: &mut BuildContext,
-) -> Result<RouteTable, String> {
+) -> Result<RouteTable, BuildError> {
     ctx.generation += 1;
     let mut listeners = HashMap::new();
     for (i, l) in model.proxy.listeners.iter().enumerate() {
         let tls = match &l.tls {
-            Some(_) => Some(tls_for(ctx, l)?),
+            Some(spec) => Some(tls_for(ctx, &l.name, spec)?),
             None => None,
         };
         listeners.insert(
@@ -263,17 +265,19 @@ pub fn build(
     })
 }
 
-fn tls_for(ctx: &mut BuildContext, l: &Listener) -> Result<TlsAcceptor, String> {
-    let Some(spec) = &l.tls else {
-        return Err("no TLS".into());
-    };
-    if let Some((old, acc)) = ctx.tls.get(&l.name)
+/// The listener's TLS acceptor: the one built before when its settings did not change.
+fn tls_for(ctx: &mut BuildContext, listener: &str, spec: &Tls) -> Result<TlsAcceptor, BuildError> {
+    if let Some((old, acc)) = ctx.tls.get(listener)
         && old == spec
     {
         return Ok(acc.clone());
     }
-    let acc = crate::tls::acceptor(spec).map_err(|e| format!("listener {}: {e}", l.name))?;
-    ctx.tls.insert(l.name.clone(), (spec.clone(), acc.clone()));
+    let acc = crate::tls::acceptor(spec).map_err(|source| BuildError::Tls {
+        listener: listener.to_owned(),
+        source,
+    })?;
+    ctx.tls
+        .insert(listener.to_owned(), (spec.clone(), acc.clone()));
     Ok(acc)
 }
 

@@ -32,15 +32,16 @@ pub(crate) fn tee_extend(tee: &mut Option<Vec<u8>>, bytes: &[u8]) {
     }
 }
 /// Sends `copy` (a whole request, as sent upstream) to a mirror route's target in a task
-/// of its own.
+/// of its own, tracked by `tasks` (shutdown waits for it, bounded by its timeout).
 pub(crate) fn spawn_mirror_copy(
+    tasks: &tokio_util::task::TaskTracker,
     copy: Vec<u8>,
     mirror: &(Arc<Backend>, Arc<EndpointPool>),
     pool: PoolSettings,
     timeout: Duration,
     head_request: bool,
 ) {
-    tokio::spawn(mirror_copy(
+    tasks.spawn(mirror_copy(
         copy,
         mirror.0.clone(),
         mirror.1.clone(),

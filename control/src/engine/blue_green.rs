@@ -1,0 +1,231 @@
+//! The blue-green strategy: preview, pre-promotion analysis, the switch, post-promotion
+//! analysis and the scale-down delay.
+
+use super::*;
+
+pub(super) fn blue_green(
+    st: &mut RolloutStatus,
+    spec: &Rollout,
+    b: &BlueGreen,
+    world: &World<'_>,
+    events: &mut Vec<Event>,
+) {
+    let now = world.now;
+    if st.active.is_none() {
+        st.active = st.stable.clone();
+    }
+    if let Some((_, until)) = &st.previous_active
+        && now >= *until
+    {
+        st.previous_active = None;
+    }
+    if !st.updating() {
+        return;
+    }
+    let (Some(cur), Some(active), Some(stable)) =
+        (st.current.clone(), st.active.clone(), st.stable.clone())
+    else {
+        return;
+    };
+    if st.aborted {
+        // The active service stays on, or returns to, the stable revision.
+        if active.hash != stable.hash {
+            st.active = Some(stable.clone());
+            push(
+                events,
+                st,
+                now,
+                Reason::ActiveServiceSwitched,
+                format!(
+                    "Active service switched back to revision {} ({})",
+                    stable.number, stable.image
+                ),
+            );
+        }
+        return;
+    }
+    let capacity = (world.has_endpoints)(&cur.image);
+
+    // `promote --full`: pre- and post-promotion analysis are skipped (Argo's
+    // skipPrePromotionAnalysisRun and skipPostPromotionAnalysisRun look at promoteFull);
+    // the switch waits only for the new revision's endpoints.
+    if st.promote_full {
+        if !capacity {
+            st.message = format!("waiting for endpoints running {} (preview)", cur.image);
+            return;
+        }
+        for r in [st.pre_run.take(), st.post_run.take()] {
+            st.archive(r, now);
+        }
+        st.controller_pause = false;
+        if active.hash != cur.hash {
+            st.previous_active = Some((active.clone(), now + b.scale_down_delay.as_millis() as Ms));
+            st.active = Some(cur.clone());
+            push(
+                events,
+                st,
+                now,
+                Reason::ActiveServiceSwitched,
+                format!(
+                    "Active service switched to revision {} ({})",
+                    cur.number, cur.image
+                ),
+            );
+        }
+        promote(st, spec, events, now);
+        return;
+    }
+
+    if active.hash != cur.hash {
+        // Before the switch: the preview runs the new revision.
+        if !capacity {
+            st.message = format!("waiting for endpoints running {} (preview)", cur.image);
+            return;
+        }
+        if let Some(aref) = &b.pre_promotion
+            && st.pre_run.is_none()
+            && !st
+                .past_runs
+                .iter()
+                .any(|r| r.name == run_name(st, "-pre") && r.phase == Phase::Successful)
+        {
+            st.pre_run = start_run(st, spec, aref, "-pre", world, events);
+            if st.aborted {
+                return;
+            }
+        }
+        let auto_deadline = b
+            .auto_promotion_enabled
+            .then_some(b.auto_promotion_seconds)
+            .flatten();
+        let pause_needed = !b.auto_promotion_enabled || auto_deadline.is_some();
+        if pause_needed && !st.controller_pause {
+            add_pause(st, PauseReason::BlueGreenPause, now, events);
+        }
+        let mut pre_ok = true;
+        if let Some(run) = st.pre_run.clone() {
+            if run.is_done() {
+                run_result_event(st, &run, events, now);
+                match run.phase {
+                    Phase::Failed | Phase::Error => {
+                        abort(
+                            st,
+                            events,
+                            now,
+                            &format!(
+                                "Pre-promotion analysis phase {:?}: {}",
+                                run.phase, run.message
+                            ),
+                        );
+                        return;
+                    }
+                    Phase::Inconclusive => {
+                        let r = st.pre_run.take();
+                        st.archive(r, now);
+                        add_pause(st, PauseReason::InconclusiveAnalysisRun, now, events);
+                        return;
+                    }
+                    _ => {
+                        let r = st.pre_run.take();
+                        st.archive(r, now);
+                    }
+                }
+            } else {
+                pre_ok = false;
+            }
+        }
+        // Auto-promotion after N seconds, even with the pre-promotion run still going.
+        if let (Some(d), Some(p)) = (
+            auto_deadline,
+            st.pause_conditions
+                .iter()
+                .find(|p| p.reason == PauseReason::BlueGreenPause)
+                .cloned(),
+        ) && now >= p.start_time + d.as_millis() as Ms
+        {
+            st.pause_conditions
+                .retain(|x| x.reason != PauseReason::BlueGreenPause);
+            if let Some(mut r) = st.pre_run.take() {
+                r.terminate(now);
+                st.archive(Some(r), now);
+            }
+            pre_ok = true;
+        }
+        if !pre_ok || !st.pause_conditions.is_empty() || st.manual_pause || spec.paused {
+            return;
+        }
+        // The switch: one snapshot swap.
+        st.controller_pause = false;
+        st.previous_active = Some((active.clone(), now + b.scale_down_delay.as_millis() as Ms));
+        st.active = Some(cur.clone());
+        st.progress_since = now;
+        st.deadline_exceeded = false;
+        push(
+            events,
+            st,
+            now,
+            Reason::ActiveServiceSwitched,
+            format!(
+                "Active service switched to revision {} ({})",
+                cur.number, cur.image
+            ),
+        );
+        if b.post_promotion.is_none() {
+            promote(st, spec, events, now);
+            return;
+        }
+    }
+    // After the switch: post-promotion analysis decides whether it becomes stable.
+    if let Some(aref) = &b.post_promotion {
+        if st.post_run.is_none()
+            && !st
+                .pause_conditions
+                .iter()
+                .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun)
+        {
+            st.post_run = start_run(st, spec, aref, "-post", world, events);
+            if st.aborted {
+                st.active = Some(stable.clone());
+                return;
+            }
+        }
+        if let Some(run) = st.post_run.clone()
+            && run.is_done()
+        {
+            run_result_event(st, &run, events, now);
+            match run.phase {
+                Phase::Successful => promote(st, spec, events, now),
+                Phase::Failed | Phase::Error => {
+                    abort(
+                        st,
+                        events,
+                        now,
+                        &format!(
+                            "Post-promotion analysis phase {:?}: {}",
+                            run.phase, run.message
+                        ),
+                    );
+                    st.active = Some(stable.clone());
+                    push(
+                        events,
+                        st,
+                        now,
+                        Reason::ActiveServiceSwitched,
+                        format!(
+                            "Active service switched back to revision {} ({})",
+                            stable.number, stable.image
+                        ),
+                    );
+                }
+                _ => {
+                    let r = st.post_run.take();
+                    st.archive(r, now);
+                    add_pause(st, PauseReason::InconclusiveAnalysisRun, now, events);
+                }
+            }
+        }
+    } else if st.manual_pause || spec.paused || !st.pause_conditions.is_empty() {
+    } else {
+        promote(st, spec, events, now);
+    }
+}
