@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 for t in nginx haproxy wrk taskset; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy wrk util-linux)" >&2; exit 2; }; done
 [ $H2 = 1 ] && { command -v h2load >/dev/null || { echo "missing h2load (apt-get install nghttp2-client)" >&2; exit 2; }; }
-WEIR=target/release/weir; BENCH=target/release/weir-bench
+WEIR=${WEIR:-target/release/weir}; BENCH=${BENCH:-target/release/weir-bench}
 [ -x $WEIR ] && [ -x $BENCH ] || { echo "build first: cargo build --release --workspace" >&2; exit 2; }
 
 TMP=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf $TMP' EXIT

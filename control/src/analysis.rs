@@ -6,9 +6,13 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weir_config::analysis::{MetricSpec, decode_metric};
+use weir_config::analysis::{MetricSpec, Provider, decode_metric};
 
 use crate::eval::{Verdict, to_expr, verdict};
+
+#[path = "analysis_phase.rs"]
+mod phase;
+use phase::metric_phase;
 
 /// Milliseconds since the Unix epoch.
 pub type Ms = u64;
@@ -94,6 +98,9 @@ pub struct Measurement {
 pub enum Outcome {
     /// A value to evaluate the conditions on.
     Value(Value),
+    /// A value to evaluate the conditions on, and the text to record for it: the web
+    /// provider records what its JSONPath picked as JSON (a string keeps its quotes).
+    Shown(Value, String),
     /// A verdict decided by the provider itself (the job provider's exit code).
     Decided(Verdict, Option<String>),
     /// The provider failed (query error, HTTP error, no data where data was needed).
@@ -259,7 +266,8 @@ impl AnalysisRun {
     /// When metric `i` may next be measured (None: never again).
     fn due_at(&self, i: usize) -> Option<Ms> {
         let m = &self.metrics[i];
-        if m.phase.is_done() || m.in_flight || self.terminating || self.is_done() {
+        if m.phase.is_done() || m.in_flight || self.terminating || self.is_done() || self.failing()
+        {
             return None;
         }
         let spec = m.metric()?;
@@ -323,6 +331,17 @@ impl AnalysisRun {
             value => value,
         };
         let secrets = &self.secrets;
+        let judge = |v: Value, shown: String| {
+            let shown = mask(secrets, shown);
+            match verdict(
+                spec.success_condition.as_deref(),
+                spec.failure_condition.as_deref(),
+                &to_expr(&v),
+            ) {
+                Ok(verdict) => (verdict_phase(verdict), Some(shown), None),
+                Err(e) => (Phase::Error, Some(shown), Some(e)),
+            }
+        };
         let (phase, value, message) = match outcome {
             Outcome::Wait(why) => {
                 m.waiting = Some(why);
@@ -336,16 +355,10 @@ impl AnalysisRun {
             Outcome::Error(e) => (Phase::Error, None, Some(e)),
             Outcome::Decided(v, msg) => (verdict_phase(v), None, msg),
             Outcome::Value(v) => {
-                let shown = mask(secrets, render_value(&v));
-                match verdict(
-                    spec.success_condition.as_deref(),
-                    spec.failure_condition.as_deref(),
-                    &to_expr(&v),
-                ) {
-                    Ok(verdict) => (verdict_phase(verdict), Some(shown), None),
-                    Err(e) => (Phase::Error, Some(shown), Some(e)),
-                }
+                let shown = render_value(&v);
+                judge(v, shown)
             }
+            Outcome::Shown(v, shown) => judge(v, shown),
         };
         m.waiting = None;
         m.retry_at = None;
@@ -388,6 +401,18 @@ impl AnalysisRun {
         self.update(now);
     }
 
+    /// After a restart: measurements that were in flight when the controller stopped
+    /// never come back, so they are taken again (and a run that waited only for them
+    /// can end).
+    pub fn forget_in_flight(&mut self, now: Ms) {
+        if self.metrics.iter().any(|m| m.in_flight) {
+            for m in &mut self.metrics {
+                m.in_flight = false;
+            }
+            self.update(now);
+        }
+    }
+
     /// Ends the run (`spec.terminate`): unfinished metrics become Successful, so it ends
     /// Successful unless a limit was already broken.
     pub fn terminate(&mut self, now: Ms) {
@@ -415,13 +440,11 @@ impl AnalysisRun {
                 m.message = msg;
             }
         }
-        // Short-circuit: a non-dry-run metric that ended badly ends the run.
-        let bad = self
-            .metrics
-            .iter()
-            .filter(|m| !m.dry_run)
-            .any(|m| matches!(m.phase, Phase::Failed | Phase::Error | Phase::Inconclusive));
-        if bad && !self.terminating {
+        // Short-circuit: a non-dry-run metric that ended badly ends the run, once the
+        // measurements taken with it have come back. Argo takes the measurements due in
+        // one reconcile together and judges them together, so the worst phase wins
+        // whatever order the answers arrive in. A job is not waited for: Argo ends it.
+        if self.failing() && !self.terminating && !self.round_in_flight() {
             self.terminating = true;
             for m in &mut self.metrics {
                 if !m.phase.is_done() {
@@ -429,11 +452,14 @@ impl AnalysisRun {
                 }
             }
         }
-        let counted: Vec<&MetricRun> = self.metrics.iter().filter(|m| !m.dry_run).collect();
-        let all_done = counted.iter().all(|m| m.phase.is_done());
+        // The run ends when every metric has, dry-run ones too (they are measured like
+        // the others); its phase is the worst of the metrics that are not dry-run.
+        let all_done = self.metrics.iter().all(|m| m.phase.is_done());
         if all_done {
-            let worst = counted
+            let worst = self
+                .metrics
                 .iter()
+                .filter(|m| !m.dry_run)
                 .max_by_key(|m| m.phase.severity())
                 .map(|m| (m.phase, m.name.clone(), m.message.clone()));
             let (phase, msg) = match worst {
@@ -458,6 +484,24 @@ impl AnalysisRun {
         } else if !self.is_done() {
             self.phase = Phase::Running;
         }
+    }
+
+    /// A metric that is not dry-run ended Failed, Error or Inconclusive: no new
+    /// measurement starts, and the run ends once those in flight are back.
+    fn failing(&self) -> bool {
+        self.metrics.iter().any(|m| {
+            !m.dry_run && matches!(m.phase, Phase::Failed | Phase::Error | Phase::Inconclusive)
+        })
+    }
+
+    /// A measurement other than a job's is being taken.
+    fn round_in_flight(&self) -> bool {
+        self.metrics.iter().any(|m| {
+            m.in_flight
+                && !m
+                    .metric()
+                    .is_some_and(|s| matches!(s.provider, Provider::Job(_)))
+        })
     }
 
     /// Counts of metric phases for `get rollout`: (successful, failed, inconclusive, error)
@@ -489,98 +533,6 @@ fn verdict_phase(v: Verdict) -> Phase {
     }
 }
 
-/// Argo's rules, in order (argo-reference §3.6). None: unchanged (still running).
-fn metric_phase(
-    m: &MetricRun,
-    spec: &MetricSpec,
-    terminating: bool,
-) -> Option<(Phase, Option<String>)> {
-    if m.measurements.is_empty() && m.count == 0 && m.error == 0 {
-        return Some(if terminating {
-            (Phase::Successful, None)
-        } else {
-            (
-                if m.in_flight || m.waiting.is_some() {
-                    Phase::Running
-                } else {
-                    Phase::Pending
-                },
-                None,
-            )
-        });
-    }
-    if m.in_flight {
-        return Some((Phase::Running, None));
-    }
-    // Limit checks; later ones win.
-    let mut hit = None;
-    if spec.failure_limit >= 0 && i64::from(m.failed) > spec.failure_limit {
-        hit = Some((
-            Phase::Failed,
-            format!(
-                "failed ({}) > failureLimit ({})",
-                m.failed, spec.failure_limit
-            ),
-        ));
-    }
-    if m.inconclusive > spec.inconclusive_limit {
-        hit = Some((
-            Phase::Inconclusive,
-            format!(
-                "inconclusive ({}) > inconclusiveLimit ({})",
-                m.inconclusive, spec.inconclusive_limit
-            ),
-        ));
-    }
-    if m.consecutive_error > spec.consecutive_error_limit {
-        hit = Some((
-            Phase::Error,
-            format!(
-                "consecutiveErrors ({}) > consecutiveErrorLimit ({}){}",
-                m.consecutive_error,
-                spec.consecutive_error_limit,
-                m.measurements
-                    .back()
-                    .and_then(|x| x.message.as_ref())
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ),
-        ));
-    }
-    if let Some((p, msg)) = hit {
-        return Some((p, Some(msg)));
-    }
-    if spec.consecutive_success_limit > 0 && m.consecutive_success >= spec.consecutive_success_limit
-    {
-        return Some((Phase::Successful, None));
-    }
-    if let Some(c) = spec.effective_count()
-        && m.count >= c
-    {
-        let failure_applies = spec.failure_limit >= 0;
-        let streak_applies = spec.consecutive_success_limit > 0;
-        return Some(match (failure_applies, streak_applies) {
-            (true, true) => (
-                Phase::Inconclusive,
-                Some("count reached without breaking failureLimit or reaching consecutiveSuccessLimit".into()),
-            ),
-            (false, true) => (
-                Phase::Failed,
-                Some(format!(
-                    "count reached without {} successes in a row",
-                    spec.consecutive_success_limit
-                )),
-            ),
-            _ => (Phase::Successful, None),
-        });
-    }
-    Some(if terminating {
-        (Phase::Successful, None)
-    } else {
-        (Phase::Running, None)
-    })
-}
-
 /// Argo's recorded value: `[0.99,0.97]`, `0.99`, `"NaN"`, `"+Inf"`, text as is.
 pub fn render_value(v: &Value) -> String {
     match v {
@@ -595,212 +547,5 @@ pub fn render_value(v: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn run(metric: Value) -> AnalysisRun {
-        let spec = decode_metric(&metric, false).expect("valid metric");
-        AnalysisRun::new("r".into(), vec![(metric, spec)], &[], &[], 0)
-    }
-
-    fn measure(r: &mut AnalysisRun, at: Ms, v: Value) {
-        let due = r.due(at);
-        assert_eq!(due, vec![0], "due at {at}");
-        r.begin(0);
-        r.record(0, Outcome::Value(v), at, at);
-    }
-
-    /// §9.1: failureLimit is the number of failures tolerated.
-    #[test]
-    fn failure_limit_tolerates_that_many() {
-        let mut r = run(
-            json!({"name": "m", "interval": "1s", "count": 10, "failureLimit": 3,
-            "successCondition": "result[0] >= 0.95", "provider": {"weir": {"metric": "success-rate"}}}),
-        );
-        for k in 0..3 {
-            measure(&mut r, k * 1000, json!([0.5]));
-            assert_eq!(r.phase, Phase::Running, "failure {} tolerated", k + 1);
-        }
-        measure(&mut r, 3000, json!([0.5]));
-        assert_eq!(r.phase, Phase::Failed, "the 4th failure fails");
-        assert!(
-            r.message.contains("failed (4) > failureLimit (3)"),
-            "{}",
-            r.message
-        );
-    }
-
-    /// §9.2: errors are retried every 10 s, do not use up count, and fail the metric only
-    /// after 5 in a row.
-    #[test]
-    fn errors_are_not_failures() {
-        let mut r = run(json!({"name": "m", "interval": "1m", "count": 3,
-            "successCondition": "result[0] >= 0.95", "provider": {"weir": {"metric": "success-rate"}}}));
-        let mut t = 0;
-        for k in 0..4 {
-            assert_eq!(r.due(t), vec![0]);
-            r.begin(0);
-            r.record(0, Outcome::Error("no data".into()), t, t);
-            assert_eq!(r.phase, Phase::Running, "error {} tolerated", k + 1);
-            assert_eq!(
-                r.next_wakeup(),
-                Some(t + ERROR_RETRY_MS),
-                "retried after 10 s, not the interval"
-            );
-            t += ERROR_RETRY_MS;
-        }
-        assert_eq!(r.metrics[0].count, 0, "errors do not count");
-        r.begin(0);
-        r.record(0, Outcome::Error("no data".into()), t, t);
-        assert_eq!(r.phase, Phase::Error, "the 5th error in a row");
-    }
-
-    #[test]
-    fn successes_reset_the_error_streak_and_count_completes() {
-        let mut r = run(json!({"name": "m", "interval": "1s", "count": 3,
-            "successCondition": "result[0] >= 0.95", "provider": {"weir": {"metric": "success-rate"}}}));
-        measure(&mut r, 0, json!([0.99]));
-        r.begin(0);
-        r.record(0, Outcome::Error("x".into()), 1000, 1000);
-        measure(&mut r, 11_000, json!([0.99]));
-        assert_eq!(r.metrics[0].consecutive_error, 0);
-        measure(&mut r, 12_000, json!([0.99]));
-        assert_eq!(r.phase, Phase::Successful);
-        assert!(r.due(100_000).is_empty());
-    }
-
-    /// §9.4: no count and no interval is one measurement.
-    #[test]
-    fn single_measurement() {
-        let mut r = run(
-            json!({"name": "m", "successCondition": "result[0] < 0.5", "provider": {"weir": {"metric": "latency"}}}),
-        );
-        measure(&mut r, 0, json!([0.1]));
-        assert_eq!(r.phase, Phase::Successful);
-    }
-
-    #[test]
-    fn initial_delay_and_interval_schedule() {
-        let r = run(
-            json!({"name": "m", "interval": "30s", "initialDelay": "1m", "count": 2, "provider": {"weir": {"metric": "latency"}}}),
-        );
-        assert!(r.due(59_999).is_empty());
-        assert_eq!(r.due(60_000), vec![0]);
-    }
-
-    /// §3.6 step 6: count reached with both failureLimit and consecutiveSuccessLimit in
-    /// force is Inconclusive; with only the streak, Failed.
-    #[test]
-    fn count_reached_with_streak_limits() {
-        let mut r = run(
-            json!({"name": "m", "interval": "1s", "count": 5, "failureLimit": 2, "consecutiveSuccessLimit": 3,
-            "successCondition": "result[0] >= 0.95", "provider": {"weir": {"metric": "success-rate"}}}),
-        );
-        for (t, v) in [0.99, 0.1, 0.99, 0.1, 0.99].iter().enumerate() {
-            measure(&mut r, t as Ms * 1000, json!([v]));
-        }
-        assert_eq!(r.phase, Phase::Inconclusive);
-        let mut r = run(
-            json!({"name": "m", "interval": "1s", "count": 2, "failureLimit": -1, "consecutiveSuccessLimit": 2,
-            "successCondition": "result[0] >= 0.95", "provider": {"weir": {"metric": "success-rate"}}}),
-        );
-        measure(&mut r, 0, json!([0.99]));
-        measure(&mut r, 1000, json!([0.1]));
-        assert_eq!(r.phase, Phase::Failed);
-        let mut r = run(
-            json!({"name": "m", "interval": "1s", "count": 5, "consecutiveSuccessLimit": 2,
-            "successCondition": "result[0] >= 0.95", "provider": {"weir": {"metric": "success-rate"}}}),
-        );
-        measure(&mut r, 0, json!([0.99]));
-        measure(&mut r, 1000, json!([0.99]));
-        assert_eq!(r.phase, Phase::Successful, "the streak ends it early");
-    }
-
-    /// §3.7: the run waits for every metric, takes the worst phase, short-circuits on a
-    /// bad one, and dry-run metrics never count.
-    #[test]
-    fn run_phase_worst_short_circuit_and_dry_run() {
-        let a = json!({"name": "a", "interval": "1s", "count": 3, "successCondition": "result[0] > 0", "provider": {"weir": {"metric": "latency"}}});
-        let b = json!({"name": "b", "successCondition": "result[0] > 0", "provider": {"weir": {"metric": "latency"}}});
-        let specs = |vals: &[&Value]| {
-            vals.iter()
-                .map(|v| ((*v).clone(), decode_metric(v, false).unwrap()))
-                .collect::<Vec<_>>()
-        };
-        let mut r = AnalysisRun::new("r".into(), specs(&[&a, &b]), &[], &[], 0);
-        assert_eq!(r.due(0), vec![0, 1]);
-        r.begin(1);
-        r.record(1, Outcome::Value(json!([1])), 0, 0);
-        assert_eq!(r.phase, Phase::Running, "a is not done");
-        r.begin(0);
-        r.record(0, Outcome::Value(json!([0])), 0, 0);
-        assert_eq!(r.phase, Phase::Failed, "a failed: the run ends at once");
-        assert!(
-            r.due(10_000).is_empty(),
-            "no measurement after the short-circuit"
-        );
-
-        let dry = [regex::Regex::new("^a$").unwrap()];
-        let mut r = AnalysisRun::new("r".into(), specs(&[&a, &b]), &dry, &[], 0);
-        r.begin(0);
-        r.record(0, Outcome::Value(json!([0])), 0, 0);
-        assert_eq!(r.metrics[0].phase, Phase::Failed);
-        assert_eq!(
-            r.phase,
-            Phase::Running,
-            "a dry-run failure does not end the run"
-        );
-        r.begin(1);
-        r.record(1, Outcome::Value(json!([1])), 0, 0);
-        assert_eq!(r.phase, Phase::Successful, "only dry-run metrics failed");
-    }
-
-    /// §9.5: terminate ends unbounded and unstarted metrics Successful.
-    #[test]
-    fn terminate_ends_successful_unless_a_limit_broke() {
-        let mut r = run(
-            json!({"name": "m", "interval": "1s", "successCondition": "result[0] > 0", "provider": {"weir": {"metric": "latency"}}}),
-        );
-        measure(&mut r, 0, json!([1]));
-        measure(&mut r, 1000, json!([1]));
-        assert_eq!(r.phase, Phase::Running, "unbounded");
-        r.terminate(2000);
-        assert_eq!(r.phase, Phase::Successful);
-    }
-
-    #[test]
-    fn waiting_for_data_is_not_a_measurement() {
-        let mut r = run(
-            json!({"name": "m", "interval": "10s", "count": 1, "successCondition": "result[0] > 0.9", "provider": {"weir": {"metric": "success-rate"}}}),
-        );
-        r.begin(0);
-        r.record(0, Outcome::Wait("7 of 20 requests".into()), 0, 0);
-        assert_eq!(r.metrics[0].count, 0);
-        assert_eq!(r.phase, Phase::Running);
-        assert_eq!(r.waiting().as_deref(), Some("m: 7 of 20 requests"));
-        assert_eq!(r.due(4_999), Vec::<usize>::new());
-        assert_eq!(
-            r.due(5_000),
-            vec![0],
-            "tries again after min(interval, 5 s)"
-        );
-        r.begin(0);
-        r.record(0, Outcome::Value(json!([0.99])), 5000, 5000);
-        assert_eq!(r.phase, Phase::Successful);
-        assert!(r.waiting().is_none());
-    }
-
-    #[test]
-    fn retention_keeps_the_newest() {
-        let m = json!({"name": "m", "interval": "1s", "count": 5, "provider": {"weir": {"metric": "latency"}}});
-        let spec = decode_metric(&m, false).unwrap();
-        let keep = [(regex::Regex::new("m").unwrap(), 2)];
-        let mut r = AnalysisRun::new("r".into(), vec![(m, spec)], &[], &keep, 0);
-        for t in 0..5 {
-            measure(&mut r, t * 1000, json!([t]));
-        }
-        assert_eq!(r.metrics[0].measurements.len(), 2);
-        assert_eq!(r.metrics[0].measurements[1].value.as_deref(), Some("[4]"));
-    }
-}
+#[path = "analysis_tests.rs"]
+mod tests;

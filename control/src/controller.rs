@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -19,6 +19,7 @@ use crate::analysis::{Ms, Outcome};
 use crate::api::{
     HistoryView, LiveStats, PointView, RevisionStats, RolloutView, SeriesView, status_view,
 };
+pub use crate::clock::Clock;
 use crate::engine::{self, Action, TrafficPlan, World};
 use crate::ports::{MetricsSource, Served, TrafficRouter};
 use crate::providers::{HttpClient, Providers, Subject};
@@ -28,37 +29,6 @@ use crate::store::Store;
 /// The longest the loop sleeps: phases and messages (time left in a pause) refresh at
 /// least this often.
 const MAX_SLEEP_MS: Ms = 1_000;
-
-/// The control loop's clock: wall-clock milliseconds that advance with tokio's time,
-/// so that tests with paused time run long rollouts instantly.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    base_ms: Ms,
-    base: Instant,
-}
-
-impl Clock {
-    /// A clock starting at the system time now.
-    pub fn system() -> Self {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as Ms)
-            .unwrap_or(0);
-        Clock {
-            base_ms: ms,
-            base: Instant::now(),
-        }
-    }
-
-    /// Now, in milliseconds.
-    pub fn now(&self) -> Ms {
-        self.base_ms + self.base.elapsed().as_millis() as Ms
-    }
-
-    fn instant_at(&self, ms: Ms) -> Instant {
-        self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
-    }
-}
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -259,9 +229,13 @@ impl Controller {
             Some(d) => Some(Store::open(d)?),
             None => None,
         };
-        let states = store.as_ref().map(Store::load_all).unwrap_or_default();
-        for (name, st) in &states {
+        let clock = Clock::system();
+        let mut states = store.as_ref().map(Store::load_all).unwrap_or_default();
+        for (name, st) in &mut states {
             tracing::info!(rollout = %name, phase = ?st.phase, step = ?st.current_step_index, "restored rollout state");
+            for run in st.runs_mut() {
+                run.forget_in_flight(clock.now());
+            }
         }
         let (tx, rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(1024);
@@ -284,7 +258,7 @@ impl Controller {
                 applied: BTreeMap::new(),
                 begun: BTreeMap::new(),
                 saved,
-                clock: Clock::system(),
+                clock,
                 results_tx,
                 results_rx,
                 stats: stats.clone(),

@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod api;
+mod clock;
 pub mod controller;
 pub mod engine;
 pub(crate) mod eval;

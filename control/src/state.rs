@@ -208,6 +208,12 @@ pub struct RolloutStatus {
     pub post_run: Option<AnalysisRun>,
     /// Finished runs, newest last.
     pub past_runs: VecDeque<AnalysisRun>,
+    /// The background analysis of this update passed: it is not started again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background_passed: bool,
+    /// Blue-green: the pre-promotion analysis of this update passed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_promotion_passed: bool,
     /// Blue-green: the revision the active service points at.
     pub active: Option<Revision>,
     /// Blue-green: the previous active revision, reachable for a fast rollback until

@@ -32,6 +32,9 @@ pub(super) fn abort(st: &mut RolloutStatus, events: &mut Vec<Event>, now: Ms, wh
     st.controller_pause = false;
     st.current_step_index = Some(0);
     set_weight(st, events, now, Weight::ZERO);
+    // Runs after a retry are new ones (Argo's needsNewAnalysisRun looks at abortedAt).
+    st.background_passed = false;
+    st.pre_promotion_passed = false;
     st.archive_runs(now);
     let n = st.current.as_ref().map_or(0, |c| c.number);
     push(
@@ -179,6 +182,10 @@ pub fn act(
             st.manual_pause = false;
             st.promote_full = true;
             st.pause_conditions.clear();
+            // Promoting in full ends an abort too (Argo's syncRolloutStatusCanary and
+            // syncRolloutStatusBlueGreen remove the abort while promoteFull is set).
+            st.aborted = false;
+            st.aborted_at = None;
             push(
                 &mut events,
                 st,

@@ -82,17 +82,57 @@ pub(super) fn blue_green(
             st.message = format!("waiting for endpoints running {} (preview)", cur.image);
             return;
         }
+        // Pre-promotion analysis. While an Inconclusive run holds the pause, no new run
+        // starts; promoting starts one (Argo's reconcilePrePromotionAnalysisRun).
         if let Some(aref) = &b.pre_promotion
             && st.pre_run.is_none()
+            && !st.pre_promotion_passed
             && !st
-                .past_runs
+                .pause_conditions
                 .iter()
-                .any(|r| r.name == run_name(st, "-pre") && r.phase == Phase::Successful)
+                .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun)
         {
             st.pre_run = start_run(st, spec, aref, "-pre", world, events);
             if st.aborted {
                 return;
             }
+        }
+        if let Some(run) = st.pre_run.clone()
+            && run.is_done()
+        {
+            run_result_event(st, &run, events, now);
+            match run.phase {
+                Phase::Failed | Phase::Error => {
+                    abort(
+                        st,
+                        events,
+                        now,
+                        &format!(
+                            "Pre-promotion analysis phase {:?}: {}",
+                            run.phase, run.message
+                        ),
+                    );
+                    return;
+                }
+                Phase::Inconclusive => {
+                    let r = st.pre_run.take();
+                    st.archive(r, now);
+                    add_pause(st, PauseReason::InconclusiveAnalysisRun, now, events);
+                    return;
+                }
+                _ => {
+                    let r = st.pre_run.take();
+                    st.archive(r, now);
+                    st.pre_promotion_passed = true;
+                }
+            }
+        }
+        // The switch needs the pre-promotion analysis to have passed, and the
+        // controller's pause (autoPromotionEnabled: false, or autoPromotionSeconds)
+        // starts only then: its clock counts from the pass (Argo's
+        // reconcileBlueGreenPause and reconcileActiveService).
+        if b.pre_promotion.is_some() && !st.pre_promotion_passed {
+            return;
         }
         let auto_deadline = b
             .auto_promotion_enabled
@@ -102,39 +142,6 @@ pub(super) fn blue_green(
         if pause_needed && !st.controller_pause {
             add_pause(st, PauseReason::BlueGreenPause, now, events);
         }
-        let mut pre_ok = true;
-        if let Some(run) = st.pre_run.clone() {
-            if run.is_done() {
-                run_result_event(st, &run, events, now);
-                match run.phase {
-                    Phase::Failed | Phase::Error => {
-                        abort(
-                            st,
-                            events,
-                            now,
-                            &format!(
-                                "Pre-promotion analysis phase {:?}: {}",
-                                run.phase, run.message
-                            ),
-                        );
-                        return;
-                    }
-                    Phase::Inconclusive => {
-                        let r = st.pre_run.take();
-                        st.archive(r, now);
-                        add_pause(st, PauseReason::InconclusiveAnalysisRun, now, events);
-                        return;
-                    }
-                    _ => {
-                        let r = st.pre_run.take();
-                        st.archive(r, now);
-                    }
-                }
-            } else {
-                pre_ok = false;
-            }
-        }
-        // Auto-promotion after N seconds, even with the pre-promotion run still going.
         if let (Some(d), Some(p)) = (
             auto_deadline,
             st.pause_conditions
@@ -143,15 +150,9 @@ pub(super) fn blue_green(
                 .cloned(),
         ) && now >= p.start_time + d.as_millis() as Ms
         {
-            st.pause_conditions
-                .retain(|x| x.reason != PauseReason::BlueGreenPause);
-            if let Some(mut r) = st.pre_run.take() {
-                r.terminate(now);
-                st.archive(Some(r), now);
-            }
-            pre_ok = true;
+            end_pause(st, PauseReason::BlueGreenPause, events, now);
         }
-        if !pre_ok || !st.pause_conditions.is_empty() || st.manual_pause || spec.paused {
+        if !st.pause_conditions.is_empty() || st.manual_pause || spec.paused {
             return;
         }
         // The switch: one snapshot swap.

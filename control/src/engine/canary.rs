@@ -23,10 +23,22 @@ pub(super) fn canary(
         .unwrap_or_default();
     let capacity = (world.has_endpoints)(&image);
 
+    // `promote --full` skips the steps and the analyses (Argo's reconcileAnalysisRuns
+    // starts none while promoteFull is set).
+    if st.promote_full {
+        if capacity {
+            promote(st, spec, events, now);
+        } else {
+            st.message = format!("waiting for endpoints running {image} before promoting");
+        }
+        return;
+    }
+
     // Background analysis, from its starting step on.
     if let Some((aref, start)) = &c.background {
         let index = st.current_step_index.unwrap_or(0);
         if st.background_run.is_none()
+            && !st.background_passed
             && index >= *start
             && capacity
             && !st
@@ -34,13 +46,7 @@ pub(super) fn canary(
                 .iter()
                 .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun)
         {
-            let already_passed = st
-                .past_runs
-                .iter()
-                .any(|r| r.name == run_name(st, "-bg") && r.phase == Phase::Successful);
-            if !already_passed {
-                st.background_run = start_run(st, spec, aref, "-bg", world, events);
-            }
+            st.background_run = start_run(st, spec, aref, "-bg", world, events);
         }
         if let Some(run) = st.background_run.clone()
             && run.is_done()
@@ -64,20 +70,12 @@ pub(super) fn canary(
                 _ => {
                     let r = st.background_run.take();
                     st.archive(r, now);
+                    st.background_passed = true;
                 }
             }
         }
     }
     if st.aborted {
-        return;
-    }
-
-    if st.promote_full {
-        if capacity {
-            promote(st, spec, events, now);
-        } else {
-            st.message = format!("waiting for endpoints running {image} before promoting");
-        }
         return;
     }
 
@@ -100,6 +98,17 @@ pub(super) fn canary(
             .iter()
             .any(|p| p.reason == PauseReason::InconclusiveAnalysisRun)
         {
+            // A timed pause step still runs out (Argo's CompletedCanaryPauseStep looks
+            // at the step's own condition only); the steps after it wait.
+            if let Step::Pause(Some(d)) = &c.steps[index]
+                && let Some(p) = st
+                    .pause_conditions
+                    .iter()
+                    .find(|p| p.reason == PauseReason::CanaryPauseStep)
+                && now >= p.start_time + d.as_millis() as Ms
+            {
+                complete_step(st, spec, events, now);
+            }
             return;
         }
         match &c.steps[index] {
@@ -193,9 +202,6 @@ pub(super) fn complete_step(
 ) {
     let steps = steps_of(spec);
     let i = st.current_step_index.unwrap_or(0);
-    st.pause_conditions
-        .retain(|p| p.reason != PauseReason::CanaryPauseStep);
-    st.controller_pause = false;
     let run = st.step_run.take();
     st.archive(run, now);
     st.progress_since = now;
@@ -210,6 +216,11 @@ pub(super) fn complete_step(
         Reason::RolloutStepCompleted,
         format!("Rollout step {}/{} completed ({desc})", i + 1, steps.len()),
     );
+    end_pause(st, PauseReason::CanaryPauseStep, events, now);
+    // A pause that still holds (an inconclusive analysis) is still the controller's.
+    if st.pause_conditions.is_empty() {
+        st.controller_pause = false;
+    }
 }
 
 /// The weight a canary has: the last setWeight at or before the current step; capped

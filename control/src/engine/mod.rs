@@ -259,7 +259,26 @@ fn reset(st: &mut RolloutStatus, now: Ms) {
     st.aborted_at = None;
     st.promote_full = false;
     st.deadline_exceeded = false;
+    st.background_passed = false;
+    st.pre_promotion_passed = false;
     st.archive_runs(now);
+}
+
+/// Removes the pause conditions of `reason`; when that was the last one (and the update
+/// is not aborted), the rollout resumes: Argo raises RolloutResumed whenever its pause
+/// conditions go from some to none without an abort (sendStateChangeEvents).
+fn end_pause(st: &mut RolloutStatus, reason: PauseReason, events: &mut Vec<Event>, now: Ms) {
+    let before = st.pause_conditions.len();
+    st.pause_conditions.retain(|p| p.reason != reason);
+    if before > 0 && st.pause_conditions.is_empty() && !st.aborted {
+        push(
+            events,
+            st,
+            now,
+            Reason::RolloutResumed,
+            format!("Rollout is resumed: the {reason:?} pause ended"),
+        );
+    }
 }
 
 /// Progress deadline, then phase and message (argo-reference §2.2).
@@ -268,10 +287,13 @@ fn finish(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>, events: &mu
     st.trim_runs(spec.run_history_limits);
     trim_history(st, spec.revision_history_limit);
     let paused = st.manual_pause || spec.paused || !st.pause_conditions.is_empty();
-    if st.updating() && !st.aborted && !paused && !st.deadline_exceeded {
+    if st.updating() && !st.aborted && !paused {
         let deadline = st.progress_since + spec.progress_deadline.as_millis() as Ms;
-        if now >= deadline {
-            st.deadline_exceeded = true;
+        let passes_now = !st.deadline_exceeded && now >= deadline;
+        // progressDeadlineAbort turned on after the deadline passed aborts too: Argo
+        // checks it on every reconcile while the deadline stays exceeded.
+        let aborts_late = st.deadline_exceeded && spec.progress_deadline_abort;
+        if passes_now || aborts_late {
             let waiting = st
                 .runs()
                 .find_map(AnalysisRun::waiting)
@@ -281,13 +303,16 @@ fn finish(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>, events: &mu
                 "ProgressDeadlineExceeded: no progress for {}s{waiting}",
                 spec.progress_deadline.as_secs()
             );
-            push(
-                events,
-                st,
-                now,
-                Reason::ProgressDeadlineExceeded,
-                msg.clone(),
-            );
+            if passes_now {
+                st.deadline_exceeded = true;
+                push(
+                    events,
+                    st,
+                    now,
+                    Reason::ProgressDeadlineExceeded,
+                    msg.clone(),
+                );
+            }
             if spec.progress_deadline_abort {
                 abort(st, events, now, &msg);
             }

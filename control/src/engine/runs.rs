@@ -1,5 +1,5 @@
-//! Analysis runs: starting one from the Rollout's reference, and the event its result
-//! raises.
+//! Analysis runs: starting one from the Rollout's reference (named as Argo names it,
+//! collision counter included), and the event its result raises.
 
 use super::*;
 
@@ -12,7 +12,7 @@ pub(super) fn start_run(
     world: &World<'_>,
     events: &mut Vec<Event>,
 ) -> Option<AnalysisRun> {
-    let name = run_name(st, suffix);
+    let name = unique_run_name(st, suffix);
     match build_run(name.clone(), aref, spec, world.argo, st, world.now) {
         Ok(run) => {
             push(
@@ -41,6 +41,22 @@ pub(super) fn start_run(
             None
         }
     }
+}
+
+/// The run's name: `ROLLOUT-HASH-REVISION` and the suffix; a name some run of this
+/// rollout already has (a run started again for the same revision and step) takes the
+/// first free collision counter, `NAME.1`, `NAME.2`, as Argo's CreateWithCollisionCounter
+/// gives, so that tools following runs by name tell them apart.
+fn unique_run_name(st: &RolloutStatus, suffix: &str) -> String {
+    let base = run_name(st, suffix);
+    let taken = |name: &str| st.past_runs.iter().chain(st.runs()).any(|r| r.name == name);
+    if !taken(&base) {
+        return base;
+    }
+    (1..)
+        .map(|n| format!("{base}.{n}"))
+        .find(|name| !taken(name))
+        .unwrap_or(base)
 }
 
 pub(super) fn run_result_event(

@@ -1,6 +1,7 @@
 //! The web provider (argo-reference §4.2): an HTTP request; the body's JSON, picked by a
-//! k8s-style JSONPath, is the result; a body that is not JSON is the result as text.
-//! A status outside 2xx is an Error, not a failure.
+//! k8s-style JSONPath, is the result, recorded as JSON the way Argo's Go encoder writes it
+//! (a string keeps its quotes); a body that is not JSON is the result as text, recorded
+//! as it is. A status outside 2xx is an Error, not a failure.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -42,13 +43,95 @@ pub async fn measure(client: &HttpClient, w: &WebProvider) -> Outcome {
             return Outcome::Value(Value::String(String::from_utf8_lossy(&body).into_owned()));
         }
     };
-    match &w.json_path {
-        None => Outcome::Value(json),
+    let picked = match &w.json_path {
+        None => json,
         Some(p) => match pick(&json, p) {
-            Ok(v) => Outcome::Value(v),
-            Err(e) => Outcome::Error(e),
+            Ok(v) => v,
+            Err(e) => return Outcome::Error(e),
         },
+    };
+    let shown = go_json(&picked);
+    Outcome::Shown(picked, shown)
+}
+
+/// `v` as JSON, written as Go's `encoding/json` writes the value it decoded: numbers as
+/// float64 in the shortest form (`1.0` is `1`, `1e21` is `1e+21`), object keys sorted,
+/// and `<`, `>`, `&`, U+2028 and U+2029 escaped. Written by hand because the recorded
+/// value must match Argo's byte for byte, and serde_json formats floats and escapes
+/// differently (no crate mimics Go's encoder).
+pub(crate) fn go_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_go_json(v, &mut out);
+    out
+}
+
+fn write_go_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&go_float(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => write_go_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_go_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_go_string(k, out);
+                out.push(':');
+                write_go_json(&map[k], out);
+            }
+            out.push('}');
+        }
     }
+}
+
+/// A float64 as Go's JSON encoder writes it: plain decimals, except below 1e-6 or from
+/// 1e21 on, where the exponent form is used (`1e-7`, `1e+21`).
+fn go_float(f: f64) -> String {
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let s = format!("{f:e}");
+        match s.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+            _ => s,
+        }
+    } else {
+        format!("{f}")
+    }
+}
+
+fn write_go_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Applies a Kubernetes JSONPath (`{$.data.ok}`, or without braces); the first match.
@@ -99,5 +182,20 @@ mod tests {
         assert_eq!(pick(&doc, "{$.data.list[1]}").unwrap(), json!(4));
         assert_eq!(pick(&doc, "{$}").unwrap(), doc);
         assert!(pick(&doc, "{$.nothing}").is_err());
+    }
+
+    #[test]
+    fn values_are_written_as_go_writes_them() {
+        assert_eq!(go_json(&json!("1")), r#""1""#);
+        assert_eq!(go_json(&json!(1.0)), "1");
+        assert_eq!(go_json(&json!(-1.1)), "-1.1");
+        assert_eq!(go_json(&json!(1e21)), "1e+21");
+        assert_eq!(go_json(&json!(1e-7)), "1e-7");
+        assert_eq!(go_json(&json!(123456789.0)), "123456789");
+        assert_eq!(go_json(&json!(0.000001)), "0.000001");
+        assert_eq!(
+            go_json(&json!({"b": [1, true, null], "a": "x<y & \"z\"\n"})),
+            r#"{"a":"x\u003cy \u0026 \"z\"\n","b":[1,true,null]}"#
+        );
     }
 }
