@@ -294,6 +294,10 @@ impl App {
             ProxyOptions {
                 worker_threads: opts.workers,
                 measure: opts.measure,
+                max_open_files: rlimit::getrlimit(rlimit::Resource::NOFILE)
+                    .ok()
+                    .map(|(soft, _)| soft)
+                    .filter(|n| *n != rlimit::INFINITY),
             },
         )?;
         let proxy = Arc::new(proxy);

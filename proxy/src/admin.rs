@@ -69,6 +69,11 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<AdminBody> {
     r
 }
 
+/// Admin connections open at once; more are closed at once (each also has
+/// `headerTimeout` to send a head, so idle ones do not hold their slot long). The admin
+/// listener cannot use up the files the client listeners need.
+pub const MAX_ADMIN_CONNECTIONS: usize = 256;
+
 /// The largest admin request body read (actions and their options are small).
 const MAX_BODY: usize = 1 << 20;
 
@@ -144,6 +149,7 @@ impl Admin {
         // Each connection's task; at `shutdown` they finish their request and close, and
         // this returns once they have.
         let connections = tokio_util::task::TaskTracker::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -156,10 +162,16 @@ impl Admin {
                     }
                 },
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("admin connection closed: {MAX_ADMIN_CONNECTIONS} are open");
+                drop(stream);
+                continue;
+            };
             let admin = self.clone();
             let shutdown = shutdown.clone();
             let header_timeout = self.proxy.shared.table.load().limits.header_timeout;
             connections.spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.route(req).await) }

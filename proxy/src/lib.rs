@@ -58,6 +58,37 @@ pub struct ProxyOptions {
     pub worker_threads: usize,
     /// Record measurements (on in production; off only to measure their cost).
     pub measure: bool,
+    /// The process's open-files limit, when known: `maxConnections` is held below what
+    /// it allows ([`connection_budget`]).
+    pub max_open_files: Option<u64>,
+}
+
+/// Files kept aside from the client connections' share: listeners, the admin listener and
+/// its connections, state and log files, DNS, analysis jobs.
+const RESERVED_FILES: u64 = 512;
+
+/// The most client connections `open_files` descriptors can carry: each may need an
+/// upstream connection too, so half of what is left after [`RESERVED_FILES`].
+pub fn connection_budget(open_files: u64) -> usize {
+    usize::try_from(open_files.saturating_sub(RESERVED_FILES) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// `spec.limits.maxConnections`, held within `budget`; says so (once per model, when
+/// `warn`) when it had to.
+pub(crate) fn effective_max_connections(model: &Model, budget: usize, warn: bool) -> usize {
+    let configured = model.proxy.limits.max_connections as usize;
+    if configured > budget {
+        if warn {
+            tracing::warn!(
+                "spec.limits.maxConnections is {configured}, but the open-files limit allows {budget} client connections (each may need an upstream connection too); serving at most {budget}: raise the limit (ulimit -n, LimitNOFILE=) to allow more"
+            );
+        }
+        budget
+    } else {
+        configured
+    }
 }
 
 /// The data plane, ready to serve listeners.
@@ -100,10 +131,12 @@ impl Proxy {
             counters: Arc::new(ProxyCounters::default()),
             tasks: drain.tracker.clone(),
         });
-        let admission = Arc::new(admission::Admission::new(
-            model.proxy.limits.max_connections as usize,
-        ));
-        let (updater, handle) = Updater::new(model, ctx, shared.clone(), admission.limit.clone());
+        let budget = opts.max_open_files.map_or(usize::MAX, connection_budget);
+        let admission = Arc::new(admission::Admission::new(effective_max_connections(
+            &model, budget, true,
+        )));
+        let (updater, handle) =
+            Updater::new(model, ctx, shared.clone(), admission.limit.clone(), budget);
         Ok((
             Proxy {
                 shared,

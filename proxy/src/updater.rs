@@ -85,6 +85,8 @@ pub struct Updater {
     ctx: BuildContext,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
+    /// The most client connections the open-files limit allows ([`crate::connection_budget`]).
+    budget: usize,
 }
 
 impl std::fmt::Debug for Updater {
@@ -99,6 +101,7 @@ impl Updater {
         ctx: BuildContext,
         shared: Arc<Shared>,
         limit: Arc<Semaphore>,
+        budget: usize,
     ) -> (Updater, UpdaterHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
@@ -109,6 +112,7 @@ impl Updater {
                 ctx,
                 shared,
                 limit,
+                budget,
             },
             UpdaterHandle { tx },
         )
@@ -195,8 +199,8 @@ impl Updater {
     fn apply_model_side_effects(&mut self, old: &Model) {
         let new = &self.model;
         let (was, now) = (
-            old.proxy.limits.max_connections as usize,
-            new.proxy.limits.max_connections as usize,
+            crate::effective_max_connections(old, self.budget, false),
+            crate::effective_max_connections(new, self.budget, true),
         );
         if now > was {
             self.limit.add_permits(now - was);

@@ -746,3 +746,59 @@ async fn the_admin_listener_times_out_half_sent_heads() {
     assert!(r.is_ok(), "the half-sent head is cut");
     weir.shutdown().await;
 }
+
+/// Idle connections cannot use up the admin listener (or the process's files): past
+/// `MAX_ADMIN_CONNECTIONS` new ones are closed at once, the held ones go at the header
+/// timeout, and the client listeners serve throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_fill_the_admin_listener() {
+    let up = Recorder::start().await;
+    let weir = weir_to(up.addr, "  limits: {headerTimeout: 2s}\n").await;
+    let admin = weir.admin();
+    let mut held = Vec::new();
+    for _ in 0..weir_proxy::admin::MAX_ADMIN_CONNECTIONS {
+        held.push(TcpStream::connect(admin).await.unwrap());
+    }
+    // The admin task has taken every held connection once the next one is turned away.
+    eventually(
+        "a connection past the cap is closed at once",
+        Duration::from_secs(10),
+        || async {
+            let mut s = TcpStream::connect(admin).await.unwrap();
+            let _ = s
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .await;
+            let mut got = Vec::new();
+            matches!(
+                tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut got)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            ) && got.is_empty()
+        },
+    )
+    .await;
+    let r = exchange(
+        weir.web(),
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "the proxy serves meanwhile: {r:?}"
+    );
+    // The idle ones are closed at the header timeout, and the admin API answers again.
+    eventually(
+        "the admin listener answers again",
+        Duration::from_secs(20),
+        || async {
+            exchange(
+                admin,
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .starts_with("HTTP/1.1 200")
+        },
+    )
+    .await;
+    drop(held);
+    weir.shutdown().await;
+}

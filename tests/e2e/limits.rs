@@ -205,3 +205,58 @@ async fn idle_and_slow_clients_are_timed_out() {
     assert!(r.starts_with("HTTP/1.1 408"), "{r:?}");
     weir.shutdown().await;
 }
+
+/// `maxConnections` is held within what the open-files limit allows (each client
+/// connection may need an upstream one): with 600 files, 44 client connections, and the
+/// 45th takes the place of an idle one instead of failing for want of a descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_held_within_the_open_files_limit() {
+    use crate::kit::process::{Sockets, WEIR};
+    use std::process::{Command, Stdio};
+    let up = backend("v1").await;
+    let sockets = Sockets::bind();
+    let (web, admin) = (sockets.web_addr(), sockets.admin_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {{name: edge}}\nspec:\n  listeners: [{{name: web, address: \"{web}\"}}]\n  admin: {{address: \"{admin}\"}}\n  routes:\n    - name: app\n      backends: [{{service: app}}]\n{}",
+            service("app", &[up.addr()])
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("weir.log");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 600 && exec \"$0\" serve -c \"$1\" --state-dir \"$2\"")
+        .arg(WEIR)
+        .arg(&cfg)
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = sockets.pass_to(&mut cmd).spawn().unwrap();
+    drop(cmd);
+    assert_eq!(get(web, "a", "/").await.status, 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the open-files limit allows 44 client connections"),
+        "{text}"
+    );
+    let mut held = Vec::new();
+    for _ in 0..54 {
+        held.push(TcpStream::connect(web).await.unwrap());
+    }
+    eventually(
+        "ten idle connections evicted",
+        Duration::from_secs(10),
+        || async {
+            sample(&metrics(admin).await, "weir_connections_evicted_total").unwrap_or(0.0) >= 10.0
+        },
+    )
+    .await;
+    assert_eq!(get(web, "a", "/").await.status, 200);
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+}
