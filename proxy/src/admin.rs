@@ -116,6 +116,41 @@ fn host_allowed(host: &[u8], extra: &[Box<str>]) -> bool {
     name == "localhost" || name.ends_with(".localhost") || extra.iter().any(|h| **h == *name)
 }
 
+/// Whether a request that changes something (any method but GET and HEAD) may: not
+/// sent by a browser on behalf of another site (a foreign `Origin`, or `Sec-Fetch-Site`
+/// other than `same-origin` or `none`: cross-site request forgery from a page the
+/// operator has open), and from a loopback client.
+fn write_allowed(
+    headers: &http::HeaderMap,
+    host: Option<&[u8]>,
+    peer: std::net::IpAddr,
+) -> Result<(), &'static str> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err("403 Forbidden: the admin API takes no changes from other sites' pages\n");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let o = origin.as_bytes();
+        let authority = o
+            .strip_prefix(b"http://")
+            .or_else(|| o.strip_prefix(b"https://"));
+        let same = match (authority, host) {
+            (Some(a), Some(h)) => a.eq_ignore_ascii_case(h.trim_ascii()),
+            _ => false,
+        };
+        if !same {
+            return Err("403 Forbidden: the admin API takes no changes from other sites' pages\n");
+        }
+    }
+    if !peer.to_canonical().is_loopback() {
+        return Err(
+            "403 Forbidden: the admin API takes changes from this machine only (loopback clients)\n",
+        );
+    }
+    Ok(())
+}
+
 /// The admin server's state.
 pub struct Admin {
     proxy: Arc<Proxy>,
@@ -151,7 +186,7 @@ impl Admin {
         let connections = tokio_util::task::TaskTracker::new();
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = listener.accept() => match a {
                     Ok(pair) => pair,
@@ -174,7 +209,7 @@ impl Admin {
                 let _slot = slot;
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.route(req).await) }
+                    async move { Ok::<_, Infallible>(admin.route(req, peer.ip()).await) }
                 });
                 // A head must arrive whole within `headerTimeout`, as on the client
                 // listeners.
@@ -196,8 +231,12 @@ impl Admin {
         connections.wait().await;
     }
 
-    /// Answers one admin request (also used by tests without sockets).
-    pub async fn route(&self, req: Request<Incoming>) -> Response<AdminBody> {
+    /// Answers one admin request from `peer`.
+    pub async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: std::net::IpAddr,
+    ) -> Response<AdminBody> {
         let (parts, body) = req.into_parts();
         let host = parts
             .headers
@@ -211,6 +250,11 @@ impl Admin {
                 StatusCode::FORBIDDEN,
                 "403 Forbidden: the admin listener answers to IP addresses, localhost and spec.admin.hosts only\n",
             ));
+        }
+        if !matches!(parts.method, Method::GET | Method::HEAD)
+            && let Err(why) = write_allowed(&parts.headers, host, peer)
+        {
+            return closing(text(StatusCode::FORBIDDEN, why));
         }
         let declared = parts
             .headers

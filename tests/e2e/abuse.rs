@@ -802,3 +802,74 @@ async fn idle_connections_cannot_fill_the_admin_listener() {
     drop(held);
     weir.shutdown().await;
 }
+
+/// Changes through the admin API come neither from other sites' pages (CSRF: a foreign
+/// `Origin`, `Sec-Fetch-Site: cross-site`) nor from other machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_forged_and_remote_changes() {
+    let up = Recorder::start().await;
+    let weir = weir_to(up.addr, "").await;
+    let admin = weir.admin();
+    let post = |extra: &str| {
+        format!(
+            "POST /api/v1/rollouts/nope/abort HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n",
+            admin.port()
+        )
+    };
+    for forged in [
+        "Origin: http://evil.example\r\n",
+        "Origin: null\r\n",
+        "Sec-Fetch-Site: cross-site\r\n",
+        "Sec-Fetch-Site: same-site\r\n",
+    ] {
+        let r = exchange(admin, post(forged).as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 403"), "{forged:?} -> {r:?}");
+    }
+    // The dashboard's own requests (same origin) and the CLI's (no Origin) go through to
+    // the API, which knows no rollout "nope".
+    let same = format!(
+        "Origin: http://127.0.0.1:{}\r\nSec-Fetch-Site: same-origin\r\n",
+        admin.port()
+    );
+    for ok in ["", same.as_str()] {
+        let r = exchange(admin, post(ok).as_bytes()).await;
+        assert!(r.starts_with("HTTP/1.1 404"), "{ok:?} -> {r:?}");
+    }
+    // GETs stay open to anyone.
+    let r = exchange(
+        admin,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:?}");
+    weir.shutdown().await;
+
+    // From another address of this machine (not loopback), a change is refused.
+    let Some(ip) = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+    else {
+        eprintln!("skipped the remote part: this machine has no address but loopback");
+        return;
+    };
+    let yaml = proxy(&split_route("app", &[("up", 100.0)]), "").replace(
+        "admin: {address: \"127.0.0.1:0\"}",
+        "admin: {address: \"0.0.0.0:0\"}",
+    ) + &service("up", &[up.addr]);
+    let weir = Weir::start(&yaml).await;
+    let remote = std::net::SocketAddr::new(ip, weir.admin().port());
+    let r = exchange(
+        remote,
+        format!(
+            "POST /api/v1/rollouts/nope/abort HTTP/1.1\r\nHost: {remote}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r:?}");
+    assert!(r.contains("loopback"), "{r:?}");
+    weir.shutdown().await;
+}
