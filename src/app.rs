@@ -75,6 +75,9 @@ pub struct App {
     pub proxy: Arc<Proxy>,
     /// The current config model.
     pub model: watch::Receiver<Arc<Model>>,
+    /// Keeps the model channel open for the App's life, whatever becomes of the watcher
+    /// (its closing would stop the control loop).
+    _models: watch::Sender<Arc<Model>>,
     /// Each client listener's name and bound address (they move when a reload moves
     /// them).
     listeners: Arc<std::sync::Mutex<Vec<(String, SocketAddr)>>>,
@@ -398,13 +401,30 @@ impl App {
         ));
         serving.serve_admin(admin_server, model.proxy.admin, admin_listener);
         let admin = serving.admin_shown.clone();
+        let models = tx.clone();
         let watcher = ConfigWatcher::new(opts.config.clone(), tx, reload_stats.clone());
         let reload = watcher.trigger();
-        if opts.watch {
+        {
+            // The watcher owns the sender of the models: it lives as long as weir, watching
+            // the files or (with --no-watch) waiting for SIGHUP only. Were it dropped, the
+            // model channel would close and the control loop with it.
             let token = background.clone();
+            let watch_files = opts.watch;
             tasks.spawn(async move {
-                if let Err(e) = watcher.run(token).await {
-                    tracing::error!("cannot watch the configuration for changes: {e}");
+                if watch_files {
+                    if let Err(e) = watcher.run(token).await {
+                        tracing::error!("cannot watch the configuration for changes: {e}");
+                    }
+                    return;
+                }
+                let trigger = watcher.trigger();
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = trigger.notified() => {
+                            watcher.reload();
+                        }
+                    }
                 }
             });
         }
@@ -430,6 +450,7 @@ impl App {
 
         Ok(App {
             proxy,
+            _models: models,
             model: rx,
             listeners,
             admin,

@@ -12,6 +12,7 @@ mod examples;
 mod first_errors;
 mod h1;
 mod limits;
+mod no_watch;
 mod notify;
 mod prometheus;
 mod reload;
