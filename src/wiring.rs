@@ -159,7 +159,30 @@ const DASHBOARD: &str = include_str!("assets/dashboard.html");
 /// `/` (the dashboard) and `/api/v1/rollouts...` on the admin listener.
 pub struct RolloutsApi(pub ControllerHandle);
 
+/// `/healthz` fails when the control loop has not turned for this long (it turns at least
+/// once a second).
+const CONTROL_LOOP_STALL_MS: u64 = 10_000;
+
 impl AdminExtension for RolloutsApi {
+    fn health(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &self.0.stats;
+        if !stats.storage_healthy.load(Relaxed) {
+            return Err("rollout state cannot be saved to the state folder (see the log and weir_state_save_failures_total)".into());
+        }
+        let beat = stats.heartbeat_ms.load(Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if beat != 0 && now.saturating_sub(beat) > CONTROL_LOOP_STALL_MS {
+            return Err(format!(
+                "the control loop has not turned for {}s",
+                now.saturating_sub(beat) / 1000
+            ));
+        }
+        Ok(())
+    }
+
     fn handle(
         &self,
         req: &AdminRequest,
@@ -246,6 +269,13 @@ impl AdminExtension for RolloutsApi {
                             StatusCode::CONFLICT,
                             &serde_json::json!({ "error": e.to_string() }),
                         ),
+                        Err(ActionError::NotDurable { view, reason }) => json(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &serde_json::json!({
+                                "error": format!("applied in memory only, not saved: {reason}"),
+                                "rollout": view,
+                            }),
+                        ),
                         Err(e @ ActionError::Stopped) => json(
                             StatusCode::SERVICE_UNAVAILABLE,
                             &serde_json::json!({ "error": e.to_string() }),
@@ -283,6 +313,7 @@ impl ControlCollector {
             "weir_control_decision_seconds_max",
             "weir_control_turns_total",
             "weir_control_turn_seconds_sum",
+            "weir_state_save_failures_total",
         ]
         .iter()
         .map(|n| {
@@ -352,6 +383,12 @@ impl prometheus::core::Collector for ControlCollector {
                 COUNTER,
                 s.turn_us_sum.load(Relaxed) as f64 / 1e6,
             ),
+            one(
+                "weir_state_save_failures_total",
+                "Saves of a rollout's state that failed (each is retried at the next turn).",
+                COUNTER,
+                s.state_save_failures.load(Relaxed) as f64,
+            ),
         ]
     }
 }
@@ -369,6 +406,7 @@ impl NotifyCollector {
             "weir_notifications_sent_total",
             "weir_notification_send_errors_total",
             "weir_notifications_failed_total",
+            "weir_notifications_dropped_total",
         ]
         .iter()
         .map(|n| {
@@ -442,6 +480,11 @@ impl prometheus::core::Collector for NotifyCollector {
                 "weir_notifications_failed_total",
                 "Notifications given up after every attempt, or for a service that is not configured.",
                 vec![counter(Vec::new(), self.stats.failed.load(Relaxed) as f64)],
+            ),
+            family(
+                "weir_notifications_dropped_total",
+                "Events the notifier missed because it fell too far behind; not notified.",
+                vec![counter(Vec::new(), self.stats.dropped.load(Relaxed) as f64)],
             ),
         ]
     }

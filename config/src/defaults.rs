@@ -1,6 +1,15 @@
-//! Every default in one place, with its unit. Applied only by `validate`.
+//! Every default in one place, with its unit: what a field means when it is not written.
+//! Applied by `validate` (and, for analysis metrics, by `analysis::decode_metric` when a
+//! run starts). Bounds that go with a default (the least header limit, the longest
+//! window) are here too.
+//!
+//! A leaf: it imports only the model's value types.
 
 use std::time::Duration;
+
+use crate::model::weir::{AccessLog, LoadBalancer, Weight};
+
+// ---- weir.dev/v1alpha1 Proxy ----
 
 /// Upstream connect timeout (TCP connect), 5 s. As Envoy's default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,3 +46,100 @@ pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 /// The path matched when a route gives none.
 pub const PATH_PREFIX: &str = "/";
+/// No access log unless `spec.accessLog` asks for one (also `AccessLog::default()`).
+pub const ACCESS_LOG: AccessLog = AccessLog::Off;
+/// The access log, when `spec.accessLog` is given without `enabled`, is on.
+pub const ACCESS_LOG_ENABLED: bool = true;
+/// The access log, when on without a `path`, goes to standard output.
+pub const ACCESS_LOG_PATH: &str = "stdout";
+/// `x-weir-*` debug headers are off unless `spec.debugHeaders` turns them on.
+pub const DEBUG_HEADERS: bool = false;
+/// A notification webhook is sent with POST unless `method` says PUT.
+pub const WEBHOOK_METHOD: &str = "POST";
+/// A route with a single backend and no `weight` sends it all the traffic.
+pub const SINGLE_BACKEND_WEIGHT: Weight = Weight::FULL;
+
+// ---- weir.dev/v1alpha1 Service ----
+
+/// A Service's endpoints take requests in turn unless `loadBalancer` says otherwise (also
+/// `LoadBalancer::default()`).
+pub const LOAD_BALANCER: LoadBalancer = LoadBalancer::RoundRobin;
+
+// ---- argoproj.io/v1alpha1 Rollout (Argo's own defaults) ----
+
+/// `spec.paused`: not paused.
+pub const PAUSED: bool = false;
+/// `spec.progressDeadlineSeconds`: 600 s without progress marks the rollout degraded.
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+/// `spec.progressDeadlineAbort`: a passed deadline does not abort.
+pub const PROGRESS_DEADLINE_ABORT: bool = false;
+/// `spec.revisionHistoryLimit`: 10 old revisions remembered.
+pub const REVISION_HISTORY_LIMIT: u32 = 10;
+/// `spec.analysis.successfulRunHistoryLimit` and `unsuccessfulRunHistoryLimit`: 5
+/// finished analysis runs of each kind kept.
+pub const RUN_HISTORY_LIMIT: u32 = 5;
+/// `spec.workloadRef.kind`: a Deployment.
+pub const WORKLOAD_REF_KIND: &str = "Deployment";
+/// `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds` (canary and blue-green): 30 s.
+pub const SCALE_DOWN_DELAY: Duration = Duration::from_secs(30);
+/// `canary.trafficRouting.maxTrafficWeight`: weights are percentages.
+pub const MAX_TRAFFIC_WEIGHT: u32 = 100;
+/// `canary.analysis.startingStep`: background analysis starts with the update.
+pub const STARTING_STEP: usize = 0;
+/// `setMirrorRoute.percentage`: every matching request is copied.
+pub const MIRROR_PERCENTAGE: Weight = Weight::FULL;
+/// `blueGreen.autoPromotionEnabled`: the switch happens without waiting for promote.
+pub const AUTO_PROMOTION_ENABLED: bool = true;
+
+// ---- Analysis metrics (Argo's defaults, and weir's built-in provider) ----
+
+/// `failureLimit`: no failed measurement is tolerated.
+pub const FAILURE_LIMIT: i64 = 0;
+/// `inconclusiveLimit`: no inconclusive measurement is tolerated.
+pub const INCONCLUSIVE_LIMIT: u32 = 0;
+/// `consecutiveErrorLimit`: 4 errors in a row are tolerated (Argo's default).
+pub const CONSECUTIVE_ERROR_LIMIT: u32 = 4;
+/// `consecutiveSuccessLimit`: off (0).
+pub const CONSECUTIVE_SUCCESS_LIMIT: u32 = 0;
+/// Built-in provider `weir`: the latency quantile, p99.
+pub const WEIR_QUANTILE: f64 = 0.99;
+/// Built-in provider `weir`: `role` is the canary unless it says `stable`.
+pub const WEIR_ROLE_CANARY: bool = true;
+/// Built-in provider `weir`: the look-back window, 60 s.
+pub const WEIR_WINDOW: Duration = Duration::from_secs(60);
+/// Built-in provider `weir`: the shortest window, 1 s.
+pub const WEIR_MIN_WINDOW: Duration = Duration::from_secs(1);
+/// Built-in provider `weir`: the longest window, 600 s (the data plane keeps ten minutes
+/// of history).
+pub const WEIR_MAX_WINDOW: Duration = Duration::from_secs(600);
+/// Built-in provider `weir`: requests needed in the window before a verdict, 20.
+pub const WEIR_MIN_REQUESTS: u64 = 20;
+/// Prometheus provider: query timeout, 30 s.
+pub const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Prometheus provider: `rangeQuery.start`, five minutes ago.
+pub const PROMETHEUS_RANGE_START: &str = "now() - duration(\"5m\")";
+/// Prometheus provider: `rangeQuery.end`, now.
+pub const PROMETHEUS_RANGE_END: &str = "now()";
+/// Prometheus provider: `rangeQuery.step`, 60 s.
+pub const PROMETHEUS_RANGE_STEP: Duration = Duration::from_secs(60);
+/// Web provider: request timeout, 10 s.
+pub const WEB_TIMEOUT: Duration = Duration::from_secs(10);
+/// Web provider: method, GET.
+pub const WEB_METHOD: &str = "GET";
+/// Prometheus and web providers: TLS certificates are verified (`insecure: false`).
+pub const PROVIDER_INSECURE: bool = false;
+/// Job provider: retries after a failure before the job counts as failed, 6
+/// (Kubernetes' default Job `backoffLimit`).
+pub const JOB_BACKOFF_LIMIT: u32 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model's `Default`s are these defaults, not second ones.
+    #[test]
+    fn model_defaults_agree() {
+        assert_eq!(LoadBalancer::default(), LOAD_BALANCER);
+        assert_eq!(AccessLog::default(), ACCESS_LOG);
+    }
+}

@@ -76,30 +76,30 @@ pub fn parse_go(s: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(total as u64))
 }
 
-/// A canary `pause.duration`: a YAML integer (seconds), a numeric string (seconds), or a
-/// Go duration; truncated to whole seconds, so `500ms` is 0 (no pause).
+/// A canary `pause.duration` written as a YAML integer: seconds.
+///
+/// # Errors
+/// [`DurationError::Negative`] below zero.
+pub fn pause_seconds(n: i64) -> Result<Duration, DurationError> {
+    u64::try_from(n)
+        .map(Duration::from_secs)
+        .map_err(|_| DurationError::Negative(n.to_string(), "pause"))
+}
+
+/// A canary `pause.duration` written as a string: seconds (`"30"`) or a Go duration,
+/// truncated to whole seconds, so `500ms` is 0 (no pause).
 ///
 /// # Errors
 /// [`DurationError`] for negative or unparsable values (`1d`, `1.5`, `abc`).
-pub fn parse_pause(v: &serde_json::Value) -> Result<Duration, DurationError> {
-    match v {
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) if i >= 0 => Ok(Duration::from_secs(i as u64)),
-            Some(_) => Err(DurationError::Negative(n.to_string(), "pause")),
-            None => Err(DurationError::NotWholeSeconds(n.to_string())),
-        },
-        serde_json::Value::String(s) => {
-            if let Ok(i) = s.trim().parse::<i64>() {
-                if i < 0 {
-                    return Err(DurationError::Negative(format!("{s:?}"), "pause"));
-                }
-                return Ok(Duration::from_secs(i as u64));
-            }
-            let d = parse_go(s)?;
-            Ok(Duration::from_secs(d.as_secs()))
+pub fn parse_pause(s: &str) -> Result<Duration, DurationError> {
+    if let Ok(i) = s.trim().parse::<i64>() {
+        if i < 0 {
+            return Err(DurationError::Negative(format!("{s:?}"), "pause"));
         }
-        other => Err(DurationError::NotAPause(other.to_string())),
+        return Ok(Duration::from_secs(i as u64));
     }
+    let d = parse_go(s)?;
+    Ok(Duration::from_secs(d.as_secs()))
 }
 
 /// Renders a duration the way Go would write it, for messages and the API.
@@ -137,7 +137,6 @@ pub fn format(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn go_durations() {
@@ -156,21 +155,15 @@ mod tests {
 
     #[test]
     fn pause_durations() {
-        assert_eq!(parse_pause(&json!(10)).unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_pause(&json!("10")).unwrap(), Duration::from_secs(10));
-        assert_eq!(
-            parse_pause(&json!("10m")).unwrap(),
-            Duration::from_secs(600)
-        );
-        assert_eq!(parse_pause(&json!("500ms")).unwrap(), Duration::ZERO);
-        assert_eq!(
-            parse_pause(&json!("1500ms")).unwrap(),
-            Duration::from_secs(1)
-        );
-        assert!(parse_pause(&json!("1d")).is_err());
-        assert!(parse_pause(&json!("1.5")).is_err());
-        assert!(parse_pause(&json!(-3)).is_err());
-        assert!(parse_pause(&json!(1.5)).is_err());
+        assert_eq!(pause_seconds(10).unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_pause("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_pause("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_pause("500ms").unwrap(), Duration::ZERO);
+        assert_eq!(parse_pause("1500ms").unwrap(), Duration::from_secs(1));
+        assert!(parse_pause("1d").is_err());
+        assert!(parse_pause("1.5").is_err());
+        assert!(parse_pause("-3").is_err());
+        assert!(pause_seconds(-3).is_err());
     }
 
     #[test]

@@ -1,11 +1,45 @@
 //! Configuration errors are data: every problem found is an [`Issue`] with a file, a
 //! position and a field path, and all of them are reported at once.
+//!
+//! A leaf of the crate: every stage reports through these types, and they import no stage.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::node::Pos;
+/// A position in a YAML file, 1-based. Line 0 means unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    /// 1-based line number.
+    pub line: u32,
+    /// 1-based column number.
+    pub column: u32,
+}
+
+/// Where a field was written: its file, its position and its path. Validation records
+/// one for each piece of I/O it leaves to the load stage, so that a failure there is
+/// reported at the field that asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The file.
+    pub file: Arc<Path>,
+    /// Where in that file.
+    pub pos: Pos,
+    /// The field path, e.g. `spec.listeners[0].address`.
+    pub field: String,
+}
+
+impl Location {
+    /// An issue at this location.
+    pub fn issue(&self, message: impl Into<String>) -> Issue {
+        Issue {
+            file: self.file.clone(),
+            pos: self.pos,
+            field: self.field.clone(),
+            message: message.into(),
+        }
+    }
+}
 
 /// One thing wrong with the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::model::{HeaderMatch, Weight};
+use crate::model::weir::{HeaderMatch, Weight};
 
 /// A Rollout, ready for the control loop.
 #[derive(Clone, Debug, PartialEq)]

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_config::analysis::{MetricSpec, Provider, decode_metric};
 
-use crate::eval::{Verdict, to_expr, verdict};
+pub use crate::eval::Verdict;
+use crate::eval::{to_expr, verdict};
 
 #[path = "analysis_phase.rs"]
 mod phase;
@@ -16,6 +17,13 @@ use phase::metric_phase;
 
 /// Milliseconds since the Unix epoch.
 pub type Ms = u64;
+
+/// `start` plus `d`, saturating: a duration too long to add (the configuration may give
+/// 18446744073709551 seconds) is the end of time, never a time that wrapped around into
+/// the past.
+pub fn after(start: Ms, d: std::time::Duration) -> Ms {
+    start.saturating_add(Ms::try_from(d.as_millis()).unwrap_or(Ms::MAX))
+}
 
 /// After an Error, the next attempt comes this much later, whatever the interval.
 pub const ERROR_RETRY_MS: Ms = 10_000;
@@ -101,12 +109,74 @@ pub enum Outcome {
     /// A value to evaluate the conditions on, and the text to record for it: the web
     /// provider records what its JSONPath picked as JSON (a string keeps its quotes).
     Shown(Value, String),
+    /// Numbers (Prometheus's), NaN and ±Inf included: conditions get them as numbers,
+    /// as Argo's get float64s, so that `isNaN(result[0])` works.
+    Numbers(Numbers),
     /// A verdict decided by the provider itself (the job provider's exit code).
     Decided(Verdict, Option<String>),
     /// The provider failed (query error, HTTP error, no data where data was needed).
     Error(String),
     /// Not enough data yet: no verdict, try again later; the message says what it waits for.
     Wait(String),
+}
+
+/// The longest value or message a measurement records, in bytes: a provider may give
+/// much more (a web body of megabytes), which conditions see whole but the state file
+/// and the API do not.
+pub const MAX_RECORDED: usize = 4096;
+
+/// `s`, cut to [`MAX_RECORDED`] bytes (at a character boundary) with a marker saying so.
+fn bounded(s: String) -> String {
+    if s.len() <= MAX_RECORDED {
+        return s;
+    }
+    let mut cut = MAX_RECORDED;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... [truncated: {} bytes in all]", &s[..cut], s.len())
+}
+
+/// A provider's numbers: one (a Prometheus scalar) or a list (a vector, or every
+/// sample of a range matrix).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Numbers {
+    /// One number; `result` is that number.
+    Scalar(f64),
+    /// A list; `result` is the list.
+    List(Vec<f64>),
+}
+
+impl Numbers {
+    /// The value conditions see.
+    fn to_expr(&self) -> expr::Value {
+        match self {
+            Numbers::Scalar(f) => expr::Value::Float(*f),
+            Numbers::List(l) => {
+                expr::Value::Array(l.iter().map(|f| expr::Value::Float(*f)).collect())
+            }
+        }
+    }
+
+    /// As Argo records it: `0.99`, `NaN`, `+Inf`, `[0.99,-Inf]`.
+    pub fn render(&self) -> String {
+        fn one(f: f64) -> String {
+            if f.is_nan() {
+                "NaN".into()
+            } else if f.is_infinite() {
+                if f > 0.0 { "+Inf" } else { "-Inf" }.into()
+            } else {
+                serde_json::Number::from_f64(f).map_or_else(|| f.to_string(), |n| n.to_string())
+            }
+        }
+        match self {
+            Numbers::Scalar(f) => one(*f),
+            Numbers::List(l) => format!(
+                "[{}]",
+                l.iter().map(|f| one(*f)).collect::<Vec<_>>().join(",")
+            ),
+        }
+    }
 }
 
 /// One metric in a run.
@@ -280,12 +350,15 @@ impl AnalysisRun {
             return Some(at);
         }
         match m.last_finished {
-            None => Some(self.started_at + spec.initial_delay.map_or(0, |d| d.as_millis() as Ms)),
+            None => Some(after(
+                self.started_at,
+                spec.initial_delay.unwrap_or_default(),
+            )),
             Some(last) => {
                 if m.last_was_error {
-                    Some(last + ERROR_RETRY_MS)
+                    Some(last.saturating_add(ERROR_RETRY_MS))
                 } else {
-                    spec.interval.map(|d| last + d.as_millis() as Ms)
+                    spec.interval.map(|d| after(last, d))
                 }
             }
         }
@@ -331,12 +404,12 @@ impl AnalysisRun {
             value => value,
         };
         let secrets = &self.secrets;
-        let judge = |v: Value, shown: String| {
+        let judge = |v: expr::Value, shown: String| {
             let shown = mask(secrets, shown);
             match verdict(
                 spec.success_condition.as_deref(),
                 spec.failure_condition.as_deref(),
-                &to_expr(&v),
+                &v,
             ) {
                 Ok(verdict) => (verdict_phase(verdict), Some(shown), None),
                 Err(e) => (Phase::Error, Some(shown), Some(e)),
@@ -344,11 +417,11 @@ impl AnalysisRun {
         };
         let (phase, value, message) = match outcome {
             Outcome::Wait(why) => {
-                m.waiting = Some(why);
-                let retry = spec.interval.map_or(WAIT_RETRY_MS, |d| {
-                    (d.as_millis() as Ms).min(WAIT_RETRY_MS * 5)
-                });
-                m.retry_at = Some(now + retry);
+                m.waiting = Some(bounded(why));
+                let retry = spec
+                    .interval
+                    .map_or(WAIT_RETRY_MS, |d| after(0, d).min(WAIT_RETRY_MS * 5));
+                m.retry_at = Some(now.saturating_add(retry));
                 self.update(now);
                 return;
             }
@@ -356,9 +429,10 @@ impl AnalysisRun {
             Outcome::Decided(v, msg) => (verdict_phase(v), None, msg),
             Outcome::Value(v) => {
                 let shown = render_value(&v);
-                judge(v, shown)
+                judge(to_expr(&v), shown)
             }
-            Outcome::Shown(v, shown) => judge(v, shown),
+            Outcome::Shown(v, shown) => judge(to_expr(&v), shown),
+            Outcome::Numbers(n) => judge(n.to_expr(), n.render()),
         };
         m.waiting = None;
         m.retry_at = None;
@@ -390,8 +464,8 @@ impl AnalysisRun {
         }
         m.measurements.push_back(Measurement {
             phase,
-            value,
-            message,
+            value: value.map(bounded),
+            message: message.map(bounded),
             started_at: started,
             finished_at: now,
         });

@@ -237,3 +237,18 @@ fn retention_keeps_the_newest() {
     assert_eq!(r.metrics[0].measurements.len(), 2);
     assert_eq!(r.metrics[0].measurements[1].value.as_deref(), Some("[4]"));
 }
+
+/// Issue 10, item 8: a duration too long to add saturates instead of wrapping.
+#[test]
+fn long_durations_saturate() {
+    use std::time::Duration;
+    assert_eq!(after(5, Duration::from_secs(1)), 1005);
+    assert_eq!(
+        after(
+            1_700_000_000_000,
+            Duration::from_secs(18_446_744_073_709_551)
+        ),
+        Ms::MAX
+    );
+    assert_eq!(after(1, Duration::MAX), Ms::MAX);
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use weir_config::Model;
 use weir_config::rollout::{Rollout, Step, Strategy};
 
@@ -23,8 +23,8 @@ pub use crate::clock::Clock;
 use crate::engine::{self, Action, TrafficPlan, World};
 use crate::ports::{MetricsSource, Served, TrafficRouter};
 use crate::providers::{HttpClient, Providers, Subject};
-use crate::state::{Event, PauseReason, Revision, RolloutStatus};
-use crate::store::Store;
+use crate::state::{Event, PauseReason, Reason, Revision, RolloutStatus};
+use crate::store::{Loaded, Store};
 
 /// The longest the loop sleeps: phases and messages (time left in a pause) refresh at
 /// least this often.
@@ -61,7 +61,7 @@ enum Request {
 }
 
 /// How fast decisions reach the data plane, and what a turn costs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoopStats {
     /// Traffic changes applied after a measurement result.
     pub decisions: std::sync::atomic::AtomicU64,
@@ -74,10 +74,32 @@ pub struct LoopStats {
     pub turns: std::sync::atomic::AtomicU64,
     /// Microseconds spent in turns.
     pub turn_us_sum: std::sync::atomic::AtomicU64,
+    /// When the loop last finished a turn, in milliseconds since the Unix epoch (0
+    /// before the first). A live loop turns at least once a second.
+    pub heartbeat_ms: std::sync::atomic::AtomicU64,
+    /// Saves of a rollout's state that failed (each is retried on later turns).
+    pub state_save_failures: std::sync::atomic::AtomicU64,
+    /// False while some rollout's latest state could not be saved.
+    pub storage_healthy: std::sync::atomic::AtomicBool,
+}
+
+impl Default for LoopStats {
+    fn default() -> Self {
+        LoopStats {
+            decisions: Default::default(),
+            decision_us_sum: Default::default(),
+            decision_us_max: Default::default(),
+            turns: Default::default(),
+            turn_us_sum: Default::default(),
+            heartbeat_ms: Default::default(),
+            state_save_failures: Default::default(),
+            storage_healthy: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
 }
 
 /// Why a user action was not applied.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ActionError {
     /// No rollout has that name (404).
     #[error("no rollout named {0:?}")]
@@ -88,13 +110,22 @@ pub enum ActionError {
     /// The control loop is shutting down (503).
     #[error("the controller has stopped")]
     Stopped,
+    /// The action was applied, in memory and to traffic, but the rollout's state could
+    /// not be saved: a restart now would lose it (500). Saving is retried on every turn.
+    #[error("applied in memory only: the rollout's state could not be saved ({reason})")]
+    NotDurable {
+        /// The rollout's state, with the action applied.
+        view: Box<RolloutView>,
+        /// Why the state could not be saved.
+        reason: String,
+    },
 }
 
 /// Talks to a running controller. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ControllerHandle {
     tx: mpsc::Sender<Request>,
-    events: broadcast::Sender<(String, Event)>,
+    events: Events,
     /// Loop statistics.
     pub stats: Arc<LoopStats>,
 }
@@ -158,8 +189,107 @@ impl ControllerHandle {
     }
 
     /// Every event from now on, with its rollout's name.
-    pub fn subscribe(&self) -> broadcast::Receiver<(String, Event)> {
+    pub fn subscribe(&self) -> EventStream {
         self.events.subscribe()
+    }
+}
+
+/// Batches of events kept for subscribers that fall behind: a batch is what one turn
+/// (or one action and the turn it leads to) recorded, however many events that is.
+const EVENT_BATCHES: usize = 1024;
+
+/// Events recorded together, numbered from the loop's start.
+#[derive(Debug)]
+struct Batch {
+    /// The number of the first.
+    first: u64,
+    events: Vec<(String, Event)>,
+}
+
+/// Where the loop publishes its events.
+#[derive(Clone, Debug)]
+pub(crate) struct Events {
+    tx: broadcast::Sender<Arc<Batch>>,
+    /// Events published so far.
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Events {
+    pub(crate) fn new(batches: usize) -> Events {
+        Events {
+            tx: broadcast::channel(batches).0,
+            count: Arc::default(),
+        }
+    }
+
+    /// Publishes `events` as one batch.
+    pub(crate) fn publish(&self, events: Vec<(String, Event)>) {
+        if events.is_empty() {
+            return;
+        }
+        let first = self
+            .count
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.tx.send(Arc::new(Batch { first, events }));
+    }
+
+    pub(crate) fn subscribe(&self) -> EventStream {
+        let rx = self.tx.subscribe();
+        EventStream {
+            rx,
+            next: self.count.load(std::sync::atomic::Ordering::Relaxed),
+            batch: None,
+            at: 0,
+        }
+    }
+}
+
+/// The control loop's events, one at a time, from the moment of subscribing
+/// ([`ControllerHandle::subscribe`]). Events come in batches, one per turn, so that a
+/// turn that records thousands (a long rollout run through at once) loses none; a
+/// subscriber that falls more than 1,024 turns behind is told how many events it missed.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: broadcast::Receiver<Arc<Batch>>,
+    /// The number of the next event expected.
+    next: u64,
+    batch: Option<Arc<Batch>>,
+    /// The next event of `batch` to give.
+    at: usize,
+}
+
+impl EventStream {
+    /// The next event, with its rollout's name.
+    ///
+    /// # Errors
+    /// [`broadcast::error::RecvError::Lagged`] with the number of events missed (the
+    /// events after them come next), or `Closed` once the loop has stopped.
+    pub async fn recv(&mut self) -> Result<(String, Event), broadcast::error::RecvError> {
+        loop {
+            if let Some(b) = &self.batch {
+                if let Some(e) = b.events.get(self.at) {
+                    self.at += 1;
+                    return Ok(e.clone());
+                }
+                self.batch = None;
+            }
+            match self.rx.recv().await {
+                Ok(b) => {
+                    let missed = b.first.saturating_sub(self.next);
+                    self.next = self.next.max(b.first + b.events.len() as u64);
+                    self.batch = Some(b);
+                    self.at = 0;
+                    if missed > 0 {
+                        return Err(broadcast::error::RecvError::Lagged(missed));
+                    }
+                }
+                // How many events were missed shows in the next batch's number.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(broadcast::error::RecvError::Closed);
+                }
+            }
+        }
     }
 }
 
@@ -178,7 +308,14 @@ pub struct Controller {
     providers: Providers,
     store: Option<Store>,
     rx: mpsc::Receiver<Request>,
-    events: broadcast::Sender<(String, Event)>,
+    events: Events,
+    /// Events of the turn in progress, published together at its end.
+    pending: Vec<(String, Event)>,
+    /// Rollouts whose saved state could not be read, and why: the first turn that sees
+    /// them in the configuration decides what to serve (`engine::recover`).
+    recover: BTreeMap<String, String>,
+    /// Rollouts whose latest state could not be saved, and why.
+    unsaved: BTreeMap<String, String>,
     states: BTreeMap<String, RolloutStatus>,
     applied: BTreeMap<String, Option<TrafficPlan>>,
     /// Per Rollout, the start of the update last announced to the metrics source
@@ -197,6 +334,10 @@ pub struct Controller {
     measuring: TaskTracker,
     /// Cancels the measurements in flight.
     stop_measuring: CancellationToken,
+    /// Cancels the measurements of one run, by (rollout, run): once the run has ended or
+    /// is gone (an abort, a promotion), what it still measures is stopped (a job is
+    /// killed), as Argo terminates a run's jobs.
+    run_stops: BTreeMap<(String, String), CancellationToken>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -230,18 +371,62 @@ impl Controller {
             None => None,
         };
         let clock = Clock::system();
-        let mut states = store.as_ref().map(Store::load_all).unwrap_or_default();
-        for (name, st) in &mut states {
+        let now = clock.now();
+        let mut states = BTreeMap::new();
+        let mut saved = BTreeMap::new();
+        let mut recover = BTreeMap::new();
+        let mut pending = Vec::new();
+        for (name, loaded) in store.as_ref().map(Store::load_all).unwrap_or_default() {
+            let mut st = match loaded {
+                Loaded::Saved(st) => {
+                    saved.insert(name.clone(), st.clone());
+                    st
+                }
+                Loaded::Previous {
+                    mut status,
+                    problem,
+                } => {
+                    let e = status.event(
+                        now,
+                        Reason::StateUnreadable,
+                        format!(
+                            "The saved state could not be read ({problem}); the previous state saved was restored: what happened since may be done again"
+                        ),
+                    );
+                    pending.push((name.clone(), e));
+                    status
+                }
+                Loaded::Lost {
+                    stable,
+                    history,
+                    next_number,
+                    problem,
+                } => {
+                    let mut st = RolloutStatus::new(&name);
+                    let highest = history
+                        .iter()
+                        .chain(stable.iter())
+                        .map(|r| r.number)
+                        .max()
+                        .unwrap_or(0);
+                    st.next_number = next_number.unwrap_or(0).max(highest + 1);
+                    st.stable = stable;
+                    st.history = history;
+                    // The configured revision is needed to decide: the first turn does.
+                    recover.insert(name.clone(), problem);
+                    st
+                }
+            };
             tracing::info!(rollout = %name, phase = ?st.phase, step = ?st.current_step_index, "restored rollout state");
             for run in st.runs_mut() {
-                run.forget_in_flight(clock.now());
+                run.forget_in_flight(now);
             }
+            states.insert(name, st);
         }
         let (tx, rx) = mpsc::channel(64);
-        let (events, _) = broadcast::channel(1024);
+        let events = Events::new(EVENT_BATCHES);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let stats = Arc::new(LoopStats::default());
-        let saved = states.clone();
         Ok((
             Controller {
                 model,
@@ -254,6 +439,9 @@ impl Controller {
                 store,
                 rx,
                 events: events.clone(),
+                pending,
+                recover,
+                unsaved: BTreeMap::new(),
                 states,
                 applied: BTreeMap::new(),
                 begun: BTreeMap::new(),
@@ -265,6 +453,7 @@ impl Controller {
                 result_at: None,
                 measuring: TaskTracker::new(),
                 stop_measuring: CancellationToken::new(),
+                run_stops: BTreeMap::new(),
             },
             ControllerHandle { tx, events, stats },
         ))
@@ -295,9 +484,11 @@ impl Controller {
                 _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
             }
         }
-        for st in self.states.values() {
-            if self.saved.get(&st.name) != Some(st) {
-                save(self.store.as_ref(), &mut self.saved, st);
+        if let Some(store) = &self.store {
+            for st in self.states.values() {
+                if self.saved.get(&st.name) != Some(st) {
+                    save(store, &mut self.saved, &mut self.unsaved, &self.stats, st);
+                }
             }
         }
         // Measurements in flight are dropped (their runs resume from the saved state).
@@ -333,12 +524,19 @@ impl Controller {
                         let now = self.clock.now();
                         match engine::act(st, spec, &action, now) {
                             Ok(events) => {
-                                for e in events {
-                                    let _ = self.events.send((rollout.clone(), e));
-                                }
+                                self.pending
+                                    .extend(events.into_iter().map(|e| (rollout.clone(), e)));
                                 let spec = spec.clone();
                                 self.turn(model).await;
-                                Ok(self.view(&rollout, &spec))
+                                let view = self.view(&rollout, &spec);
+                                match self.unsaved.get(&rollout) {
+                                    // Applied, but a restart would lose it.
+                                    Some(reason) => Err(ActionError::NotDurable {
+                                        view: Box::new(view),
+                                        reason: reason.clone(),
+                                    }),
+                                    None => Ok(view),
+                                }
                             }
                             Err(e) => Err(ActionError::Refused(e)),
                         }
@@ -454,6 +652,11 @@ impl Controller {
                 argo: &model.argo,
                 has_endpoints: &endpoints,
             };
+            if let Some(problem) = self.recover.remove(name) {
+                let events = engine::recover(st, spec, &problem, now);
+                self.pending
+                    .extend(events.into_iter().map(|e| (name.clone(), e)));
+            }
             let events = engine::reconcile(st, spec, &world);
             let plan = engine::traffic(st, spec, &endpoints);
             // A new update: the metrics source starts counting its canary afresh, before
@@ -464,9 +667,8 @@ impl Controller {
                 self.providers.metrics.begin(name, &rev.image, since);
                 self.begun.insert(name.clone(), since);
             }
-            for e in events {
-                let _ = self.events.send((name.clone(), e));
-            }
+            self.pending
+                .extend(events.into_iter().map(|e| (name.clone(), e)));
             if self.applied.get(name) != Some(&plan) {
                 // Queued at once, so that the data plane takes the change as soon as it
                 // can; the turn waits for all of its changes together below (one routing
@@ -503,11 +705,23 @@ impl Controller {
                     let subject = subject.clone();
                     let run_name = run.name.clone();
                     let rollout = name.clone();
-                    let stop = self.stop_measuring.clone();
+                    let stop = self
+                        .run_stops
+                        .entry((name.clone(), run.name.clone()))
+                        .or_insert_with(|| self.stop_measuring.child_token())
+                        .clone();
                     self.measuring.spawn(async move {
+                        // In a task of its own, so that a provider that panics fails its
+                        // measurement and nothing else; aborted with this one.
+                        let measure = AbortOnDropHandle::new(tokio::spawn(async move {
+                            providers.measure(&metric.provider, &subject).await
+                        }));
                         let outcome = tokio::select! {
                             _ = stop.cancelled() => return,
-                            o = providers.measure(&metric.provider, &subject) => o,
+                            o = measure => o.unwrap_or_else(|e| {
+                                tracing::error!(rollout = %rollout, run = %run_name, "a measurement failed: {e}");
+                                Outcome::Error(format!("the measurement failed: {e}"))
+                            }),
                         };
                         let _ = tx.send(MeasureResult {
                             rollout,
@@ -519,8 +733,10 @@ impl Controller {
                     });
                 }
             }
-            if self.store.is_some() && self.saved.get(name) != Some(&*st) {
-                save(self.store.as_ref(), &mut self.saved, st);
+            if let Some(store) = &self.store
+                && self.saved.get(name) != Some(&*st)
+            {
+                save(store, &mut self.saved, &mut self.unsaved, &self.stats, st);
             }
         }
         if changed {
@@ -532,7 +748,10 @@ impl Controller {
                 self.stats.decision_us_max.fetch_max(us, Relaxed);
             }
         }
+        self.stop_ended_runs();
+        self.events.publish(std::mem::take(&mut self.pending));
         self.stats.turns.fetch_add(1, Relaxed);
+        self.stats.heartbeat_ms.store(self.clock.now(), Relaxed);
         self.stats
             .turn_us_sum
             .fetch_add(began.elapsed().as_micros() as u64, Relaxed);
@@ -546,6 +765,10 @@ impl Controller {
         for name in gone {
             self.states.remove(&name);
             self.saved.remove(&name);
+            self.recover.remove(&name);
+            if self.unsaved.remove(&name).is_some() && self.unsaved.is_empty() {
+                self.stats.storage_healthy.store(true, Relaxed);
+            }
             self.begun.remove(&name);
             if self.applied.remove(&name).is_some() {
                 self.router.apply(&name, &name, None).await;
@@ -555,6 +778,20 @@ impl Controller {
             }
             tracing::info!(rollout = %name, "rollout removed from the configuration");
         }
+    }
+
+    /// Stops the measurements of runs that have ended or are gone.
+    fn stop_ended_runs(&mut self) {
+        let states = &self.states;
+        self.run_stops.retain(|(rollout, run), stop| {
+            let live = states
+                .get(rollout)
+                .is_some_and(|st| st.runs().any(|r| &r.name == run && !r.is_done()));
+            if !live {
+                stop.cancel();
+            }
+            live
+        });
     }
 
     /// The earliest moment something is due: a measurement, the end of a timed pause,
@@ -585,7 +822,7 @@ impl Controller {
                     _ => None,
                 };
                 if let Some(d) = d {
-                    wake = wake.min(p.start_time + d.as_millis() as Ms);
+                    wake = wake.min(crate::analysis::after(p.start_time, d));
                 }
             }
         }
@@ -593,14 +830,36 @@ impl Controller {
     }
 }
 
-/// Writes a rollout's status and remembers it as saved.
-fn save(store: Option<&Store>, saved: &mut BTreeMap<String, RolloutStatus>, st: &RolloutStatus) {
-    let Some(store) = store else { return };
+/// Writes a rollout's status and remembers it as saved; a failure is counted, keeps the
+/// rollout in `unsaved` (its next turn tries again) and marks the storage unhealthy.
+fn save(
+    store: &Store,
+    saved: &mut BTreeMap<String, RolloutStatus>,
+    unsaved: &mut BTreeMap<String, String>,
+    stats: &LoopStats,
+    st: &RolloutStatus,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     match store.save(st) {
         Ok(()) => {
             saved.insert(st.name.clone(), st.clone());
+            if unsaved.remove(&st.name).is_some() {
+                tracing::info!(rollout = %st.name, "the rollout's state is saved again");
+                if unsaved.is_empty() {
+                    stats.storage_healthy.store(true, Relaxed);
+                }
+            }
         }
-        Err(e) => tracing::error!(rollout = %st.name, "cannot save the rollout state: {e}"),
+        Err(e) => {
+            stats.state_save_failures.fetch_add(1, Relaxed);
+            stats.storage_healthy.store(false, Relaxed);
+            let reason = e.to_string();
+            // Said once per fault, not on every turn that retries.
+            if unsaved.get(&st.name) != Some(&reason) {
+                tracing::error!(rollout = %st.name, "cannot save the rollout state (retried on every turn; a restart now would lose what changed): {reason}");
+            }
+            unsaved.insert(st.name.clone(), reason);
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub mod state;
 pub mod store;
 
 pub use controller::{
-    ActionError, Clock, Controller, ControllerHandle, ControllerOptions, LoopStats,
+    ActionError, Clock, Controller, ControllerHandle, ControllerOptions, EventStream, LoopStats,
 };
 pub use engine::{Action, Refusal, TrafficPlan};
 pub use ports::{MetricsSource, Sample, Served, TrafficRouter};

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
+
+use crate::controller::EventStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_config::Model;
@@ -40,6 +42,9 @@ pub struct NotifyStats {
     /// Deliveries given up after every attempt failed, or to a service that is not
     /// configured.
     pub failed: AtomicU64,
+    /// Events the notifier never saw because it fell too far behind the control loop:
+    /// their notifications, if any were subscribed, were not sent.
+    pub dropped: AtomicU64,
 }
 
 /// `RolloutStepCompleted` -> `on-rollout-step-completed`.
@@ -82,7 +87,7 @@ pub fn subscriptions(
 /// Sends notifications for the controller's events.
 pub struct Notifier {
     model: watch::Receiver<Arc<Model>>,
-    events: broadcast::Receiver<(String, Event)>,
+    events: EventStream,
     http: HttpClient,
     stats: Arc<NotifyStats>,
     first_backoff: Duration,
@@ -101,7 +106,7 @@ impl Notifier {
     /// A notifier for `events`, configured by the model's Proxy and Rollout annotations.
     pub fn new(
         model: watch::Receiver<Arc<Model>>,
-        events: broadcast::Receiver<(String, Event)>,
+        events: EventStream,
         stats: Arc<NotifyStats>,
     ) -> Self {
         Notifier {
@@ -144,7 +149,8 @@ impl Notifier {
                 e = self.events.recv() => match e {
                     Ok(e) => e,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("notifications: {n} events were missed (too many at once)");
+                        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                        tracing::error!("notifications: {n} events were missed (the notifier fell behind the control loop); their notifications were not sent");
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -333,5 +339,60 @@ mod tests {
         );
         assert!(subscriptions(&a, "on-rollout-paused").is_empty());
         assert_eq!(humantime_ms(1_795_803_910_123), "2026-11-27T18:25:10Z");
+    }
+
+    fn event(i: u64) -> (String, Event) {
+        (
+            "app".into(),
+            Event {
+                time: i,
+                reason: crate::state::Reason::RolloutStepCompleted,
+                message: format!("step {i}"),
+            },
+        )
+    }
+
+    /// Issue 10, item 9: a subscriber that falls behind is told how many events it
+    /// missed, and the notifier counts them as dropped.
+    #[tokio::test]
+    async fn missed_events_are_counted() {
+        let events = crate::controller::Events::new(2);
+        let mut stream = events.subscribe();
+        let notified = events.subscribe();
+        // Five batches of three into a channel that keeps two: nine events missed.
+        for b in 0..5 {
+            events.publish((0..3).map(|i| event(b * 3 + i)).collect());
+        }
+        assert_eq!(
+            stream.recv().await,
+            Err(broadcast::error::RecvError::Lagged(9))
+        );
+        for i in 9..15 {
+            assert_eq!(
+                stream.recv().await.unwrap().1.time,
+                i,
+                "then the rest, in order"
+            );
+        }
+
+        let model = weir_config::load_str(
+            std::path::Path::new("/t/weir.yaml"),
+            "apiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {name: a}\nspec: {endpoints: []}\n",
+        )
+        .unwrap();
+        let (_tx, rx) = watch::channel(Arc::new(model));
+        let stats = Arc::new(NotifyStats::default());
+        let n = Notifier::new(rx, notified, stats.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(n.run(stop.clone()));
+        for _ in 0..100 {
+            if stats.dropped.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 9);
+        stop.cancel();
+        task.await.unwrap();
     }
 }

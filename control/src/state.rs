@@ -100,6 +100,9 @@ pub enum Reason {
     AnalysisRunInconclusive,
     /// The update made no progress within `progressDeadlineSeconds`.
     ProgressDeadlineExceeded,
+    /// weir's own: the rollout's saved state could not be read at start; what weir
+    /// did instead (the previous file, or the canary held at 0%) is in the message.
+    StateUnreadable,
 }
 
 impl Reason {
@@ -122,6 +125,7 @@ impl Reason {
             Reason::AnalysisRunError => "AnalysisRunError",
             Reason::AnalysisRunInconclusive => "AnalysisRunInconclusive",
             Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Reason::StateUnreadable => "StateUnreadable",
         }
     }
 }
@@ -192,8 +196,13 @@ pub struct RolloutStatus {
     /// Set when the controller paused; a pause cleared by a user while this is set
     /// completes the pause.
     pub controller_pause: bool,
-    /// Paused by the `pause` action.
+    /// Paused by the `pause` action (or by weir itself, when its saved state could not
+    /// be read: see `note`).
     pub manual_pause: bool,
+    /// Why weir paused the rollout itself (its saved state could not be read); shown as
+    /// the message while the pause holds, and cleared by `resume` and `promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Promote everything (`promote --full`).
     pub promote_full: bool,
     /// The canary weight now applied, in hundredths of a percent.

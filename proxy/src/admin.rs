@@ -39,6 +39,11 @@ pub struct AdminRequest {
 
 /// More admin endpoints, from crates the proxy does not know.
 pub trait AdminExtension: Send + Sync {
+    /// Whether what it runs is healthy; `/healthz` answers 503 with the reason when not.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Answers the request, or None when the path is not one of its own.
     fn handle(
         &self,
@@ -293,7 +298,13 @@ impl Admin {
     /// Answers a request whose body was read.
     pub async fn answer(&self, req: &AdminRequest) -> Response<AdminBody> {
         match (req.method.clone(), req.path.as_str()) {
-            (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (Method::GET, "/healthz") => match self.extension.as_ref().map(|e| e.health()) {
+                Some(Err(why)) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("unhealthy: {why}\n"),
+                ),
+                _ => text(StatusCode::OK, "ok\n"),
+            },
             (Method::GET, "/metrics") => self.metrics(),
             (Method::GET, "/api/v1/stats") => self.stats(req),
             (Method::GET, "/api/v1/routes") => self.routes(),

@@ -80,6 +80,10 @@ impl Drop for Busy<'_> {
 pub struct Admission {
     /// One permit per open client connection.
     pub(crate) limit: Arc<Semaphore>,
+    /// Newcomers admitted by an eviction that have not yet taken the permit it frees:
+    /// while there are any, a freed permit is theirs, so the accept loop evicts again
+    /// rather than take it.
+    pub(crate) owed: std::sync::atomic::AtomicUsize,
     registry: Mutex<Registry>,
 }
 
@@ -94,6 +98,7 @@ impl Admission {
     pub fn new(max: usize) -> Self {
         Admission {
             limit: Arc::new(Semaphore::new(max)),
+            owed: Default::default(),
             registry: Mutex::default(),
         }
     }
@@ -166,6 +171,23 @@ pub(crate) struct Admitted<'a> {
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         self.admission.leave(&self.slot);
+    }
+}
+
+/// A newcomer admitted by an eviction, owed the permit it frees ([`Admission::owed`])
+/// for as long as this lives.
+pub(crate) struct Owed(Arc<Admission>);
+
+impl Owed {
+    pub(crate) fn new(admission: &Arc<Admission>) -> Self {
+        admission.owed.fetch_add(1, Ordering::AcqRel);
+        Owed(admission.clone())
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        self.0.owed.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

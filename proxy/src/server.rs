@@ -70,13 +70,18 @@ pub async fn serve(
         }
         // At the limit, the longest-waiting connection without a request in flight makes
         // room (crate::admission); only when every one is busy is the new one refused.
-        let permit = match admission.limit.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) if admission.evict_one() => {
+        let free = if admission.owed.load(Ordering::Acquire) == 0 {
+            admission.limit.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let permit = match free {
+            Some(p) => Some(p),
+            None if admission.evict_one() => {
                 counters.connections_evicted.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Err(_) => {
+            None => {
                 counters
                     .connections_rejected
                     .fetch_add(1, Ordering::Relaxed);
@@ -106,6 +111,10 @@ pub async fn serve(
             slot: slot.clone(),
         });
         let token = slot.stop.clone();
+        // Owed a permit (admitted by an eviction) until its task has taken it, or gone.
+        let owed = permit
+            .is_none()
+            .then(|| crate::admission::Owed::new(&admission));
         let admission = admission.clone();
         drain.tracker.spawn(async move {
             let counters = conn.shared.counters.clone();
@@ -113,12 +122,7 @@ pub async fn serve(
                 Some(p) => p,
                 // Room is being made: the evicted connection lets its permit go as soon
                 // as its task sees the request to stop.
-                None => match tokio::time::timeout(
-                    EVICTION_WAIT,
-                    admission.limit.clone().acquire_owned(),
-                )
-                .await
-                {
+                None => match wait_for_permit(&admission, owed).await {
                     Ok(Ok(p)) => p,
                     _ => {
                         counters
@@ -176,6 +180,18 @@ pub async fn serve(
         });
     }
     tracing::info!(listener = %listener_name, "stopped accepting");
+}
+
+/// Waits (at most [`EVICTION_WAIT`]) for the permit an eviction frees; owed it meanwhile.
+async fn wait_for_permit(
+    admission: &Arc<Admission>,
+    owed: Option<crate::admission::Owed>,
+) -> Result<
+    Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+    tokio::time::error::Elapsed,
+> {
+    let _owed = owed;
+    tokio::time::timeout(EVICTION_WAIT, admission.limit.clone().acquire_owned()).await
 }
 
 /// Serves HTTP/2 when ALPN chose it or the client opens with the HTTP/2 preface;

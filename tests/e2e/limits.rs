@@ -221,7 +221,7 @@ async fn max_connections_is_held_within_the_open_files_limit() {
     std::fs::write(
         &cfg,
         format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {{name: edge}}\nspec:\n  listeners: [{{name: web, address: \"{web}\"}}]\n  admin: {{address: \"{admin}\"}}\n  routes:\n    - name: app\n      backends: [{{service: app}}]\n{}",
+            "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {{name: edge}}\nspec:\n  listeners: [{{name: web, address: \"{web}\"}}]\n  admin: {{address: \"{admin}\"}}\n  limits: {{headerTimeout: 60s}}\n  routes:\n    - name: app\n      backends: [{{service: app}}]\n{}",
             service("app", &[up.addr()])
         ),
     )
@@ -243,8 +243,17 @@ async fn max_connections_is_held_within_the_open_files_limit() {
         text.contains("the open-files limit allows 44 client connections"),
         "{text}"
     );
+    // 44 idle connections fill the budget (once weir has taken each in), then each of
+    // 10 more takes the place of an idle one.
     let mut held = Vec::new();
-    for _ in 0..54 {
+    for _ in 0..44 {
+        held.push(TcpStream::connect(web).await.unwrap());
+    }
+    eventually("44 connections open", Duration::from_secs(10), || async {
+        sample(&metrics(admin).await, "weir_connections_open") == Some(44.0)
+    })
+    .await;
+    for _ in 0..10 {
         held.push(TcpStream::connect(web).await.unwrap());
     }
     eventually(

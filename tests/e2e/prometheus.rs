@@ -254,6 +254,7 @@ async fn the_seed_template_promotes_a_healthy_canary_and_aborts_a_failing_one() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prometheus_provider_shapes_results() {
     use weir_config::analysis::PrometheusProvider;
+    use weir_control::analysis::Numbers;
     use weir_control::analysis::Outcome;
     use weir_control::providers::HttpClient;
     use weir_control::providers::prometheus::measure;
@@ -276,20 +277,20 @@ async fn the_prometheus_provider_shapes_results() {
         basic_auth: None,
     };
     eventually("weir is scraped", Duration::from_secs(20), || async {
-        matches!(measure(&http, &p("up{job=\"weir\"}", None)).await, Outcome::Value(serde_json::Value::Array(a)) if a.len() == 1)
+        matches!(measure(&http, &p("up{job=\"weir\"}", None)).await, Outcome::Numbers(Numbers::List(a)) if a.len() == 1)
     })
     .await;
     assert_eq!(
         measure(&http, &p("up{job=\"weir\"}", None)).await,
-        Outcome::Value(serde_json::json!([1.0]))
+        Outcome::Numbers(Numbers::List(vec![1.0]))
     );
     assert_eq!(
         measure(&http, &p("scalar(up{job=\"weir\"})", None)).await,
-        Outcome::Value(serde_json::json!(1.0))
+        Outcome::Numbers(Numbers::Scalar(1.0))
     );
     assert_eq!(
         measure(&http, &p("up{job=\"nothing\"}", None)).await,
-        Outcome::Value(serde_json::json!([])),
+        Outcome::Numbers(Numbers::List(vec![])),
         "an empty vector is []: result[0] then makes an Error"
     );
     let range = || {
@@ -304,8 +305,8 @@ async fn the_prometheus_provider_shapes_results() {
         Duration::from_secs(20),
         || async {
             match measure(&http, &p("up{job=\"weir\"}", range())).await {
-                Outcome::Value(serde_json::Value::Array(a)) => {
-                    assert!(a.iter().all(|v| v == 1.0), "{a:?}");
+                Outcome::Numbers(Numbers::List(a)) => {
+                    assert!(a.iter().all(|v| *v == 1.0), "{a:?}");
                     a.len() >= 3
                 }
                 other => panic!("{other:?}"),

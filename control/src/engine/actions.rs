@@ -140,6 +140,7 @@ pub fn act(
                 return Err(Refusal::NothingToPromote);
             }
             st.manual_pause = false;
+            st.note = None;
             if !st.pause_conditions.is_empty() {
                 let inconclusive = st
                     .pause_conditions
@@ -180,6 +181,7 @@ pub fn act(
                 return Err(Refusal::NothingToPromote);
             }
             st.manual_pause = false;
+            st.note = None;
             st.promote_full = true;
             st.pause_conditions.clear();
             // Promoting in full ends an abort too (Argo's syncRolloutStatusCanary and
@@ -233,6 +235,7 @@ pub fn act(
         }
         Action::Resume => {
             st.manual_pause = false;
+            st.note = None;
             st.pause_conditions.clear();
             push(
                 &mut events,

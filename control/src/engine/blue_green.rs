@@ -59,7 +59,7 @@ pub(super) fn blue_green(
         }
         st.controller_pause = false;
         if active.hash != cur.hash {
-            st.previous_active = Some((active.clone(), now + b.scale_down_delay.as_millis() as Ms));
+            st.previous_active = Some((active.clone(), after(now, b.scale_down_delay)));
             st.active = Some(cur.clone());
             push(
                 events,
@@ -148,7 +148,7 @@ pub(super) fn blue_green(
                 .iter()
                 .find(|p| p.reason == PauseReason::BlueGreenPause)
                 .cloned(),
-        ) && now >= p.start_time + d.as_millis() as Ms
+        ) && now >= after(p.start_time, d)
         {
             end_pause(st, PauseReason::BlueGreenPause, events, now);
         }
@@ -157,7 +157,7 @@ pub(super) fn blue_green(
         }
         // The switch: one snapshot swap.
         st.controller_pause = false;
-        st.previous_active = Some((active.clone(), now + b.scale_down_delay.as_millis() as Ms));
+        st.previous_active = Some((active.clone(), after(now, b.scale_down_delay)));
         st.active = Some(cur.clone());
         st.progress_since = now;
         st.deadline_exceeded = false;

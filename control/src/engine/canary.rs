@@ -105,7 +105,7 @@ pub(super) fn canary(
                     .pause_conditions
                     .iter()
                     .find(|p| p.reason == PauseReason::CanaryPauseStep)
-                && now >= p.start_time + d.as_millis() as Ms
+                && now >= after(p.start_time, *d)
             {
                 complete_step(st, spec, events, now);
             }
@@ -143,7 +143,7 @@ pub(super) fn canary(
                         return;
                     }
                     Some(p) => match d {
-                        Some(d) if now >= p.start_time + d.as_millis() as Ms => {
+                        Some(d) if now >= after(p.start_time, *d) => {
                             complete_step(st, spec, events, now);
                         }
                         _ => return,

@@ -33,7 +33,7 @@ use weir_config::rollout::{
     AnalysisRef, Argo, BlueGreen, Canary, MirrorMatch, Rollout, Step, Strategy,
 };
 
-use crate::analysis::{AnalysisRun, Ms, Phase};
+use crate::analysis::{AnalysisRun, Ms, Phase, after};
 use crate::resolve::build_run;
 use crate::state::{
     Event, PauseCondition, PauseReason, Reason, Revision, RolloutPhase, RolloutStatus,
@@ -113,14 +113,35 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
 
     // First sight: stable at once, no steps.
     let Some(stable) = st.stable.clone() else {
-        let rev = new_revision(
-            st,
-            &hash,
-            &image,
-            &template,
-            spec.revision_history_limit,
-            now,
-        );
+        if st.manual_pause && st.note.is_some() {
+            // The saved state was lost, and no stable revision is known: the configured
+            // revision waits, unserved, for a user to make it stable (`recover`).
+            if st.current.as_ref().is_none_or(|c| c.hash != hash) {
+                let rev = new_revision(
+                    st,
+                    &hash,
+                    &image,
+                    &template,
+                    spec.revision_history_limit,
+                    now,
+                );
+                st.current = Some(rev);
+            }
+            finish(st, spec, world, &mut events);
+            return events;
+        }
+        // A revision held after a lost state keeps its number.
+        let rev = match st.current.clone().filter(|c| c.hash == hash) {
+            Some(rev) => rev,
+            None => new_revision(
+                st,
+                &hash,
+                &image,
+                &template,
+                spec.revision_history_limit,
+                now,
+            ),
+        };
         st.stable = Some(rev.clone());
         st.current = Some(rev.clone());
         st.active = Some(rev.clone());
@@ -251,8 +272,77 @@ pub fn reconcile(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>) -> V
     events
 }
 
+/// The rollout's saved state could not be read (`problem`); `st` holds what could be
+/// salvaged of it (the stable revision, the history), if anything. Nothing is guessed:
+/// when the configured revision is not the recovered stable one, it is held as a canary
+/// at 0%, paused, until a user resumes the update (from its first step), promotes or
+/// aborts it; with no stable revision recovered, nothing is served until a user promotes
+/// it. Says so in a [`Reason::StateUnreadable`] event.
+pub fn recover(st: &mut RolloutStatus, spec: &Rollout, problem: &str, now: Ms) -> Vec<Event> {
+    let mut events = Vec::new();
+    st.name = spec.name.clone();
+    st.spec_hash = spec.template_hash.clone();
+    st.steps_hash = spec.steps_hash.clone();
+    st.undo_to = None;
+    let (hash, image, template) = desired(st, spec);
+    match st.stable.clone() {
+        Some(stable) if stable.hash == hash => {
+            st.current = Some(stable.clone());
+            st.active = Some(stable.clone());
+            st.current_step_index = Some(steps_of(spec).len());
+            st.progress_since = now;
+            push(
+                &mut events,
+                st,
+                now,
+                Reason::StateUnreadable,
+                format!(
+                    "The saved state could not be read ({problem}); the stable revision {} ({}) was recovered from it, and is the configured one",
+                    stable.number, stable.image
+                ),
+            );
+        }
+        stable => {
+            let rev = new_revision(
+                st,
+                &hash,
+                &image,
+                &template,
+                spec.revision_history_limit,
+                now,
+            );
+            st.current = Some(rev.clone());
+            st.active = stable.clone();
+            st.current_step_index = Some(0);
+            st.canary_weight_bp = 0;
+            st.manual_pause = true;
+            st.progress_since = now;
+            let note = match &stable {
+                Some(s) => format!(
+                    "the saved state could not be read: revision {} ({}) is held as a canary at 0% against the stable revision {} ({}) recovered from it; resume runs the update from its first step, abort stops it",
+                    rev.number, rev.image, s.number, s.image
+                ),
+                None => format!(
+                    "the saved state could not be read, nor any stable revision from it: nothing is served until promote makes revision {} ({}) stable",
+                    rev.number, rev.image
+                ),
+            };
+            push(
+                &mut events,
+                st,
+                now,
+                Reason::StateUnreadable,
+                format!("Rollout paused: {note} ({problem})"),
+            );
+            st.note = Some(note);
+        }
+    }
+    events
+}
+
 /// Clears an update's progress: pauses, abort, promote-full, runs.
 fn reset(st: &mut RolloutStatus, now: Ms) {
+    st.note = None;
     st.pause_conditions.clear();
     st.controller_pause = false;
     st.aborted = false;
@@ -288,7 +378,7 @@ fn finish(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>, events: &mu
     trim_history(st, spec.revision_history_limit);
     let paused = st.manual_pause || spec.paused || !st.pause_conditions.is_empty();
     if st.updating() && !st.aborted && !paused {
-        let deadline = st.progress_since + spec.progress_deadline.as_millis() as Ms;
+        let deadline = after(st.progress_since, spec.progress_deadline);
         let passes_now = !st.deadline_exceeded && now >= deadline;
         // progressDeadlineAbort turned on after the deadline passed aborts too: Argo
         // checks it on every reconcile while the deadline stays exceeded.
@@ -336,14 +426,18 @@ fn finish(st: &mut RolloutStatus, spec: &Rollout, world: &World<'_>, events: &mu
             ),
         )
     } else if st.manual_pause || spec.paused {
-        (RolloutPhase::Paused, "manually paused".to_owned())
+        let m = match &st.note {
+            Some(note) if st.manual_pause => format!("paused by weir: {note}"),
+            _ => "manually paused".to_owned(),
+        };
+        (RolloutPhase::Paused, m)
     } else if let Some(p) = st.pause_conditions.first() {
         let mut m = format!("{:?}", p.reason);
         if p.reason == PauseReason::CanaryPauseStep
             && let Some(Step::Pause(Some(d))) =
                 st.current_step_index.and_then(|i| steps_of(spec).get(i))
         {
-            let end = p.start_time + d.as_millis() as Ms;
+            let end = after(p.start_time, *d);
             m.push_str(&format!(
                 ": {}s left",
                 end.saturating_sub(now).div_ceil(1000)

@@ -9,7 +9,7 @@ use serde_json::Value;
 use weir_config::analysis::PrometheusProvider;
 
 use super::HttpClient;
-use crate::analysis::Outcome;
+use crate::analysis::{Numbers, Outcome};
 
 /// Takes one measurement.
 pub async fn measure(client: &HttpClient, p: &PrometheusProvider) -> Outcome {
@@ -73,7 +73,8 @@ pub async fn measure(client: &HttpClient, p: &PrometheusProvider) -> Outcome {
     shape(json.get("data").unwrap_or(&Value::Null))
 }
 
-/// Argo's `result` shapes.
+/// Argo's `result` shapes, as numbers: NaN, +Inf and -Inf stay numbers (a sample whose
+/// value is missing or not a number is NaN).
 pub fn shape(data: &Value) -> Outcome {
     let num = |v: &Value| -> f64 {
         v.as_array()
@@ -81,39 +82,26 @@ pub fn shape(data: &Value) -> Outcome {
             .and_then(Value::as_str)
             .and_then(|s| match s {
                 "NaN" => Some(f64::NAN),
-                "+Inf" => Some(f64::INFINITY),
+                "+Inf" | "Inf" => Some(f64::INFINITY),
                 "-Inf" => Some(f64::NEG_INFINITY),
                 s => s.parse().ok(),
             })
             .unwrap_or(f64::NAN)
     };
-    let as_json = |f: f64| -> Value {
-        serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or_else(|| {
-                Value::String(if f.is_nan() {
-                    "NaN".into()
-                } else if f > 0.0 {
-                    "+Inf".into()
-                } else {
-                    "-Inf".into()
-                })
-            })
-    };
     let result = data.get("result");
     match data.get("resultType").and_then(Value::as_str) {
-        Some("vector") => Outcome::Value(Value::Array(
+        Some("vector") => Outcome::Numbers(Numbers::List(
             result
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
-                        .map(|s| as_json(num(s.get("value").unwrap_or(&Value::Null))))
+                        .map(|s| num(s.get("value").unwrap_or(&Value::Null)))
                         .collect()
                 })
                 .unwrap_or_default(),
         )),
-        Some("scalar") => Outcome::Value(as_json(num(result.unwrap_or(&Value::Null)))),
-        Some("matrix") => Outcome::Value(Value::Array(
+        Some("scalar") => Outcome::Numbers(Numbers::Scalar(num(result.unwrap_or(&Value::Null)))),
+        Some("matrix") => Outcome::Numbers(Numbers::List(
             result
                 .and_then(Value::as_array)
                 .map(|series| {
@@ -125,7 +113,7 @@ pub fn shape(data: &Value) -> Outcome {
                                 .cloned()
                                 .unwrap_or_default()
                         })
-                        .map(|v| as_json(num(&v)))
+                        .map(|v| num(&v))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -139,8 +127,7 @@ pub fn shape(data: &Value) -> Outcome {
 
 /// `now() - duration("5m")` and the like, as Unix seconds.
 fn time_expr(code: &str) -> Result<f64, String> {
-    let v = expr::eval(code, &expr::Context::default())
-        .map_err(|e| format!("rangeQuery time {code:?}: {e}"))?;
+    let v = crate::eval::evaluate(code).map_err(|e| format!("rangeQuery time {code:?}: {e}"))?;
     match v.as_datetime() {
         Some(t) => Ok(t.timestamp_millis() as f64 / 1000.0),
         None => Err(format!("rangeQuery time {code:?} is not a time")),
@@ -196,26 +183,34 @@ mod tests {
         let vector = json!({"resultType": "vector", "result": [
             {"metric": {"a": "1"}, "value": [1.0, "0.99"]},
             {"metric": {"a": "2"}, "value": [1.0, "0.97"]}]});
-        assert_eq!(shape(&vector), Outcome::Value(json!([0.99, 0.97])));
+        let list = |v: &[f64]| Outcome::Numbers(Numbers::List(v.to_vec()));
+        assert_eq!(shape(&vector), list(&[0.99, 0.97]));
         assert_eq!(
             shape(&json!({"resultType": "vector", "result": []})),
-            Outcome::Value(json!([]))
+            list(&[])
         );
         assert_eq!(
             shape(&json!({"resultType": "scalar", "result": [1.0, "0.5"]})),
-            Outcome::Value(json!(0.5))
+            Outcome::Numbers(Numbers::Scalar(0.5))
         );
         let matrix = json!({"resultType": "matrix", "result": [
             {"values": [[1, "1"], [2, "2"]]}, {"values": [[1, "3"]]}]});
-        assert_eq!(shape(&matrix), Outcome::Value(json!([1.0, 2.0, 3.0])));
+        assert_eq!(shape(&matrix), list(&[1.0, 2.0, 3.0]));
         assert!(matches!(
             shape(&json!({"resultType": "string", "result": [1, "x"]})),
             Outcome::Error(_)
         ));
-        assert_eq!(
-            shape(&json!({"resultType": "vector", "result": [{"value": [1, "NaN"]}]})),
-            Outcome::Value(json!(["NaN"]))
-        );
+        // NaN and ±Inf are numbers, recorded as Prometheus writes them.
+        let Outcome::Numbers(n) = shape(
+            &json!({"resultType": "vector", "result": [{"value": [1, "NaN"]}, {"value": [1, "+Inf"]}, {"value": [1, "-Inf"]}, {"value": [1, "1"]}]}),
+        ) else {
+            panic!("numbers")
+        };
+        assert_eq!(n.render(), "[NaN,+Inf,-Inf,1.0]");
+        let Numbers::List(l) = &n else {
+            panic!("a list")
+        };
+        assert!(l[0].is_nan() && l[1] == f64::INFINITY && l[2] == f64::NEG_INFINITY);
     }
 
     #[test]

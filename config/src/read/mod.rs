@@ -1,13 +1,15 @@
-//! Reading files: a path is one YAML file or a folder read recursively (`*.yaml`,
-//! `*.yml`, in name order), each file holding one or more documents.
+//! Stage 1, reading: a path is one YAML file or a folder read recursively (`*.yaml`,
+//! `*.yml`, in name order), each file holding one or more documents. The result is a list
+//! of located documents ([`node`]) and the files they came from; this stage knows nothing
+//! of kinds.
+
+pub mod node;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{ConfigError, Issue};
-use crate::model::Model;
-use crate::node::{Node, Pos, parse_documents};
-use crate::validate;
+use crate::error::{ConfigError, Issue, Pos};
+use node::{Node, parse_documents};
 
 /// One YAML document, with the file it came from.
 #[derive(Clone, Debug)]
@@ -42,25 +44,56 @@ impl Document {
         self.node.locate(field)
     }
 
+    /// `field` as a [`Location`](crate::error::Location): this file, its position, its
+    /// path.
+    pub fn location(&self, field: &str) -> crate::error::Location {
+        crate::error::Location {
+            file: self.file.clone(),
+            pos: self.locate(field),
+            field: field.to_owned(),
+        }
+    }
+
     /// The folder that relative paths in this document are relative to.
     pub fn base_dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new("."))
     }
+
+    /// `p` relative to [`Document::base_dir`] when it is not absolute.
+    pub fn relative_path(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir().join(path)
+        }
+    }
 }
 
-/// Loads and validates the configuration at `path` (a file or a folder).
+/// What reading produced: the documents, the files read, and the files that could not be
+/// read or parsed.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Every document of every file, in file then document order.
+    pub docs: Vec<Document>,
+    /// The files read (the watcher reloads when one of them changes).
+    pub files: Vec<PathBuf>,
+    /// Unreadable files and YAML syntax errors.
+    pub issues: Vec<Issue>,
+}
+
+/// Reads the configuration at `path` (a file or a folder).
 ///
 /// # Errors
-/// [`ConfigError::Io`] when `path` cannot be read, otherwise
-/// [`ConfigError::Invalid`] with every issue in every file.
-pub fn load(path: &Path) -> Result<Model, ConfigError> {
+/// [`ConfigError::Io`] when `path` itself cannot be read or a folder cannot be listed;
+/// a file that cannot be read is an issue in [`Read::issues`].
+pub fn read(path: &Path) -> Result<Read, ConfigError> {
     let files = collect_files(path)?;
-    let mut docs = Vec::new();
-    let mut issues = Vec::new();
+    let mut out = Read::default();
     for file in &files {
         match std::fs::read_to_string(file) {
-            Ok(text) => read_text(file, &text, &mut docs, &mut issues),
-            Err(e) => issues.push(Issue {
+            Ok(text) => read_text(file, &text, &mut out),
+            Err(e) => out.issues.push(Issue {
                 file: Arc::from(file.as_path()),
                 pos: Pos::default(),
                 field: String::new(),
@@ -68,29 +101,26 @@ pub fn load(path: &Path) -> Result<Model, ConfigError> {
             }),
         }
     }
-    validate::validate(docs, issues, files)
+    out.files = files;
+    Ok(out)
 }
 
-/// Loads and validates YAML text as though it were the file `name`. Relative paths in it
-/// are relative to `name`'s folder.
-///
-/// # Errors
-/// [`ConfigError::Invalid`] with every issue.
-pub fn load_str(name: &Path, text: &str) -> Result<Model, ConfigError> {
-    let mut docs = Vec::new();
-    let mut issues = Vec::new();
-    read_text(name, text, &mut docs, &mut issues);
-    validate::validate(docs, issues, vec![name.to_path_buf()])
+/// Reads YAML text as though it were the file `name`.
+pub fn read_str(name: &Path, text: &str) -> Read {
+    let mut out = Read::default();
+    read_text(name, text, &mut out);
+    out.files = vec![name.to_path_buf()];
+    out
 }
 
-fn read_text(file: &Path, text: &str, docs: &mut Vec<Document>, issues: &mut Vec<Issue>) {
+fn read_text(file: &Path, text: &str, out: &mut Read) {
     let file: Arc<Path> = Arc::from(file);
     match parse_documents(text) {
-        Ok(nodes) => docs.extend(nodes.into_iter().map(|node| Document {
+        Ok(nodes) => out.docs.extend(nodes.into_iter().map(|node| Document {
             file: file.clone(),
             node,
         })),
-        Err(e) => issues.push(Issue {
+        Err(e) => out.issues.push(Issue {
             file,
             pos: e.pos,
             field: String::new(),
@@ -141,18 +171,4 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// A hash of the paths and contents of `files` (a missing file hashes as missing).
-pub fn fingerprint(files: &[PathBuf]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    for f in files {
-        f.hash(&mut h);
-        match std::fs::read(f) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(_) => 0u8.hash(&mut h),
-        }
-    }
-    h.finish()
 }

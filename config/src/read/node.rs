@@ -1,23 +1,16 @@
 //! A YAML document as a tree that remembers where every node came from.
 //!
-//! Decoding goes through this tree twice over: once to find `apiVersion`/`kind` and to
-//! convert into the serde mirror types (via `serde_json::Value`, so that
-//! `serde_path_to_error` can name the field that failed), and once more during validation,
-//! to turn a field path such as `spec.routes[2].backends` back into a line and column.
+//! Later stages go through this tree twice over: `decode` finds `apiVersion`/`kind` and
+//! converts the tree into the serde mirror types (via `serde_json::Value`, so that
+//! `serde_path_to_error` can name the field that failed), and every stage after it turns a
+//! field path such as `spec.routes[2].backends` back into a line and column.
 
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-/// A position in a YAML file, 1-based. Line 0 means unknown.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pos {
-    /// 1-based line number.
-    pub line: u32,
-    /// 1-based column number.
-    pub column: u32,
-}
+pub use crate::error::Pos;
 
 /// One YAML node with its position.
 #[derive(Clone, Debug)]
@@ -287,6 +280,21 @@ impl Node {
             NodeValue::Str(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// The node at `path`, if the tree has it.
+    pub fn at(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for seg in split_path(path) {
+            node = match (&node.value, &seg) {
+                (NodeValue::Map(entries), Seg::Key(k)) => {
+                    entries.iter().find(|(key, _, _)| key == k).map(|e| &e.2)?
+                }
+                (NodeValue::Seq(items), Seg::Index(i)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(node)
     }
 
     /// The position of the deepest node on `path` that exists: the key's position for a

@@ -1,11 +1,28 @@
-//! The `weir.dev/v1alpha1` kinds: `Proxy` and `Service`.
+//! Serde mirrors of the `weir.dev/v1alpha1` kinds: `Proxy` and `Service`. Plain data, no
+//! defaults, no logic. Unknown fields are refused, so that typos fail loudly.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::WeirMetadata;
+/// The `apiVersion` of weir's own kinds.
+pub const WEIR_API: &str = "weir.dev/v1alpha1";
+
+/// `metadata` as weir's own kinds accept it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WeirMetadata {
+    /// Required: the object's name.
+    pub name: Option<String>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
 
 /// A `Proxy` document.
 #[derive(Clone, Debug, Deserialize)]

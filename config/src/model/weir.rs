@@ -1,5 +1,5 @@
-//! The validated, immutable configuration. Nothing here is an `Option` that means
-//! "default": `validate` has applied every default already.
+//! The model of weir's own kinds: the `Proxy` (listeners, routes, settings) and
+//! `Service`s, and the values they share with the Argo kinds (weights, header matches).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,26 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use crate::error::Notice;
-
-/// Everything weir runs from.
-#[derive(Clone, Debug)]
-pub struct Model {
-    /// The proxy: listeners, admin, routes, settings.
-    pub proxy: Proxy,
-    /// Services by name.
-    pub services: BTreeMap<String, Arc<Service>>,
-    /// Rollouts, analysis templates and the Kubernetes data they use.
-    pub argo: crate::rollout::Argo,
-    /// Every file that was read, and every file the model depends on (certificates):
-    /// the watcher reloads when any of them changes.
-    pub files: Vec<PathBuf>,
-    /// Things worth saying that are not errors.
-    pub notices: Vec<Notice>,
-    /// A hash of the contents of `files`, to tell a real change from a spurious event.
-    pub fingerprint: u64,
-}
 
 /// The `Proxy` document.
 #[derive(Clone, Debug)]

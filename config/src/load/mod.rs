@@ -1,0 +1,114 @@
+//! Stage 4, loading: the I/O validation left to do, and the entry points that run the
+//! whole pipeline, read -> decode -> validate -> load.
+//!
+//! The I/O is what [`crate::validate::Io`] lists: host names resolved (`dns`),
+//! certificates and keys read and checked (`tls`), and the fingerprint of every file
+//! the model depends on; and before validation, the environment analysis metrics may
+//! read ([`MetricEnv`]). A failure is an issue at the field validation recorded for it,
+//! and is reported with every other issue at once.
+
+mod dns;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::analysis::MetricEnv;
+use crate::decode::{self, Findings};
+use crate::error::ConfigError;
+use crate::model::Model;
+use crate::read::{self, Read};
+use crate::validate::{self, Slot, Validated};
+
+/// Loads and validates the configuration at `path` (a file or a folder).
+///
+/// # Errors
+/// [`ConfigError::Io`] when `path` cannot be read, otherwise
+/// [`ConfigError::Invalid`] with every issue in every file.
+pub fn load(path: &Path) -> Result<Model, ConfigError> {
+    run(read::read(path)?)
+}
+
+/// Loads and validates YAML text as though it were the file `name`. Relative paths in it
+/// are relative to `name`'s folder.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] with every issue.
+pub fn load_str(name: &Path, text: &str) -> Result<Model, ConfigError> {
+    run(read::read_str(name, text))
+}
+
+/// Decodes, validates and loads what was read.
+fn run(read: Read) -> Result<Model, ConfigError> {
+    let mut findings = Findings::default();
+    let docs = decode::decode(read.docs, &mut findings);
+    let Validated {
+        mut model,
+        mut io,
+        findings,
+    } = validate::validate(docs, findings, &MetricEnv::from_process());
+
+    let mut issues = read.issues;
+    issues.extend(findings.issues);
+    for u in &mut io.addresses {
+        if let Some(a) = dns::resolve(u, &mut issues) {
+            place(&mut model, &u.slot, a);
+        }
+    }
+    for l in &io.certificates {
+        let certificates = tls::read_certificates(l, &mut issues);
+        if let Some(listener) = model.proxy.listeners.get_mut(l.listener) {
+            listener.tls = certificates;
+        }
+    }
+    issues.extend(validate::check_unique(&model, &io.addresses));
+    if !issues.is_empty() {
+        issues.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+        return Err(ConfigError::Invalid(issues));
+    }
+
+    let mut files = read.files;
+    files.extend(io.files);
+    files.sort();
+    files.dedup();
+    model.fingerprint = fingerprint(&files);
+    model.files = files;
+    model.notices = findings.notices;
+    Ok(model)
+}
+
+/// Puts a resolved address where validation left its placeholder.
+fn place(model: &mut Model, slot: &Slot, address: SocketAddr) {
+    match slot {
+        Slot::Listener(i) => {
+            if let Some(l) = model.proxy.listeners.get_mut(*i) {
+                l.address = address;
+            }
+        }
+        Slot::Admin => model.proxy.admin = address,
+        Slot::Endpoint { service, index, .. } => {
+            if let Some(e) = model
+                .services
+                .get_mut(service)
+                .and_then(|s| Arc::make_mut(s).endpoints.get_mut(*index))
+            {
+                e.address = address;
+            }
+        }
+    }
+}
+
+/// A hash of the paths and contents of `files` (a missing file hashes as missing).
+pub fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        match std::fs::read(f) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(_) => 0u8.hash(&mut h),
+        }
+    }
+    h.finish()
+}

@@ -1,0 +1,74 @@
+//! Reading a listener's certificates: PEM files read and checked here, so that a missing
+//! file, a bad PEM or a key that does not match its certificate is a config error at the
+//! field that names the file, and the proxy only ever sees usable keys.
+
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::Issue;
+use crate::model::{Tls, TlsCertificate};
+use crate::validate::{CertificateFiles, ListenerCertificates};
+
+/// Reads the certificates of one listener; `None` when one of them fails (each failure
+/// is in `issues`).
+pub(super) fn read_certificates(l: &ListenerCertificates, issues: &mut Vec<Issue>) -> Option<Tls> {
+    let mut certificates = Vec::new();
+    for c in &l.certificates {
+        if let Some(cert) = read_certificate(c, issues) {
+            certificates.push(cert);
+        }
+    }
+    (certificates.len() == l.certificates.len()).then_some(Tls { certificates })
+}
+
+fn read_certificate(c: &CertificateFiles, issues: &mut Vec<Issue>) -> Option<TlsCertificate> {
+    let (cert_path, key_path) = (&c.cert_file, &c.key_file);
+    let certs: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_file_iter(cert_path).and_then(|it| it.collect());
+    let certs = match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            issues.push(
+                c.cert_at
+                    .issue(format!("{} holds no PEM certificate", cert_path.display())),
+            );
+            return None;
+        }
+        Err(e) => {
+            issues.push(c.cert_at.issue(format!(
+                "cannot read certificates from {}: {e}",
+                cert_path.display()
+            )));
+            return None;
+        }
+    };
+    let key = match PrivateKeyDer::from_pem_file(key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            issues.push(c.key_at.issue(format!(
+                "cannot read a private key from {}: {e}",
+                key_path.display()
+            )));
+            return None;
+        }
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    match CertifiedKey::from_der(certs, key, &provider) {
+        Ok(k) => Some(TlsCertificate {
+            cert_file: cert_path.clone(),
+            key_file: key_path.clone(),
+            key: Arc::new(k),
+        }),
+        Err(e) => {
+            issues.push(c.key_at.issue(format!(
+                "{} does not fit {}: {e}",
+                key_path.display(),
+                cert_path.display()
+            )));
+            None
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The I/O validation leaves to the load stage: plain data, each piece with the location
+//! that asked for it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::error::Location;
+
+/// The I/O validation leaves to the load stage, each piece with the location that asked
+/// for it, so that a failure is reported at its field.
+#[derive(Debug, Default)]
+pub struct Io {
+    /// Every address of the model as written: literal ones are in the model already,
+    /// host names are to be resolved. All of them take part in
+    /// [`check_unique`](super::check_unique) once resolved.
+    pub addresses: Vec<AddressUse>,
+    /// The certificates of each listener that terminates TLS.
+    pub certificates: Vec<ListenerCertificates>,
+    /// Files the model depends on beyond the YAML (certificates and keys): the watcher
+    /// reloads when one changes.
+    pub files: Vec<PathBuf>,
+}
+
+/// An address as far as validation can tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// An IP address and port, or a host name the load stage has resolved.
+    Ip(SocketAddr),
+    /// A host name and port, as written, still to be resolved.
+    Host(String),
+}
+
+/// Where an address goes in the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// `proxy.listeners[i].address`.
+    Listener(usize),
+    /// `proxy.admin`.
+    Admin,
+    /// `services[service].endpoints[index].address`.
+    Endpoint {
+        /// The Service's name.
+        service: String,
+        /// The endpoint's index in the model.
+        index: usize,
+        /// The endpoint's entry in the document (where "listed twice" is reported).
+        entry: Location,
+    },
+}
+
+/// One address of the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressUse {
+    /// Where it goes.
+    pub slot: Slot,
+    /// What is known of it.
+    pub address: Address,
+    /// As written.
+    pub written: String,
+    /// The field it was written in.
+    pub at: Location,
+}
+
+/// A placeholder for an address until the load stage has resolved it.
+pub const UNRESOLVED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The certificates of one listener, to be read by the load stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerCertificates {
+    /// The listener's index in `proxy.listeners`.
+    pub listener: usize,
+    /// Its certificates, in the order written (each entry that names both files).
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// One certificate chain and its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The PEM chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The PEM private key.
+    pub key_file: PathBuf,
+    /// Where `certFile` is written.
+    pub cert_at: Location,
+    /// Where `keyFile` is written.
+    pub key_at: Location,
+}

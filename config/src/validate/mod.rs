@@ -1,0 +1,89 @@
+//! Stage 3, validation: decoded documents -> the [`Model`] and every issue, by pure
+//! functions. Nothing here reads a file, resolves a name or looks at the environment: what
+//! needs I/O (a host name to resolve, a certificate to read) is written down in [`Io`]
+//! with the location that asked for it, and the load stage does it.
+//!
+//! Defaults come from [`crate::defaults`]. Every issue is collected; nothing stops at the
+//! first. One file per kind, in the order they are validated (each may look up the ones
+//! before it):
+//!
+//! - `service`: `Service`s and their endpoints;
+//! - `kube`: `Secret`s (for args) and `Deployment`s (for `workloadRef`);
+//! - `template`: `AnalysisTemplate`s and `ClusterAnalysisTemplate`s;
+//! - `rollout`: `Rollout`s, with `strategy` (canary, blue-green), `steps` and
+//!   `analysis` (the analyses a Rollout runs);
+//! - `proxy`: the `Proxy`, with `route` (its routes), `address` and `tls`.
+//!
+//! Checks that one document makes against another (a route's Service, a Rollout's
+//! templates, an arg's Secret) are all in `refs`; the context every part reports through
+//! and the helpers they share are in `ctx`, the I/O plan in `io`.
+
+mod address;
+mod analysis;
+mod ctx;
+mod io;
+mod kube;
+mod proxy;
+mod refs;
+mod rollout;
+mod route;
+mod service;
+mod steps;
+mod strategy;
+mod template;
+mod tls;
+
+use crate::analysis::MetricEnv;
+use crate::decode::{Documents, Findings};
+use crate::model::Model;
+use crate::rollout::Argo;
+
+pub use address::check_unique;
+pub use io::{Address, AddressUse, CertificateFiles, Io, ListenerCertificates, Slot, UNRESOLVED};
+
+use ctx::Ctx;
+
+/// What validation produced.
+#[derive(Debug)]
+pub struct Validated {
+    /// The model, whole except for what [`Validated::io`] lists: host-name addresses
+    /// hold `0.0.0.0:0` until they are resolved, listeners with TLS have no certificates
+    /// until they are read, and `files`, `notices` and `fingerprint` are left to the load
+    /// stage.
+    pub model: Model,
+    /// The I/O the model still needs.
+    pub io: Io,
+    /// Every issue and notice so far, decoding's included.
+    pub findings: Findings,
+}
+
+/// Validates every document into one model. Services come first, then the Argo kinds
+/// (which look up Services, Secrets and Deployments), then the Proxy, whose routes name
+/// both.
+///
+/// `env` is what analysis metrics may take from the environment (read by the caller:
+/// validation looks at nothing but its arguments).
+pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validated {
+    let mut ctx = Ctx::new(findings, env.clone());
+    let services = service::services(&mut ctx, docs.services);
+    let mut argo = Argo {
+        secrets: kube::secrets(&mut ctx, &docs.secrets),
+        ..Argo::default()
+    };
+    let deployments = kube::deployment_templates(&docs.deployments);
+    template::templates(&mut ctx, &docs.templates, &mut argo);
+    rollout::rollouts(&mut ctx, &docs.rollouts, &deployments, &services, &mut argo);
+    let proxy = proxy::proxy(&mut ctx, docs.proxies, &services, &argo);
+    Validated {
+        model: Model {
+            proxy,
+            services,
+            argo,
+            files: Vec::new(),
+            notices: Vec::new(),
+            fingerprint: 0,
+        },
+        io: ctx.io,
+        findings: ctx.findings,
+    }
+}

@@ -1,0 +1,85 @@
+//! `Service`s: a name, endpoints and a load balancer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::decode::weir as raw;
+use crate::defaults;
+use crate::model::{Endpoint, LoadBalancer, Service};
+use crate::read::Document;
+
+use super::address;
+use super::ctx::{Ctx, check_name};
+use super::io::Slot;
+
+/// Validates the `Service` documents into Services by name.
+pub(super) fn services(
+    ctx: &mut Ctx,
+    docs: Vec<(Document, raw::ServiceDoc)>,
+) -> BTreeMap<String, Arc<Service>> {
+    let mut out = BTreeMap::new();
+    for (doc, raw) in docs {
+        let Some(name) = check_name(ctx, &doc, raw.metadata.name.as_deref()) else {
+            continue;
+        };
+        if out.contains_key(&name) {
+            ctx.issue(
+                &doc,
+                "metadata.name",
+                format!("a Service named {name:?} is already defined; names must be unique"),
+            );
+            continue;
+        }
+        let load_balancer = match raw.spec.load_balancer.as_deref() {
+            None => defaults::LOAD_BALANCER,
+            Some("roundRobin") => LoadBalancer::RoundRobin,
+            Some("leastRequest") => LoadBalancer::LeastRequest,
+            Some(other) => {
+                ctx.issue(
+                    &doc,
+                    "spec.loadBalancer",
+                    format!("{other:?} is not a load balancer: use roundRobin or leastRequest"),
+                );
+                defaults::LOAD_BALANCER
+            }
+        };
+        let mut endpoints = Vec::new();
+        for (i, ep) in raw.spec.endpoints.iter().enumerate() {
+            let field = format!("spec.endpoints[{i}]");
+            let Some(addr) = ep.address.as_deref() else {
+                ctx.issue(&doc, &field, "an endpoint needs an address (host:port)");
+                continue;
+            };
+            let address_field = format!("{field}.address");
+            let Some(parsed) = address::parse(ctx, &doc, &address_field, addr) else {
+                continue;
+            };
+            if let Some(img) = &ep.image
+                && img.trim().is_empty()
+            {
+                ctx.issue(&doc, &format!("{field}.image"), "image is empty");
+                continue;
+            }
+            let slot = Slot::Endpoint {
+                service: name.clone(),
+                index: endpoints.len(),
+                entry: doc.location(&field),
+            };
+            let address = address::record(ctx, &doc, &address_field, addr, parsed, slot);
+            endpoints.push(Endpoint {
+                address,
+                authority: addr.to_owned(),
+                image: ep.image.clone(),
+            });
+        }
+        out.insert(
+            name.clone(),
+            Arc::new(Service {
+                name,
+                endpoints,
+                load_balancer,
+            }),
+        );
+    }
+    out
+}
