@@ -19,6 +19,10 @@ pub struct Cli {
     /// the command name).
     #[arg(long, global = true, default_value = "http://127.0.0.1:9901")]
     pub admin: String,
+    /// A file holding the admin token (`spec.admin.tokenFile`), sent with actions; the
+    /// environment variable WEIR_ADMIN_TOKEN holds the token itself instead.
+    #[arg(long, global = true)]
+    pub token_file: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

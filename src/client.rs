@@ -57,23 +57,29 @@ pub enum ClientError {
 /// A client of the admin API at `base` (e.g. `http://127.0.0.1:9901`).
 pub struct AdminClient {
     base: String,
+    token: Option<String>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl AdminClient {
-    /// A client for `base`.
-    pub fn new(base: &str) -> Self {
+    /// A client for `base`, sending `token` (`Authorization: Bearer`) with actions.
+    pub fn new(base: &str, token: Option<String>) -> Self {
         AdminClient {
             base: base.trim_end_matches('/').to_owned(),
+            token,
             http: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
     async fn call(&self, method: http::Method, path: &str) -> Result<(u16, Value), ClientError> {
         let url = format!("{}{path}", self.base);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(&url)
+        let mut req = http::Request::builder().method(method.clone()).uri(&url);
+        if method == http::Method::POST
+            && let Some(t) = &self.token
+        {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|source| ClientError::BadUrl {
                 base: self.base.clone(),
@@ -126,6 +132,9 @@ impl AdminClient {
         {
             (200, v) => serde_json::from_value(v).map_err(ClientError::Decode),
             (404, _) => Err(ClientError::NotFound(name.to_owned())),
+            (401, _) => Err(ClientError::Refused(
+                "weir wants the admin token: pass --token-file PATH or set WEIR_ADMIN_TOKEN".into(),
+            )),
             (409, v) => Err(match v.get("error").and_then(Value::as_str) {
                 Some(why) => ClientError::Refused(why.to_owned()),
                 None => ClientError::Unexpected {

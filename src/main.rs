@@ -29,12 +29,31 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
         Command::Demo(args) => demo(args),
-        other => remote(other, &cli.admin),
+        other => match admin_token(cli.token_file.as_deref()) {
+            Ok(token) => remote(other, &cli.admin, token),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
+/// The admin token for actions: the file given, else `WEIR_ADMIN_TOKEN`.
+fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?;
+        return Ok(Some(t.trim().to_owned()));
+    }
+    Ok(std::env::var("WEIR_ADMIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
 /// Commands that talk to a running weir.
-fn remote(cmd: Command, admin: &str) -> ExitCode {
+fn remote(cmd: Command, admin: &str, token: Option<String>) -> ExitCode {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -49,7 +68,7 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                     if a.kind != "rollout" && a.kind != "rollouts" && a.kind != "ro" {
                         anyhow::bail!("weir get {}: only `get rollout NAME` is known", a.kind);
                     }
-                    let c = AdminClient::new(admin);
+                    let c = AdminClient::new(admin, token.clone());
                     if !a.watch {
                         print!("{}", render_rollout(&c.get(&a.name).await?));
                         return Ok(ExitCode::SUCCESS);
@@ -69,11 +88,14 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                     if a.kind != "rollouts" && a.kind != "rollout" && a.kind != "ro" {
                         anyhow::bail!("weir list {}: only `list rollouts` is known", a.kind);
                     }
-                    print!("{}", render_list(&AdminClient::new(admin).list().await?));
+                    print!(
+                        "{}",
+                        render_list(&AdminClient::new(admin, token.clone()).list().await?)
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Command::Status(a) => {
-                    let c = AdminClient::new(admin);
+                    let c = AdminClient::new(admin, token.clone());
                     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
                     let mut last = String::new();
                     loop {
@@ -101,7 +123,7 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                     }
                 }
                 Command::Promote(a) => {
-                    let c = AdminClient::new(admin);
+                    let c = AdminClient::new(admin, token.clone());
                     c.act(
                         &a.name,
                         if a.full {
@@ -118,23 +140,29 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Abort(a) => Ok(simple(admin, &a.name, "abort", "aborted").await?),
-                Command::Pause(a) => Ok(simple(admin, &a.name, "pause", "paused").await?),
-                Command::Resume(a) => Ok(simple(admin, &a.name, "resume", "resumed").await?),
+                Command::Abort(a) => {
+                    Ok(simple(admin, token.clone(), &a.name, "abort", "aborted").await?)
+                }
+                Command::Pause(a) => {
+                    Ok(simple(admin, token.clone(), &a.name, "pause", "paused").await?)
+                }
+                Command::Resume(a) => {
+                    Ok(simple(admin, token.clone(), &a.name, "resume", "resumed").await?)
+                }
                 Command::Retry(a) => {
                     let name = match a.words.as_slice() {
                         [n] => n.clone(),
                         [kind, n] if kind == "rollout" || kind == "ro" => n.clone(),
                         _ => anyhow::bail!("usage: weir retry [rollout] NAME"),
                     };
-                    Ok(simple(admin, &name, "retry", "retried").await?)
+                    Ok(simple(admin, token.clone(), &name, "retry", "retried").await?)
                 }
                 Command::Undo(a) => {
                     let action = match a.to_revision {
                         Some(n) => format!("undo?toRevision={n}"),
                         None => "undo".into(),
                     };
-                    let c = AdminClient::new(admin);
+                    let c = AdminClient::new(admin, token.clone());
                     c.act(&a.name, &action).await?;
                     println!("rollout '{}' undo", a.name);
                     Ok(ExitCode::SUCCESS)
@@ -157,11 +185,12 @@ fn remote(cmd: Command, admin: &str) -> ExitCode {
 
 async fn simple(
     admin: &str,
+    token: Option<String>,
     name: &str,
     action: &str,
     done: &str,
 ) -> Result<ExitCode, weir::client::ClientError> {
-    AdminClient::new(admin).act(name, action).await?;
+    AdminClient::new(admin, token).act(name, action).await?;
     println!("rollout '{name}' {done}");
     Ok(ExitCode::SUCCESS)
 }
@@ -279,6 +308,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::info!(listener = %name, "serving on {addr}");
         }
         tracing::info!("admin API on http://{}", app.admin());
+        if !app.admin().ip().is_loopback() && app.model.borrow().proxy.admin_token.is_none() {
+            tracing::warn!(
+                "the admin API listens on {} beyond this machine without spec.admin.tokenFile: its state and metrics are open to the network, and changes are taken from loopback clients only",
+                app.admin()
+            );
+        }
         wait_for_signal(&app).await;
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         if app.shutdown().await {

@@ -76,14 +76,30 @@ pub fn parse_go(s: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(total as u64))
 }
 
+/// The longest duration, in whole seconds: Go's (and Argo's) durations are `i64`
+/// nanoseconds, about 292 years.
+pub const MAX_SECONDS: u64 = (i64::MAX as u64) / 1_000_000_000;
+
+/// A number of whole seconds as a duration, refused above [`MAX_SECONDS`] as Go durations
+/// above 2562047h are (beyond it, deadlines and timers overflow).
+///
+/// # Errors
+/// [`DurationError::TooLong`], naming what was written.
+pub fn whole_seconds(n: u64) -> Result<Duration, DurationError> {
+    if n > MAX_SECONDS {
+        return Err(DurationError::TooLong(n.to_string()));
+    }
+    Ok(Duration::from_secs(n))
+}
+
 /// A canary `pause.duration` written as a YAML integer: seconds.
 ///
 /// # Errors
-/// [`DurationError::Negative`] below zero.
+/// [`DurationError::Negative`] below zero, [`DurationError::TooLong`] above
+/// [`MAX_SECONDS`].
 pub fn pause_seconds(n: i64) -> Result<Duration, DurationError> {
-    u64::try_from(n)
-        .map(Duration::from_secs)
-        .map_err(|_| DurationError::Negative(n.to_string(), "pause"))
+    let n = u64::try_from(n).map_err(|_| DurationError::Negative(n.to_string(), "pause"))?;
+    whole_seconds(n)
 }
 
 /// A canary `pause.duration` written as a string: seconds (`"30"`) or a Go duration,
@@ -96,7 +112,7 @@ pub fn parse_pause(s: &str) -> Result<Duration, DurationError> {
         if i < 0 {
             return Err(DurationError::Negative(format!("{s:?}"), "pause"));
         }
-        return Ok(Duration::from_secs(i as u64));
+        return whole_seconds(i as u64);
     }
     let d = parse_go(s)?;
     Ok(Duration::from_secs(d.as_secs()))

@@ -2,6 +2,12 @@
 //! again. A good model is published on a `watch` channel; a bad one is logged with every
 //! issue, counted, and dropped, so the last good model keeps serving.
 //!
+//! A new model that removes every Rollout, every listener or every route at once, or an
+//! empty one, is suspect: an editor may be half-way through writing the file. It is held
+//! back and counted as a failed reload, and applied only when a later reload finds
+//! exactly the same content again (two suspect loads in a row with one fingerprint are
+//! taken as meant).
+//!
 //! Editors save by writing a temporary file and renaming it over the old one, which
 //! replaces the inode a watch on the file itself would follow. So we watch the folders
 //! (the config folder recursively, or a config file's parent and each certificate's parent)
@@ -51,6 +57,37 @@ pub struct ConfigWatcher {
     tx: watch::Sender<Arc<Model>>,
     stats: Arc<ReloadStats>,
     trigger: Arc<Notify>,
+    /// The fingerprint of the suspect model last held back, if the last reload was one.
+    suspect: Mutex<Option<u64>>,
+}
+
+/// Why `new` is suspect next to `current`: the parts it has none of that `current` has.
+/// `None` when nothing was removed wholesale.
+fn suspect_reason(current: &Model, new: &Model) -> Option<String> {
+    let parts = |m: &Model| {
+        [
+            ("listeners", m.proxy.listeners.len()),
+            ("routes", m.proxy.routes.len()),
+            ("rollouts", m.argo.rollouts.len()),
+            ("services", m.services.len()),
+        ]
+    };
+    let (cur, new_parts) = (parts(current), parts(new));
+    if new_parts.iter().all(|(_, n)| *n == 0) && cur.iter().any(|(_, n)| *n > 0) {
+        return Some("is empty".to_owned());
+    }
+    let gone: Vec<&str> = cur
+        .iter()
+        .zip(&new_parts)
+        .take(3)
+        .filter(|((_, c), (_, n))| *c > 0 && *n == 0)
+        .map(|((what, _), _)| *what)
+        .collect();
+    match gone.as_slice() {
+        [] => None,
+        [one] => Some(format!("has no {one}")),
+        [init @ .., last] => Some(format!("has no {} and no {last}", init.join(", no "))),
+    }
 }
 
 impl ConfigWatcher {
@@ -61,6 +98,7 @@ impl ConfigWatcher {
             tx,
             stats,
             trigger: Arc::new(Notify::new()),
+            suspect: Mutex::new(None),
         }
     }
 
@@ -117,8 +155,39 @@ impl ConfigWatcher {
     }
 
     /// Loads the configuration again; true when a new model was published.
+    ///
+    /// A suspect model (see the module's documentation) is held back and counted as a
+    /// failure, unless the reload before this one held back the same content.
     pub fn reload(&self) -> bool {
-        match crate::load(&self.path) {
+        let loaded = crate::load(&self.path);
+        let mut suspect = self.suspect.lock().unwrap_or_else(|e| e.into_inner());
+        let held = suspect.take();
+        let loaded = match loaded {
+            Ok(model) => match suspect_reason(&self.tx.borrow(), &model) {
+                Some(_) if held == Some(model.fingerprint) => {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        "the same configuration was written again: applying it"
+                    );
+                    Ok(model)
+                }
+                Some(why) => {
+                    *suspect = Some(model.fingerprint);
+                    Err(crate::ConfigError::Invalid(vec![Issue {
+                        file: Arc::from(self.path.as_path()),
+                        pos: crate::error::Pos::default(),
+                        field: String::new(),
+                        message: format!(
+                            "the new configuration {why}; an editor may be half-way through writing it: kept the last good one; write it again to apply"
+                        ),
+                    }]))
+                }
+                None => Ok(model),
+            },
+            Err(e) => Err(e),
+        };
+        drop(suspect);
+        match loaded {
             Ok(model) => {
                 for n in &model.notices {
                     tracing::debug!(notice = %n, "config notice");

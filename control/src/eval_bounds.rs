@@ -2,9 +2,8 @@
 //!
 //! * Depth: expr-lang parses, evaluates and drops expressions recursively, so about 700
 //!   nested brackets (or a long chain of operators) overflow a thread's stack and abort
-//!   the process. [`check_depth`] refuses, without recursing, an expression nested
-//!   deeper than [`MAX_NESTING`] brackets, or whose operators could make a syntax tree
-//!   deeper than [`MAX_COMPLEXITY`].
+//!   the process. [`check_depth`] refuses them with the config crate's check, the one
+//!   `weir check` runs ([`weir_config::analysis::check_expression_depth`]).
 //! * Ranges: expr-lang makes `a..b` into a list of every integer from a to b, so
 //!   `len(0..9223372036854775806)` panics and `len(1..10000000000)` aborts the process
 //!   when the allocation fails. Go's expr, which Argo uses, stops such programs with its
@@ -24,11 +23,6 @@ use pest::Parser as _;
 use pest::iterators::Pair;
 use pest::pratt_parser::PrattParser;
 
-/// Brackets nested deeper than this are refused.
-pub(crate) const MAX_NESTING: usize = 100;
-/// A bound on the depth of the syntax tree an expression makes (nested brackets plus the
-/// operators in each); deeper expressions are refused.
-pub(crate) const MAX_COMPLEXITY: usize = 1_000;
 /// The elements that the ranges of one evaluation may hold in all (Go expr's default
 /// memory budget).
 pub(crate) const MAX_RANGE_ELEMENTS: u64 = 1_000_000;
@@ -72,158 +66,12 @@ static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
             | Op::postfix(range_end_op))
 });
 
-/// Words that are operators or make a syntax tree deeper.
-const WORD_OPS: &[&str] = &[
-    "and",
-    "or",
-    "not",
-    "in",
-    "contains",
-    "matches",
-    "startsWith",
-    "endsWith",
-    "if",
-    "else",
-    "let",
-];
-
-/// One bracket level while measuring.
-#[derive(Default)]
-struct Level {
-    /// Operators and groups in the current comma-separated part.
-    ops: usize,
-    /// The deepest group in the current part.
-    child: usize,
-    /// The deepest part so far.
-    best: usize,
-}
-
-impl Level {
-    fn end_part(&mut self) {
-        self.best = self.best.max(self.ops + self.child);
-        self.ops = 0;
-        self.child = 0;
-    }
-}
-
-/// Checks the nesting of `code` and returns it with its comments blanked out (each
-/// comment character a space, newlines kept, so that positions do not move).
+/// Checks the nesting of `code` and returns it with its comments blanked out.
 ///
 /// # Errors
-/// Nesting deeper than [`MAX_NESTING`] brackets, or a syntax tree that could be deeper
-/// than [`MAX_COMPLEXITY`].
+/// Too deep or too complex an expression, in words.
 pub(crate) fn check_depth(code: &str) -> Result<String, String> {
-    let bytes = code.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut levels = vec![Level::default()];
-    let mut i = 0;
-    let mut in_op = false;
-    while i < bytes.len() {
-        let c = bytes[i];
-        // Strings: copied as they are; nothing inside counts.
-        if matches!(c, b'"' | b'\'' | b'`') {
-            let quote = c;
-            out.push(c);
-            i += 1;
-            while i < bytes.len() {
-                let d = bytes[i];
-                out.push(d);
-                i += 1;
-                if d == b'\\' && quote != b'`' && i < bytes.len() {
-                    out.push(bytes[i]);
-                    i += 1;
-                } else if d == quote {
-                    break;
-                }
-            }
-            in_op = false;
-            continue;
-        }
-        // Comments: blanked.
-        if c == b'/' && bytes.get(i + 1) == Some(&b'/') {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                out.push(b' ');
-                i += 1;
-            }
-            continue;
-        }
-        if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
-            let end = code[i + 2..]
-                .find("*/")
-                .map_or(bytes.len(), |e| i + 2 + e + 2);
-            while i < end {
-                out.push(if bytes[i] == b'\n' { b'\n' } else { b' ' });
-                i += 1;
-            }
-            continue;
-        }
-        let level = levels.last_mut().expect("the outermost level stays");
-        match c {
-            b'(' | b'[' | b'{' => {
-                level.ops += 1;
-                levels.push(Level::default());
-                if levels.len() - 1 > MAX_NESTING {
-                    return Err(format!(
-                        "it is nested more than {MAX_NESTING} brackets deep"
-                    ));
-                }
-                in_op = false;
-            }
-            b')' | b']' | b'}' => {
-                if levels.len() > 1 {
-                    let mut done = levels.pop().expect("more than one level");
-                    done.end_part();
-                    let parent = levels.last_mut().expect("the outermost level stays");
-                    parent.child = parent.child.max(1 + done.best);
-                }
-                in_op = false;
-            }
-            b',' | b';' => {
-                level.end_part();
-                in_op = false;
-            }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'!' | b'<' | b'>' | b'=' | b'&' | b'|'
-            | b'?' | b':' | b'.' => {
-                if !in_op {
-                    level.ops += 1;
-                }
-                in_op = true;
-            }
-            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'#' => {
-                let start = i;
-                while i < bytes.len()
-                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'$' | b'#'))
-                {
-                    i += 1;
-                }
-                if WORD_OPS.contains(&&code[start..i]) {
-                    level.ops += 1;
-                }
-                out.extend_from_slice(&bytes[start..i]);
-                in_op = false;
-                continue;
-            }
-            _ => in_op = false,
-        }
-        out.push(c);
-        i += 1;
-    }
-    // Brackets left open (expr-lang will say so) close here.
-    while levels.len() > 1 {
-        let mut done = levels.pop().expect("more than one level");
-        done.end_part();
-        let parent = levels.last_mut().expect("the outermost level stays");
-        parent.child = parent.child.max(1 + done.best);
-    }
-    let mut root = levels.pop().expect("the outermost level");
-    root.end_part();
-    if root.best > MAX_COMPLEXITY {
-        return Err(format!(
-            "it is too complex: its syntax tree could be more than {MAX_COMPLEXITY} deep"
-        ));
-    }
-    // Only ASCII bytes were changed, into ASCII spaces: still UTF-8.
-    String::from_utf8(out).map_err(|e| e.to_string())
+    weir_config::analysis::check_expression_depth(code).map_err(|e| e.to_string())
 }
 
 /// A range found: where its operands and its operator are.

@@ -124,16 +124,22 @@ fn host_allowed(host: &[u8], extra: &[Box<str>]) -> bool {
 /// Whether a request that changes something (any method but GET and HEAD) may: not
 /// sent by a browser on behalf of another site (a foreign `Origin`, or `Sec-Fetch-Site`
 /// other than `same-origin` or `none`: cross-site request forgery from a page the
-/// operator has open), and from a loopback client.
+/// operator has open); and with `Authorization: Bearer TOKEN` when a token is configured
+/// (from any client), else from a loopback client.
 fn write_allowed(
     headers: &http::HeaderMap,
     host: Option<&[u8]>,
     peer: std::net::IpAddr,
-) -> Result<(), &'static str> {
+    token: Option<&weir_config::model::AdminToken>,
+) -> Result<(), (StatusCode, &'static str)> {
+    const FORGED: (StatusCode, &str) = (
+        StatusCode::FORBIDDEN,
+        "403 Forbidden: the admin API takes no changes from other sites' pages\n",
+    );
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
     {
-        return Err("403 Forbidden: the admin API takes no changes from other sites' pages\n");
+        return Err(FORGED);
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let o = origin.as_bytes();
@@ -145,15 +151,29 @@ fn write_allowed(
             _ => false,
         };
         if !same {
-            return Err("403 Forbidden: the admin API takes no changes from other sites' pages\n");
+            return Err(FORGED);
         }
     }
-    if !peer.to_canonical().is_loopback() {
-        return Err(
-            "403 Forbidden: the admin API takes changes from this machine only (loopback clients)\n",
-        );
+    match token {
+        Some(token) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            if presented.is_some_and(|p| token.matches(p.trim_ascii())) {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::UNAUTHORIZED,
+                    "401 Unauthorized: changes need Authorization: Bearer TOKEN (spec.admin.tokenFile)\n",
+                ))
+            }
+        }
+        None if peer.to_canonical().is_loopback() => Ok(()),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: without spec.admin.tokenFile the admin API takes changes from this machine only (loopback clients)\n",
+        )),
     }
-    Ok(())
 }
 
 /// The admin server's state.
@@ -257,9 +277,21 @@ impl Admin {
             ));
         }
         if !matches!(parts.method, Method::GET | Method::HEAD)
-            && let Err(why) = write_allowed(&parts.headers, host, peer)
+            && let Err((status, why)) = write_allowed(
+                &parts.headers,
+                host,
+                peer,
+                self.proxy.shared.table.load().admin_token.as_ref(),
+            )
         {
-            return closing(text(StatusCode::FORBIDDEN, why));
+            let mut r = closing(text(status, why));
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return r;
         }
         let declared = parts
             .headers

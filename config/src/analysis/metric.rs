@@ -127,9 +127,15 @@ pub fn decode_metric_in(
             return None;
         }
         if !held(&s)
-            && let Err(e) = expr::compile(&s)
+            && let Err(e) = super::compile_expression(&s)
         {
-            issues.push((field.into(), format!("not a valid expression: {e}")));
+            let why = match e {
+                super::ExpressionError::TooDeep | super::ExpressionError::TooComplex => {
+                    format!("the expression is refused: {e}")
+                }
+                other => other.to_string(),
+            };
+            issues.push((field.into(), why));
         }
         Some(s)
     };

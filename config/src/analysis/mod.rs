@@ -5,6 +5,7 @@
 //! (`decode::metric`) and applies Argo's rules and the [`crate::defaults`]. `weir check`
 //! decodes the templates as written, letting fields that still hold a placeholder pass.
 
+mod depth;
 mod metric;
 mod provider;
 
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use depth::{
+    EXPRESSION_STACK, ExpressionError, MAX_EXPRESSION_COMPLEXITY, MAX_EXPRESSION_NESTING,
+    check_expression_depth, compile_expression,
+};
 pub use metric::{decode_metric, decode_metric_in};
 pub use provider::MetricEnv;
 

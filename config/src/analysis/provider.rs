@@ -93,7 +93,13 @@ fn secs(
         return default;
     }
     match v.parse_i64() {
-        Some(n) if n > 0 => Duration::from_secs(n as u64),
+        Some(n) if n > 0 => match crate::duration::whole_seconds(n as u64) {
+            Ok(d) => d,
+            Err(e) => {
+                issues.push((format!("{base}.{field}"), e.to_string()));
+                default
+            }
+        },
         Some(0) => default,
         _ => {
             issues.push((

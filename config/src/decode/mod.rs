@@ -147,6 +147,26 @@ pub fn decode(docs: Vec<Document>, f: &mut Findings) -> Documents {
                     out.deployments.push((doc, raw));
                 }
             }
+            // weir's own group, or Argo's kinds, at a version that does not exist: a typo,
+            // not a kind to skip.
+            (api, kind) if api == "weir.dev" || api.starts_with("weir.dev/") => f.issue(
+                &doc,
+                "apiVersion",
+                format!(
+                    "{api:?} is not a version weir knows for {kind}: the version is {WEIR_API}"
+                ),
+            ),
+            (api, kind @ ("Rollout" | "AnalysisTemplate" | "ClusterAnalysisTemplate"))
+                if api == "argoproj.io" || api.starts_with("argoproj.io/") =>
+            {
+                f.issue(
+                    &doc,
+                    "apiVersion",
+                    format!(
+                        "{api:?} is not a version weir knows for {kind}: the version is {ARGO_API}"
+                    ),
+                )
+            }
             (api, kind) => f.notice(
                 &doc,
                 "kind",

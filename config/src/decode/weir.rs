@@ -160,6 +160,9 @@ pub struct Admin {
     /// More names the admin listener answers to (its `Host`), besides IP addresses,
     /// `localhost` and the name in `address`.
     pub hosts: Option<Vec<String>>,
+    /// A file holding the bearer token every admin `POST` must present; relative to the
+    /// config file.
+    pub token_file: Option<String>,
 }
 
 /// A route.

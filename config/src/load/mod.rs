@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use crate::analysis::MetricEnv;
 use crate::decode::{self, Findings};
-use crate::error::ConfigError;
-use crate::model::Model;
+use crate::error::{ConfigError, Issue};
+use crate::model::{AdminToken, Model};
 use crate::read::{self, Read};
-use crate::validate::{self, Slot, Validated};
+use crate::validate::{self, FileUse, Slot, Validated};
 
 /// Loads and validates the configuration at `path` (a file or a folder).
 ///
@@ -62,6 +62,9 @@ fn run(read: Read) -> Result<Model, ConfigError> {
             listener.tls = certificates;
         }
     }
+    if let Some(t) = &io.admin_token {
+        model.proxy.admin_token = read_admin_token(t, &mut issues);
+    }
     issues.extend(validate::check_unique(&model, &io.addresses));
     if !issues.is_empty() {
         issues.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
@@ -74,8 +77,32 @@ fn run(read: Read) -> Result<Model, ConfigError> {
     files.dedup();
     model.fingerprint = fingerprint(&files);
     model.files = files;
-    model.notices = findings.notices;
+    model.notices = read.notices;
+    model.notices.extend(findings.notices);
     Ok(model)
+}
+
+/// Reads the admin token file: its content trimmed of surrounding whitespace, which must
+/// leave something.
+fn read_admin_token(t: &FileUse, issues: &mut Vec<Issue>) -> Option<AdminToken> {
+    let path = t.path.display();
+    match std::fs::read(&t.path) {
+        Ok(bytes) => {
+            let token = bytes.trim_ascii();
+            if token.is_empty() {
+                issues.push(t.at.issue(format!(
+                    "the admin token file {path} is empty: write the token in it"
+                )));
+                None
+            } else {
+                Some(AdminToken::new(token))
+            }
+        }
+        Err(e) => {
+            issues.push(t.at.issue(format!("cannot read the admin token file {path}: {e}")));
+            None
+        }
+    }
 }
 
 /// Puts a resolved address where validation left its placeholder.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use crate::error::Notice;
 
 pub use weir::{
-    AccessLog, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch, Limits, Listener, LoadBalancer,
-    Notifier, Proxy, Route, RouteTarget, Service, Tls, TlsCertificate, UpstreamSettings, Weight,
-    WeightedService,
+    AccessLog, AdminToken, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch, Limits, Listener,
+    LoadBalancer, Notifier, Proxy, Route, RouteTarget, Service, Tls, TlsCertificate,
+    UpstreamSettings, Weight, WeightedService,
 };
 
 /// Everything weir runs from.

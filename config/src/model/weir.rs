@@ -22,6 +22,9 @@ pub struct Proxy {
     /// Any other Host is refused, so that a web page cannot reach the admin API through
     /// a DNS name it controls (DNS rebinding).
     pub admin_hosts: Vec<String>,
+    /// The token every admin `POST` must present as `Authorization: Bearer TOKEN`, read
+    /// from `spec.admin.tokenFile`; `None` when no file is named.
+    pub admin_token: Option<AdminToken>,
     /// Routes in the order written (the router orders them by specificity).
     pub routes: Vec<Route>,
     /// Upstream settings.
@@ -35,6 +38,32 @@ pub struct Proxy {
     pub debug_headers: bool,
     /// Notification services by name.
     pub notifiers: BTreeMap<String, Notifier>,
+}
+
+/// The admin API's bearer token. Its `Debug` never shows the secret, and
+/// [`AdminToken::matches`] compares in constant time.
+/// No `PartialEq`: compare with `matches` only.
+#[derive(Clone)]
+pub struct AdminToken(Box<[u8]>);
+
+impl AdminToken {
+    /// A token of these bytes.
+    pub fn new(token: impl Into<Box<[u8]>>) -> AdminToken {
+        AdminToken(token.into())
+    }
+
+    /// Whether `presented` (the bytes after `Bearer `) is this token, in time that
+    /// depends only on the lengths, not on where the bytes differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.ct_eq(presented))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
 }
 
 /// A notification service.

@@ -2,13 +2,16 @@
 //! `*.yml`, in name order), each file holding one or more documents. The result is a list
 //! of located documents ([`node`]) and the files they came from; this stage knows nothing
 //! of kinds.
+//!
+//! Only regular files are read (a FIFO or a device named `*.yaml` in a folder is skipped
+//! with a notice, so that reading never blocks), and none larger than [`MAX_FILE_BYTES`].
 
 pub mod node;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{ConfigError, Issue, Pos};
+use crate::error::{ConfigError, Issue, Notice, Pos};
 use node::{Node, parse_documents};
 
 /// One YAML document, with the file it came from.
@@ -80,7 +83,12 @@ pub struct Read {
     pub files: Vec<PathBuf>,
     /// Unreadable files and YAML syntax errors.
     pub issues: Vec<Issue>,
+    /// Files skipped (not regular files).
+    pub notices: Vec<Notice>,
 }
+
+/// The largest configuration file read: 16 MiB.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Reads the configuration at `path` (a file or a folder).
 ///
@@ -88,21 +96,54 @@ pub struct Read {
 /// [`ConfigError::Io`] when `path` itself cannot be read or a folder cannot be listed;
 /// a file that cannot be read is an issue in [`Read::issues`].
 pub fn read(path: &Path) -> Result<Read, ConfigError> {
-    let files = collect_files(path)?;
     let mut out = Read::default();
+    let files = collect_files(path, &mut out.notices)?;
     for file in &files {
-        match std::fs::read_to_string(file) {
+        let issue = |message: String| Issue {
+            file: Arc::from(file.as_path()),
+            pos: Pos::default(),
+            field: String::new(),
+            message,
+        };
+        match read_file(file) {
             Ok(text) => read_text(file, &text, &mut out),
-            Err(e) => out.issues.push(Issue {
-                file: Arc::from(file.as_path()),
-                pos: Pos::default(),
-                field: String::new(),
-                message: format!("cannot read: {e}"),
-            }),
+            Err(message) => out.issues.push(issue(message)),
         }
     }
     out.files = files;
     Ok(out)
+}
+
+/// A regular file's text, at most [`MAX_FILE_BYTES`].
+fn read_file(file: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let too_large = |n: u64| {
+        format!(
+            "the file is {n} bytes, more than weir reads (16 MiB): a configuration file this large is not one; split it"
+        )
+    };
+    // Checked before opening: opening a FIFO would block until something writes to it.
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("cannot read: not a regular file".to_owned());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read: it is not UTF-8 text (byte {} is not); save it as UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Reads YAML text as though it were the file `name`.
@@ -129,11 +170,14 @@ fn read_text(file: &Path, text: &str, out: &mut Read) {
     }
 }
 
-/// The YAML files that `path` names: itself, or every `*.yaml`/`*.yml` below it.
+/// The YAML files that `path` names: itself, or every regular `*.yaml`/`*.yml` file below
+/// it. Other entries named `*.yaml` (FIFOs, sockets, devices) are skipped with a notice in
+/// `notices`.
 ///
 /// # Errors
-/// When `path` does not exist or a folder cannot be listed.
-pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// When `path` does not exist, is neither a regular file nor a folder, or a folder cannot
+/// be listed.
+pub fn collect_files(path: &Path, notices: &mut Vec<Notice>) -> Result<Vec<PathBuf>, ConfigError> {
     let io = |source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
@@ -141,6 +185,12 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
+    }
+    if !meta.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is neither a regular file nor a folder (a FIFO, a socket or a device?); give a YAML file or a folder of them",
+        )));
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
@@ -165,7 +215,17 @@ pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
             if is_dir {
                 stack.push(p);
             } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-                out.push(p);
+                // Follows a symbolic link; opens nothing.
+                match std::fs::metadata(&p) {
+                    Ok(m) if !m.is_file() => notices.push(Notice {
+                        file: Arc::from(p.as_path()),
+                        pos: Pos::default(),
+                        message: "skipped: not a regular file (a FIFO, a socket or a device); weir reads only regular files".to_owned(),
+                        warning: true,
+                    }),
+                    // A broken link is reported when it is read.
+                    _ => out.push(p),
+                }
             }
         }
     }

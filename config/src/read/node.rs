@@ -202,7 +202,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, ParseError> {
 }
 
 /// serde-saphyr renders `error: line 4 column 10: expected string scalar`; we print the
-/// position ourselves, so keep only the last part.
+/// position ourselves, so keep only the message, in plain words where serde-saphyr's
+/// would name its own internals (`DuplicateKeyPolicy`, budget breaches such as
+/// `RecordedAnchorEvents { .. }`).
 fn clean_message(rendered: &str) -> String {
     let first = rendered.lines().next().unwrap_or(rendered);
     let mut msg = first.strip_prefix("error: ").unwrap_or(first);
@@ -212,7 +214,62 @@ fn clean_message(rendered: &str) -> String {
     {
         msg = tail;
     }
-    msg.trim().to_owned()
+    // A trailing `at line 2, column 1`.
+    if let Some((head, tail)) = msg.rsplit_once(" at line ")
+        && tail.contains(", column ")
+        && tail.chars().all(|c| {
+            c.is_ascii_digit() || matches!(c, ',' | ' ' | 'c' | 'o' | 'l' | 'u' | 'm' | 'n')
+        })
+    {
+        msg = head;
+    }
+    plain_words(msg.trim())
+}
+
+/// serde-saphyr's messages that speak of its options or internals, in words for someone
+/// writing a configuration file.
+fn plain_words(msg: &str) -> String {
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key") {
+        let key = rest
+            .strip_prefix(": ")
+            .and_then(|r| r.split_once(", set DuplicateKeyPolicy").map(|(k, _)| k));
+        return match key {
+            Some(k) => format!("the key {k:?} is written twice in one mapping: keep one"),
+            None => "a key is written twice in one mapping: keep one".to_owned(),
+        };
+    }
+    if msg == "alias references unknown anchor" {
+        return "an alias (*name) names an anchor (&name) that is not defined before it in this document".to_owned();
+    }
+    if msg == "recursion limit exceeded" {
+        return "the YAML is nested too deeply to read".to_owned();
+    }
+    if msg.starts_with("recursive references require") {
+        return "an alias (*name) is used inside its own anchor (&name): YAML that refers to itself is not accepted".to_owned();
+    }
+    let budget = msg
+        .strip_prefix("budget breached: ")
+        .or_else(|| msg.strip_prefix("YAML document too large or too complex: "));
+    let alias = msg.starts_with("alias replay") || msg.starts_with("alias expansion");
+    if budget.is_some() || alias {
+        let what = budget.unwrap_or(msg);
+        let why = if alias || what.contains("Alias") || what.contains("Anchor") {
+            "it uses anchors and aliases (&name, *name) too much"
+        } else if what.starts_with("Depth") || what.contains("depth") {
+            "it is nested too deeply"
+        } else if what.starts_with("MergeKeys") {
+            "it has too many merge keys (<<)"
+        } else {
+            "it has too many nodes or too much text"
+        };
+        return format!(
+            "the YAML is too large or too complex to read: {why}; split it or write it out plainly"
+        );
+    }
+    if let Some((head, _)) = msg.split_once(". If you just use !!binary") {
+        return head.to_owned();
+    }
+    msg.to_owned()
 }
 
 /// One step of a field path.

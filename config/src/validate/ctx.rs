@@ -141,7 +141,13 @@ pub(super) fn secs_field(
 ) -> Duration {
     match int_field(ctx, doc, field, v) {
         None => default,
-        Some(n) if n >= 0 => Duration::from_secs(n as u64),
+        Some(n) if n >= 0 => match duration::whole_seconds(n as u64) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.issue(doc, field, e.to_string());
+                default
+            }
+        },
         Some(n) => {
             ctx.issue(doc, field, format!("{n} is negative"));
             default

@@ -19,6 +19,17 @@ pub struct Io {
     /// Files the model depends on beyond the YAML (certificates and keys): the watcher
     /// reloads when one changes.
     pub files: Vec<PathBuf>,
+    /// The admin token file (`spec.admin.tokenFile`), to be read by the load stage.
+    pub admin_token: Option<FileUse>,
+}
+
+/// A file to be read by the load stage, with the field that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileUse {
+    /// The path, relative paths resolved against the config file's folder.
+    pub path: PathBuf,
+    /// The field that names it.
+    pub at: Location,
 }
 
 /// An address as far as validation can tell.

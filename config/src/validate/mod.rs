@@ -39,7 +39,9 @@ use crate::model::Model;
 use crate::rollout::Argo;
 
 pub use address::check_unique;
-pub use io::{Address, AddressUse, CertificateFiles, Io, ListenerCertificates, Slot, UNRESOLVED};
+pub use io::{
+    Address, AddressUse, CertificateFiles, FileUse, Io, ListenerCertificates, Slot, UNRESOLVED,
+};
 
 use ctx::Ctx;
 

@@ -39,6 +39,7 @@ fn default_proxy() -> Proxy {
         },
         access_log: defaults::ACCESS_LOG,
         admin_hosts: Vec::new(),
+        admin_token: None,
         debug_headers: false,
         notifiers: BTreeMap::new(),
     }
@@ -147,6 +148,23 @@ pub(super) fn proxy(
                 );
             } else {
                 proxy.admin_hosts.push(h);
+            }
+        }
+        match admin.token_file.as_deref().map(str::trim) {
+            None => {}
+            Some("") => ctx.issue(
+                doc,
+                "spec.admin.tokenFile",
+                "tokenFile is empty: name the file that holds the admin token, or leave the field out",
+            ),
+            Some(f) => {
+                // Read by the load stage; the watcher reloads when it changes.
+                let path = doc.relative_path(f);
+                ctx.io.files.push(path.clone());
+                ctx.io.admin_token = Some(super::io::FileUse {
+                    path,
+                    at: doc.location("spec.admin.tokenFile"),
+                });
             }
         }
     }

@@ -2,7 +2,6 @@
 //! blue-green (services, promotion, pre- and post-promotion analysis).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use crate::decode::argo as raw;
 use crate::defaults;
@@ -215,7 +214,17 @@ pub(super) fn blue_green(
         "spec.strategy.blueGreen.autoPromotionSeconds",
         b.auto_promotion_seconds.as_ref(),
     ) {
-        Some(n) if n > 0 => Some(Duration::from_secs(n as u64)),
+        Some(n) if n > 0 => match crate::duration::whole_seconds(n as u64) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                ctx.issue(
+                    doc,
+                    "spec.strategy.blueGreen.autoPromotionSeconds",
+                    e.to_string(),
+                );
+                None
+            }
+        },
         Some(n) if n < 0 => {
             ctx.issue(
                 doc,

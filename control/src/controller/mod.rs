@@ -30,9 +30,9 @@ mod events;
 mod handle;
 mod requests;
 
+use events::EVENT_BATCHES;
 pub use events::EventStream;
 pub(crate) use events::Events;
-use events::EVENT_BATCHES;
 pub use handle::{ActionError, ControllerHandle};
 
 /// The longest the loop sleeps: phases and messages (time left in a pause) refresh at

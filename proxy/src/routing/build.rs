@@ -260,6 +260,7 @@ pub fn build(
             .iter()
             .map(|h| h.as_str().into())
             .collect(),
+        admin_token: model.proxy.admin_token.clone(),
         debug_headers: model.proxy.debug_headers,
         access_log: ctx.access_log.clone(),
     })

@@ -58,6 +58,9 @@ pub struct RouteTable {
     pub limits: Limits,
     /// Host names the admin listener answers to besides IP addresses and `localhost`.
     pub admin_hosts: Vec<Box<str>>,
+    /// The admin token (`spec.admin.tokenFile`): with it, changes need
+    /// `Authorization: Bearer TOKEN`, from any client.
+    pub admin_token: Option<weir_config::model::AdminToken>,
     /// Where access log lines go, when the log is on.
     pub access_log: Option<Arc<AccessLogSink>>,
     /// Whether to add `x-weir-*` headers to responses.
