@@ -3,41 +3,17 @@
 //! JSONPath picks is recorded as its JSON encoding; a body that is not JSON is recorded
 //! as it is); the expectations of webmetric_test.go `TestRunSuite`.
 
+mod common;
+
+use common::serve_once;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use weir_config::analysis::{Provider, decode_metric};
 use weir_control::analysis::{AnalysisRun, Phase};
 use weir_control::providers::{HttpClient, web};
 
-/// Serves `body` once, with status 200, on a local port; its URL.
-async fn serve_once(body: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = sock.read(&mut buf).await.unwrap();
-            if n == 0 {
-                return;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        sock.write_all(response.as_bytes()).await.unwrap();
-        sock.shutdown().await.ok();
-    });
-    format!("http://{addr}/")
-}
-
 /// Measures a web metric against a server answering `body`; the measurement recorded.
 async fn recorded(body: &'static str, json_path: Option<&str>, condition: &str) -> (Phase, String) {
-    let url = serve_once(body).await;
+    let url = format!("{}/", serve_once(body, Some("application/json")).await);
     let mut web = json!({"url": url});
     if let Some(p) = json_path {
         web["jsonPath"] = Value::String(p.to_owned());

@@ -5,13 +5,13 @@
 
 mod common;
 
+use common::serve_once;
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{canary, start};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use weir_config::analysis::{Provider, decode_metric};
 use weir_control::analysis::{AnalysisRun, Phase};
 use weir_control::providers::{HttpClient, prometheus};
@@ -70,36 +70,14 @@ async fn a_condition_that_cannot_be_evaluated_fails_its_measurement_not_the_loop
     h.stop().await;
 }
 
-/// Serves `body` once, with status 200, on a local port; its URL.
-async fn serve_once(body: String) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = sock.read(&mut buf).await.unwrap();
-            if n == 0 {
-                return;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        sock.write_all(response.as_bytes()).await.unwrap();
-        sock.write_all(body.as_bytes()).await.unwrap();
-        sock.shutdown().await.ok();
-    });
-    format!("http://{addr}")
-}
-
 /// One measurement of a Prometheus metric whose server answers `data`: its phase and
 /// recorded value.
 async fn prometheus_measurement(data: Value, condition: &str) -> (Phase, String, Option<String>) {
-    let url = serve_once(json!({"status": "success", "data": data}).to_string()).await;
+    let url = serve_once(
+        json!({"status": "success", "data": data}).to_string(),
+        Some("application/json"),
+    )
+    .await;
     let metric = json!({"name": "m", "successCondition": condition,
         "provider": {"prometheus": {"address": url, "query": "up"}}});
     let spec = decode_metric(&metric, false).expect("valid metric");

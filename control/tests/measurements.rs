@@ -7,12 +7,12 @@
 
 mod common;
 
+use common::serve_once;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{canary, start};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use weir_config::analysis::{JobProvider, Provider, decode_metric};
 use weir_control::Action;
 use weir_control::analysis::Verdict;
@@ -186,36 +186,10 @@ async fn a_job_output_cut_inside_a_character_is_no_panic() {
     );
 }
 
-/// Serves `body` once, with status 200, on a local port; its URL.
-async fn serve_once(body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = sock.read(&mut buf).await.unwrap();
-            if n == 0 {
-                return;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        sock.write_all(response.as_bytes()).await.unwrap();
-        sock.write_all(&body).await.unwrap();
-        sock.shutdown().await.ok();
-    });
-    format!("http://{addr}/")
-}
-
 #[tokio::test]
 async fn a_large_web_body_is_not_recorded_whole() {
     let body = vec![b'x'; 20 << 20];
-    let url = serve_once(body).await;
+    let url = format!("{}/", serve_once(body, None).await);
     let metric = serde_json::json!({"name": "m", "successCondition": "len(result) > 0",
         "provider": {"web": {"url": url}}});
     let spec = decode_metric(&metric, false).expect("valid metric");

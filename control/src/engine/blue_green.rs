@@ -30,17 +30,7 @@ pub(super) fn blue_green(
     if st.aborted {
         // The active service stays on, or returns to, the stable revision.
         if active.hash != stable.hash {
-            st.active = Some(stable.clone());
-            push(
-                events,
-                st,
-                now,
-                Reason::ActiveServiceSwitched,
-                format!(
-                    "Active service switched back to revision {} ({})",
-                    stable.number, stable.image
-                ),
-            );
+            switch_back(st, events, now, &stable);
         }
         return;
     }
@@ -206,17 +196,7 @@ pub(super) fn blue_green(
                             run.phase, run.message
                         ),
                     );
-                    st.active = Some(stable.clone());
-                    push(
-                        events,
-                        st,
-                        now,
-                        Reason::ActiveServiceSwitched,
-                        format!(
-                            "Active service switched back to revision {} ({})",
-                            stable.number, stable.image
-                        ),
-                    );
+                    switch_back(st, events, now, &stable);
                 }
                 _ => {
                     let r = st.post_run.take();
@@ -229,4 +209,19 @@ pub(super) fn blue_green(
     } else {
         promote(st, spec, events, now);
     }
+}
+
+/// The active service goes back to the stable revision.
+fn switch_back(st: &mut RolloutStatus, events: &mut Vec<Event>, now: Ms, stable: &Revision) {
+    st.active = Some(stable.clone());
+    push(
+        events,
+        st,
+        now,
+        Reason::ActiveServiceSwitched,
+        format!(
+            "Active service switched back to revision {} ({})",
+            stable.number, stable.image
+        ),
+    );
 }

@@ -179,3 +179,35 @@ impl Harness {
         }
     }
 }
+
+/// Serves `body` once, with status 200 (and `content_type`, when given), on a local
+/// port: the server's base URL, `http://127.0.0.1:PORT`.
+pub async fn serve_once(body: impl Into<Vec<u8>>, content_type: Option<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let content_type = content_type
+            .map(|t| format!("Content-Type: {t}\r\n"))
+            .unwrap_or_default();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        sock.write_all(response.as_bytes()).await.unwrap();
+        sock.write_all(&body).await.unwrap();
+        sock.shutdown().await.ok();
+    });
+    format!("http://{addr}")
+}

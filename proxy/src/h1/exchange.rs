@@ -200,12 +200,7 @@ where
     }
     // Send the head and the body. The client's body is paced: no more than
     // `bodyTimeout` between reads, and `minBodyRate` on average after that grace.
-    let pace = Pace {
-        read_idle: settings.body_timeout,
-        min_rate: settings.min_body_rate,
-        grace: settings.body_timeout,
-        write: r.request_timeout,
-    };
+    let pace = request::client_body_pace(settings, r.request_timeout);
     let mut sent = if has_body {
         let sent = forward_body(
             rbuf,
@@ -239,12 +234,12 @@ where
     };
     if matches!(sent, Err(BodyError::Write(_))) && safe && !up.fresh {
         // A stale pooled connection: once more on a fresh one.
-        match retry_head(&r.endpoint, &r.pool, wbuf).await {
+        match retry_head(&r.endpoint, &r.pool, wbuf, r.request_timeout).await {
             Ok(fresh) => {
                 up = fresh;
                 sent = Ok(());
             }
-            Err(kind) => return fail(&mut ex, io, wbuf, kind, !client_keep, settings).await,
+            Err(e) => return fail(&mut ex, io, wbuf, e.kind, !client_keep, settings).await,
         }
     }
     if let Err(e) = sent {
@@ -344,13 +339,13 @@ where
                 tracing::debug!(endpoint = %ex.routed.endpoint.addr, "pooled connection closed before answering; retrying on a fresh one");
                 st.retry = false;
                 let r = &ex.routed;
-                match retry_head(&r.endpoint, &r.pool, wbuf).await {
+                match retry_head(&r.endpoint, &r.pool, wbuf, r.request_timeout).await {
                     Ok(fresh) => {
                         up = fresh;
                         continue;
                     }
-                    Err(kind) => {
-                        return fail(&mut ex, io, wbuf, kind, !st.client_keep, st.settings).await;
+                    Err(e) => {
+                        return fail(&mut ex, io, wbuf, e.kind, !st.client_keep, st.settings).await;
                     }
                 }
             }

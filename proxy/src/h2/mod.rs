@@ -27,9 +27,9 @@ use crate::conn::ConnInfo;
 use crate::conn::ServerSettings;
 use crate::error::{Kind, ProxyError};
 use crate::request::forward::{Outgoing, debug_headers, write_head};
-use crate::request::{self, Exchange, LogLine, RequestLine, Routed};
+use crate::request::{self, Exchange, LogLine, RequestLine};
 use crate::upstream::UpConn;
-use crate::upstream::client::{Pace, UpError, read_response_head, write_keep};
+use crate::upstream::client::{Pace, UpError, read_response_head, retry_head};
 use crate::upstream::mirror::{spawn_mirror_copy, tee_extend};
 use body::RespBody;
 
@@ -168,12 +168,7 @@ async fn handle(
     // The client's body is paced (`bodyTimeout`, `minBodyRate`), each write upstream
     // has `requestTimeout`, and `requestTimeout` for the response head starts once the
     // request has gone: an upload may take as long as it steadily moves.
-    let pace = Pace {
-        read_idle: settings.body_timeout,
-        min_rate: settings.min_body_rate,
-        grace: settings.body_timeout,
-        write: r.request_timeout,
-    };
+    let pace = request::client_body_pace(&settings, r.request_timeout);
     let sent = async {
         let mut up = r
             .endpoint
@@ -183,14 +178,18 @@ async fn handle(
         match send(&mut up, &head, body, chunked, &mut tee, pace).await {
             Ok(()) => {}
             Err(Sent::Upstream(_)) if safe && !up.fresh => {
-                up = reconnect(r, &head).await.map_err(Sent::Upstream)?;
+                up = retry_head(&r.endpoint, &r.pool, &head, r.request_timeout)
+                    .await
+                    .map_err(Sent::Upstream)?;
             }
             Err(e) => return Err(e),
         }
         match read_response_head(&mut up, r.request_timeout).await {
             Ok(h) => Ok((up, h)),
             Err(UpError::Closed) if safe && !up.fresh => {
-                let mut fresh = reconnect(r, &head).await.map_err(Sent::Upstream)?;
+                let mut fresh = retry_head(&r.endpoint, &r.pool, &head, r.request_timeout)
+                    .await
+                    .map_err(Sent::Upstream)?;
                 let h = read_response_head(&mut fresh, r.request_timeout)
                     .await
                     .map_err(|e| Sent::Upstream(up_error(e)))?;
@@ -284,16 +283,6 @@ enum Sent {
     ClientSlow,
     /// The client reset the stream mid-body.
     ClientGone,
-}
-
-/// Sends `head` on a fresh connection to the routed endpoint.
-async fn reconnect(r: &Routed, head: &[u8]) -> Result<UpConn, ProxyError> {
-    let mut up = r.endpoint.connect_raw(&r.pool).await?;
-    match tokio::time::timeout(r.request_timeout, write_keep(&mut up.stream, head)).await {
-        Ok(Ok(())) => Ok(up),
-        Ok(Err(e)) => Err(ProxyError::with(Kind::UpstreamProtocol, e)),
-        Err(_) => Err(ProxyError::new(Kind::UpstreamProtocol)),
-    }
 }
 
 /// Writes `data` upstream within `limit`.

@@ -27,6 +27,7 @@ use crate::conn::ConnInfo;
 use crate::error::{Kind, Source};
 use crate::routing::{Backend, Headers, Target, normalize_host};
 use crate::stats::Outcome;
+use crate::upstream::client::Pace;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
 
 /// What routing and the access log need of a request line.
@@ -201,6 +202,18 @@ impl Refused {
                 Some(self.kind.label()),
             );
         }
+    }
+}
+
+/// How fast a client's request body must come (`bodyTimeout`, `minBodyRate`), each
+/// write upstream within `write` (the route's `requestTimeout`); the same for both
+/// protocols.
+pub(crate) fn client_body_pace(settings: &crate::conn::ServerSettings, write: Duration) -> Pace {
+    Pace {
+        read_idle: settings.body_timeout,
+        min_rate: settings.min_body_rate,
+        grace: settings.body_timeout,
+        write,
     }
 }
 

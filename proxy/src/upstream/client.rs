@@ -11,25 +11,27 @@ use tokio::time::Instant;
 
 use crate::codec::chunked::Chunked;
 use crate::codec::head::{self, Framing, parse_response};
-use crate::error::Kind;
+use crate::error::{Kind, ProxyError};
 use crate::upstream::mirror::tee_extend;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
 
 /// Bytes read at once while streaming a body.
 const BODY_READ: usize = 16 * 1024;
 
-/// Sends `head` on a fresh connection.
+/// Sends `head` again on a fresh connection, within `limit`: the retry of a request
+/// whose pooled connection turned out closed, for both protocols.
 pub(crate) async fn retry_head(
     endpoint: &EndpointPool,
     pool: &PoolSettings,
     head: &[u8],
-) -> Result<UpConn, Kind> {
-    let mut up = endpoint.connect_raw(pool).await.map_err(|e| e.kind)?;
-    up.stream
-        .write_all(head)
-        .await
-        .map_err(|_| Kind::UpstreamProtocol)?;
-    Ok(up)
+    limit: Duration,
+) -> Result<UpConn, ProxyError> {
+    let mut up = endpoint.connect_raw(pool).await?;
+    match tokio::time::timeout(limit, write_keep(&mut up.stream, head)).await {
+        Ok(Ok(())) => Ok(up),
+        Ok(Err(e)) => Err(ProxyError::with(Kind::UpstreamProtocol, e)),
+        Err(_) => Err(ProxyError::new(Kind::UpstreamProtocol)),
+    }
 }
 
 /// Writes and flushes `out`, keeping it.
