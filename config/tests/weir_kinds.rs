@@ -249,3 +249,40 @@ spec:
     }
     assert_eq!(got.len(), 6, "{got:#?}");
 }
+
+/// `roleHosts` defaults to on for loopback listeners only; turning it on for a public
+/// address is allowed and noted.
+#[test]
+fn role_hosts_default_to_loopback_listeners_and_public_ones_are_noted() {
+    let yaml = GOOD.replace(
+        "    - {name: web, address: \"127.0.0.1:0\"}\n",
+        "    - {name: web, address: \"127.0.0.1:0\"}\n    - {name: pub, address: \"0.0.0.0:0\"}\n    - {name: internal, address: \"10.1.2.3:0\", roleHosts: true}\n    - {name: closed, address: \"[::1]:0\", roleHosts: false}\n",
+    );
+    let m = load_str(Path::new("/cfg/weir.yaml"), &yaml).expect("valid");
+    let serves: Vec<(&str, bool)> = m
+        .proxy
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.serves_role_hosts()))
+        .collect();
+    assert_eq!(
+        serves,
+        [
+            ("web", true),
+            ("pub", false),
+            ("internal", true),
+            ("closed", false)
+        ]
+    );
+    let notes: Vec<String> = m
+        .notices
+        .iter()
+        .map(|n| n.to_string())
+        .filter(|n| n.contains("Host header"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("/cfg/weir.yaml:9:") && notes[0].contains("10.1.2.3"),
+        "{notes:?}"
+    );
+}

@@ -256,17 +256,6 @@ impl Store {
         std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
-
-    /// Forgets a Rollout that left the configuration; its damaged files are moved aside
-    /// and kept.
-    pub fn remove(&self, name: &str) {
-        if let Err(e) = self.move_aside(name) {
-            tracing::error!(rollout = %name, "cannot move the damaged state files aside: {e}; they are kept as they are");
-            return;
-        }
-        let _ = std::fs::remove_file(self.path(name, CURRENT));
-        let _ = std::fs::remove_file(self.path(name, PREVIOUS));
-    }
 }
 
 /// The value of the first `"key":` of a (damaged) status, if it can be read whole: the
@@ -378,22 +367,6 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
             .count();
         assert_eq!(aside, 3, "every damaged file is kept");
-    }
-
-    #[test]
-    fn a_removed_rollout_keeps_its_damaged_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        std::fs::write(dir.path().join("app.json"), b"{\"name\":").unwrap();
-        assert!(matches!(&store.load_all()["app"], Loaded::Lost { .. }));
-        store.remove("app");
-        let names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names.len(), 1, "{names:?}");
-        assert!(names[0].starts_with("app.json.corrupt-"), "{names:?}");
     }
 
     #[test]

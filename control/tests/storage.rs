@@ -212,3 +212,80 @@ async fn an_action_that_could_not_be_saved_is_applied_but_not_acknowledged() {
     h.handle.act("app", Action::Retry).await.unwrap();
     h.stop().await;
 }
+
+/// The configuration with the Service but without the Rollout.
+fn without_rollout() -> std::sync::Arc<weir_config::Model> {
+    common::load(
+        r#"
+apiVersion: weir.dev/v1alpha1
+kind: Service
+metadata: {name: app}
+spec:
+  endpoints: [{address: "127.0.0.1:9001", image: "app:v1"}]
+"#,
+    )
+}
+
+async fn gone(h: &Harness) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.handle.get("app").await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "still listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 10, item 1: a Rollout that leaves the configuration (a half-written file, a
+/// document cut by mistake) and comes back resumes its saved state, in the same process
+/// and after a restart in between; it is never taken as seen for the first time, which
+/// would make its canary image stable at once.
+#[tokio::test(start_paused = true)]
+async fn a_rollout_that_disappears_and_comes_back_resumes_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    mid_update(dir.path()).await;
+
+    // In one process.
+    let h = start(canary("v2", STEPS, ""), Some(dir.path().to_path_buf()));
+    h.until(WAIT, |v| paused_at(v, 10.0)).await;
+    h.tx.send(without_rollout()).unwrap();
+    gone(&h).await;
+    assert_eq!(h.router.last(), None, "its traffic is withdrawn");
+    h.tx.send(canary("v2", STEPS, "")).unwrap();
+    let v = h.until(WAIT, |v| v.phase.is_some()).await;
+    assert!(paused_at(&v, 10.0), "{v:#?}");
+    assert_eq!(v.stable_revision.as_deref(), Some("app:v1"));
+    assert!(
+        v.events
+            .iter()
+            .any(|e| e.reason == Reason::RolloutResumed && e.message.contains("back")),
+        "{:#?}",
+        v.events
+    );
+    never_promoted(&h);
+
+    // Gone across a restart: the state file stays.
+    h.tx.send(without_rollout()).unwrap();
+    gone(&h).await;
+    h.stop().await;
+    assert!(dir.path().join("app.json").exists(), "its state is kept");
+    let h = start(without_rollout(), Some(dir.path().to_path_buf()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(h.handle.get("app").await.is_none());
+    h.stop().await;
+    let h = start(canary("v2", STEPS, ""), Some(dir.path().to_path_buf()));
+    let v = h.until(WAIT, |v| v.phase.is_some()).await;
+    assert!(paused_at(&v, 10.0), "{v:#?}");
+    assert_eq!(v.stable_revision.as_deref(), Some("app:v1"));
+    never_promoted(&h);
+
+    // Back with another image: an update from the saved stable revision, with its steps.
+    h.tx.send(without_rollout()).unwrap();
+    gone(&h).await;
+    h.tx.send(canary("v3", STEPS, "")).unwrap();
+    let v = h.until(WAIT, |v| paused_at(v, 10.0)).await;
+    assert_eq!(v.stable_revision.as_deref(), Some("app:v1"));
+    assert_eq!(v.canary_revision.as_deref(), Some("app:v3"));
+    for p in h.router.all().into_iter().flatten() {
+        assert_eq!(p.stable, "app:v1", "nothing was promoted: {p:?}");
+    }
+    h.stop().await;
+}

@@ -951,3 +951,52 @@ async fn the_admin_token_guards_changes() {
     assert!(err.contains("rollout \"nope\" not found"), "{err}");
     weir.shutdown().await;
 }
+
+/// A Rollout's role names (`app-canary`, `app-stable`) reach a revision directly only on
+/// loopback listeners and on those that opt in with `roleHosts: true`: on a public
+/// listener, a Host header cannot pick the canary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_hosts_stay_off_public_listeners() {
+    let v1 = backend("v1").await;
+    let yaml = crate::rollout::rollout_config("v1", crate::rollout::CANARY, &[(v1.addr(), "v1")])
+        .replace(
+            "listeners: [{name: web, address: \"127.0.0.1:0\"}]",
+            "listeners:\n    - {name: web, address: \"127.0.0.1:0\"}\n    - {name: public, address: \"0.0.0.0:0\"}\n    - {name: opted, address: \"0.0.0.0:0\", roleHosts: true}\n    - {name: closed, address: \"127.0.0.1:0\", roleHosts: false}",
+        )
+        .replace(
+            "    - name: app\n      rollout: app",
+            "    - name: app\n      match: {host: app.example.com}\n      rollout: app",
+        );
+    let weir = Weir::start(&yaml).await;
+    let on = |name: &str| {
+        let a = weir.app().listener(name).expect(name);
+        SocketAddr::from(([127, 0, 0, 1], a.port()))
+    };
+    eventually(
+        "app-stable reaches v1 on the loopback listener",
+        Duration::from_secs(5),
+        || async { get(on("web"), "app-stable", "/").await.header("x-backend") == Some("v1") },
+    )
+    .await;
+    assert_eq!(
+        get(on("opted"), "app-canary", "/")
+            .await
+            .header("x-backend"),
+        Some("v1")
+    );
+    for listener in ["public", "closed"] {
+        for host in ["app-stable", "app-canary", "APP-CANARY"] {
+            let r = get(on(listener), host, "/").await;
+            assert_eq!(r.status, 404, "{listener} {host}: {}", r.text());
+            assert_eq!(r.header("x-backend"), None);
+        }
+    }
+    // The route itself is served everywhere.
+    assert_eq!(
+        get(on("public"), "app.example.com", "/")
+            .await
+            .header("x-backend"),
+        Some("v1")
+    );
+    weir.shutdown().await;
+}

@@ -130,6 +130,8 @@ pub struct Listener {
     pub address: Option<String>,
     /// Terminate TLS with these certificates.
     pub tls: Option<Tls>,
+    /// Whether a Rollout's role names (`canaryService`, ...) are routable as Host here.
+    pub role_hosts: Option<bool>,
 }
 
 /// A listener's TLS settings.

@@ -98,11 +98,27 @@ pub struct Listener {
     pub address: SocketAddr,
     /// TLS, when it terminates TLS.
     pub tls: Option<Tls>,
+    /// `roleHosts` as written: whether a Host that names a Rollout's role
+    /// (`canaryService`, `stableService`, ...) reaches that role directly here.
+    pub role_hosts: Option<bool>,
+}
+
+impl Listener {
+    /// Whether role hosts are served on this listener: as written, else only on a
+    /// loopback address. Anyone who can reach a public listener could otherwise pick the
+    /// canary with a Host header.
+    pub fn serves_role_hosts(&self) -> bool {
+        self.role_hosts
+            .unwrap_or_else(|| self.address.ip().is_loopback())
+    }
 }
 
 impl PartialEq for Listener {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.address == other.address && self.tls == other.tls
+        self.name == other.name
+            && self.address == other.address
+            && self.tls == other.tls
+            && self.role_hosts == other.role_hosts
     }
 }
 

@@ -100,6 +100,19 @@ pub(super) fn proxy(
         let Some(parsed) = address::parse(ctx, doc, &address_field, addr) else {
             continue;
         };
+        if l.role_hosts == Some(true)
+            && let super::io::Address::Ip(a) = &parsed
+            && !a.ip().is_loopback()
+        {
+            ctx.notice(
+                doc,
+                &format!("{field}.roleHosts"),
+                format!(
+                    "anyone who can reach {a} can choose a Rollout's canary or stable \
+                     revision with a Host header; keep this listener internal"
+                ),
+            );
+        }
         let index = proxy.listeners.len();
         let address = address::record(
             ctx,
@@ -117,6 +130,7 @@ pub(super) fn proxy(
             name,
             address,
             tls: None,
+            role_hosts: l.role_hosts,
         });
     }
 

@@ -131,6 +131,10 @@ pub struct Controller {
     /// Rollouts whose latest state could not be saved, and why.
     unsaved: BTreeMap<String, String>,
     states: BTreeMap<String, RolloutStatus>,
+    /// Rollouts that left the configuration, with their state (kept on disk too): one that
+    /// comes back resumes where it was, never as if seen for the first time (which would
+    /// make its image stable at once).
+    retired: BTreeMap<String, RolloutStatus>,
     applied: BTreeMap<String, Option<TrafficPlan>>,
     /// Per Rollout, the start of the update last announced to the metrics source
     /// ([`MetricsSource::begin`]).
@@ -257,6 +261,7 @@ impl Controller {
                 recover,
                 unsaved: BTreeMap::new(),
                 states,
+                retired: BTreeMap::new(),
                 applied: BTreeMap::new(),
                 begun: BTreeMap::new(),
                 saved,
@@ -331,10 +336,24 @@ impl Controller {
         let now = self.clock.now();
         let mut changed = false;
         for (name, spec) in &model.argo.rollouts {
-            let st = self
-                .states
-                .entry(name.clone())
-                .or_insert_with(|| RolloutStatus::new(name));
+            let st = self.states.entry(name.clone()).or_insert_with(|| {
+                match self.retired.remove(name) {
+                    Some(mut st) => {
+                        for run in st.runs_mut() {
+                            run.forget_in_flight(now);
+                        }
+                        let e = st.event(
+                            now,
+                            Reason::RolloutResumed,
+                            "The Rollout is back in the configuration: its saved state is resumed".into(),
+                        );
+                        self.pending.push((name.clone(), e));
+                        tracing::info!(rollout = %name, phase = ?st.phase, step = ?st.current_step_index, "rollout back in the configuration: its state is resumed");
+                        st
+                    }
+                    None => RolloutStatus::new(name),
+                }
+            });
             let endpoints = |image: &str| has_endpoints(model, name, image);
             let world = World {
                 now,
@@ -452,9 +471,12 @@ impl Controller {
             .cloned()
             .collect();
         for name in gone {
-            self.states.remove(&name);
+            // Its state stays, in memory and on disk, should it come back; what its
+            // saved state could not tell (`recover`) is decided then.
+            if let Some(st) = self.states.remove(&name) {
+                self.retired.insert(name.clone(), st);
+            }
             self.saved.remove(&name);
-            self.recover.remove(&name);
             if self.unsaved.remove(&name).is_some() && self.unsaved.is_empty() {
                 self.stats.storage_healthy.store(true, Relaxed);
             }
@@ -462,10 +484,7 @@ impl Controller {
             if self.applied.remove(&name).is_some() {
                 self.router.apply(&name, &name, None).await;
             }
-            if let Some(s) = &self.store {
-                s.remove(&name);
-            }
-            tracing::info!(rollout = %name, "rollout removed from the configuration");
+            tracing::info!(rollout = %name, "rollout removed from the configuration; its state is kept should it come back");
         }
     }
 

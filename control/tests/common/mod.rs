@@ -162,14 +162,16 @@ impl Harness {
         self.handle.get("app").await.expect("the rollout app")
     }
 
-    /// Waits (in test time, a tenth of a second at a time, at most `limit`) until `f`
-    /// holds for the rollout `app`; its view then.
+    /// Waits (in test time, a tenth of a second at a time, at most `limit`) until the
+    /// rollout `app` is listed and `f` holds for it; its view then.
     pub async fn until(&self, limit: Duration, f: impl Fn(&RolloutView) -> bool) -> RolloutView {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let v = self.app().await;
-            if f(&v) {
-                return v;
+            let v = self.handle.get("app").await;
+            if let Some(v) = &v
+                && f(v)
+            {
+                return v.clone();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -175,8 +175,16 @@ pub fn build(
         ));
     }
 
-    // Role hosts of each Rollout: Host: my-app-canary reaches the canary directly.
-    for (rollout, t) in traffic {
+    // Role hosts of each Rollout: Host: my-app-canary reaches the canary directly, on the
+    // listeners that serve them (loopback ones unless `roleHosts` says otherwise).
+    let role_mask = model
+        .proxy
+        .listeners
+        .iter()
+        .filter(|l| l.serves_role_hosts())
+        .filter_map(|l| listeners.get(&l.name))
+        .fold(0u64, |m, l| m | 1u64 << l.index.min(63));
+    for (rollout, t) in traffic.iter().filter(|_| role_mask != 0) {
         let svc = model.services.get(&t.service);
         for (host, role) in &t.role_hosts {
             let revision = match role {
@@ -198,7 +206,7 @@ pub fn build(
                     name: Arc::from(route_name.as_str()),
                     path_prefix: "/".into(),
                     headers: Vec::new(),
-                    listener_mask: 0,
+                    listener_mask: role_mask,
                     target,
                 },
             ));
