@@ -59,6 +59,35 @@ pub const WEBHOOK_METHOD: &str = "POST";
 /// A route with a single backend and no `weight` sends it all the traffic.
 pub const SINGLE_BACKEND_WEIGHT: Weight = Weight::FULL;
 
+/// The address Gateway listeners bind when a Gateway gives no `IPAddress`
+/// (`spec.gatewayAddress`): every interface.
+pub const GATEWAY_ADDRESS: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+// ---- Kubernetes and the Gateway API ----
+
+/// The namespace of an object that does not name one.
+pub const NAMESPACE: &str = "default";
+/// The `gatewayClassName` weir always serves.
+pub const GATEWAY_CLASS: &str = "weir";
+/// A GatewayClass whose `controllerName` is this is weir's.
+pub const GATEWAY_CONTROLLER: &str = "weir.dev/gateway-controller";
+/// `backendRefs[].weight`: 1.
+pub const BACKEND_WEIGHT: u32 = 1;
+/// The largest `backendRefs[].weight` the Gateway API allows.
+pub const MAX_BACKEND_WEIGHT: i64 = 1_000_000;
+/// `requestRedirect.statusCode`: 302.
+pub const REDIRECT_STATUS: u16 = 302;
+/// `requestMirror` without `percent` or `fraction`: every request is copied.
+pub const MIRROR_SHARE: Weight = Weight::FULL;
+/// `requestMirror.fraction.denominator`: 100.
+pub const MIRROR_DENOMINATOR: i64 = 100;
+/// `cors.maxAge`: 5 seconds.
+pub const CORS_MAX_AGE: u32 = 5;
+/// A Gateway listener's `allowedRoutes.namespaces.from`: routes of its own namespace.
+pub const ALLOWED_ROUTES_FROM: &str = "Same";
+/// An HTTPRoute rule without `matches` takes every path (`PathPrefix /`).
+pub const GATEWAY_PATH_PREFIX: &str = "/";
+
 // ---- weir.dev/v1alpha1 Service ----
 
 /// A Service's endpoints take requests in turn unless `loadBalancer` says otherwise (also

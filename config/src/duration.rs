@@ -20,6 +20,11 @@ pub enum DurationError {
     /// A pause given as a number that is not a whole number of seconds.
     #[error("{0} is not a whole number of seconds: write an integer or a duration such as 90s")]
     NotWholeSeconds(String),
+    /// Not the Gateway API's duration format.
+    #[error(
+        "{0:?} is not a Gateway API duration: write up to four parts of at most 5 digits, each with a unit h, m, s or ms, e.g. 10s, 500ms, 1h30m"
+    )]
+    GatewaySyntax(String),
     /// A pause given as something other than a number or a string.
     #[error("{0} is not a duration: write seconds (30) or a duration (30s, 5m, 1h)")]
     NotAPause(String),
@@ -118,6 +123,42 @@ pub fn parse_pause(s: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs(d.as_secs()))
 }
 
+/// The Gateway API's `Duration` (HTTPRoute `timeouts`): one to four parts, each of one to
+/// five digits and a unit `h`, `m`, `s` or `ms` (`10s`, `500ms`, `1h30m`, `0s`).
+///
+/// # Errors
+/// [`DurationError::GatewaySyntax`].
+pub fn parse_gateway(s: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError::GatewaySyntax(s.to_owned());
+    let mut rest = s.as_bytes();
+    let (mut total, mut parts) = (Duration::ZERO, 0);
+    while !rest.is_empty() {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(bad)?;
+        rest = &rest[digits..];
+        let (unit, len) = match rest {
+            [b'm', b's', ..] => (Duration::from_millis(1), 2),
+            [b'h', ..] => (Duration::from_secs(3600), 1),
+            [b'm', ..] => (Duration::from_secs(60), 1),
+            [b's', ..] => (Duration::from_secs(1), 1),
+            _ => return Err(bad()),
+        };
+        rest = &rest[len..];
+        total += unit * n as u32;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
 /// Renders a duration the way Go would write it, for messages and the API.
 pub fn format(d: Duration) -> String {
     let secs = d.as_secs();
@@ -167,6 +208,31 @@ mod tests {
         assert!(parse_go("-1s").is_err());
         assert!(parse_go("").is_err());
         assert!(parse_go("s").is_err());
+    }
+
+    #[test]
+    fn gateway_durations() {
+        assert_eq!(parse_gateway("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_gateway("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_gateway("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            parse_gateway("1h30m10s5ms").unwrap(),
+            Duration::from_millis(5_410_005)
+        );
+        assert_eq!(parse_gateway("0s").unwrap(), Duration::ZERO);
+        for bad in [
+            "",
+            "10",
+            "1.5s",
+            "1d",
+            "123456s",
+            "1h1m1s1ms1s",
+            " 1s",
+            "-1s",
+            "s",
+        ] {
+            assert!(parse_gateway(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use weir_config::model::{HostMatch, RouteTarget, Weight};
+use weir_config::model::{HostMatch, PathMatch, RouteTarget};
 use weir_config::{ConfigError, load_str};
 
 fn issues(yaml: &str) -> Vec<String> {
@@ -57,12 +57,12 @@ fn a_good_config_loads() {
     assert_eq!(m.proxy.name, "edge");
     let r = &m.proxy.routes[0];
     assert_eq!(r.hosts, vec![HostMatch::Suffix(".example.com".into())]);
-    assert_eq!(r.path_prefix, "/api");
-    assert_eq!(r.headers[0].name, "x-canary");
+    assert_eq!(r.matches[0].path, PathMatch::Prefix("/api".into()));
+    assert_eq!(r.matches[0].headers[0].name, "x-canary");
     match &r.target {
         RouteTarget::Split(legs) => {
-            assert_eq!(legs[0].weight, Weight::from_basis_points(9950));
-            assert_eq!(legs[1].weight, Weight::from_basis_points(50));
+            assert_eq!(legs[0].weight, 9950);
+            assert_eq!(legs[1].weight, 50);
         }
         other => panic!("{other:?}"),
     }

@@ -246,11 +246,26 @@ impl Store {
         }
         // Written: the damaged files it replaces go aside, never overwritten.
         self.move_aside(&st.name)?;
-        // The last good state stays, as NAME.json.prev: a crash between the two renames
-        // leaves it, and the loader reads it when NAME.json is missing.
-        match std::fs::rename(&path, self.path(&st.name, PREVIOUS)) {
+        // The last good state stays, as NAME.json.prev: a second name for the file (a
+        // copy where links are not supported) renamed over it, so that NAME.json itself
+        // is never missing: only the one rename below replaces it, and a kill at any
+        // moment leaves the old status or the new one.
+        let prev_tmp = self.dir.join(format!(".{}.json.prev.tmp", st.name));
+        match std::fs::remove_file(&prev_tmp) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
+        }
+        let kept = match std::fs::hard_link(&path, &prev_tmp) {
+            Ok(()) => true,
+            // No current status (or it was damaged and moved aside): the previous one stays.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => {
+                std::fs::copy(&path, &prev_tmp)?;
+                true
+            }
+        };
+        if kept {
+            std::fs::rename(&prev_tmp, self.path(&st.name, PREVIOUS))?;
         }
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(&self.dir)?.sync_all()?;

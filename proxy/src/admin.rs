@@ -391,6 +391,7 @@ impl Admin {
                 Target::Split(t) => RouteDump {
                     name: r.name.to_string(),
                     unavailable: None,
+                    redirect: None,
                     legs: t
                         .legs
                         .iter()
@@ -407,6 +408,13 @@ impl Admin {
                 Target::Unavailable { reason, .. } => RouteDump {
                     name: r.name.to_string(),
                     unavailable: Some(reason.to_string()),
+                    redirect: None,
+                    legs: Vec::new(),
+                },
+                Target::Redirect(rd) => RouteDump {
+                    name: r.name.to_string(),
+                    unavailable: None,
+                    redirect: Some(rd.status),
                     legs: Vec::new(),
                 },
             })
@@ -423,6 +431,9 @@ struct RouteDump {
     name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     unavailable: Option<String>,
+    /// A redirecting route: its status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect: Option<u16>,
     legs: Vec<LegDump>,
 }
 

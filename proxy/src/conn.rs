@@ -79,6 +79,8 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// The listener's index in route masks.
     pub listener_index: u32,
+    /// The listener's port (a redirect keeps it when it changes nothing else).
+    pub port: u16,
     /// The client.
     pub client: SocketAddr,
     /// The client's IP as a header value, made once.
@@ -127,6 +129,7 @@ impl ConnInfo {
             shared,
             listener: "x".into(),
             listener_index: 0,
+            port: 80,
             client: "127.0.0.1:1".parse().unwrap(),
             client_ip: HeaderValue::from_static("127.0.0.1"),
             tls: false,

@@ -33,6 +33,9 @@ pub enum Kind {
     NoEndpoints,
     /// The route's target cannot serve now: 503.
     Unavailable,
+    /// The route has no valid backend (an HTTPRoute rule whose backends do not resolve,
+    /// or all weigh 0): 500, as the Gateway API says.
+    InvalidBackend,
     /// TCP connect refused or failed: 502.
     ConnectFailed,
     /// TCP connect took too long: 504.
@@ -45,7 +48,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for metrics.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::BadRequest,
         Kind::HeadTimeout,
         Kind::BodyTimeout,
@@ -54,6 +57,7 @@ impl Kind {
         Kind::NoRoute,
         Kind::NoEndpoints,
         Kind::Unavailable,
+        Kind::InvalidBackend,
         Kind::ConnectFailed,
         Kind::ConnectTimeout,
         Kind::ResponseTimeout,
@@ -69,6 +73,7 @@ impl Kind {
             Kind::HeadersTooLarge => 431,
             Kind::NoRoute => 404,
             Kind::NoEndpoints | Kind::Unavailable => 503,
+            Kind::InvalidBackend => 500,
             Kind::ConnectFailed | Kind::UpstreamProtocol => 502,
             Kind::ConnectTimeout | Kind::ResponseTimeout => 504,
         }
@@ -82,7 +87,9 @@ impl Kind {
             | Kind::BodyTimeout
             | Kind::UriTooLong
             | Kind::HeadersTooLarge => Source::Client,
-            Kind::NoRoute | Kind::NoEndpoints | Kind::Unavailable => Source::Config,
+            Kind::NoRoute | Kind::NoEndpoints | Kind::Unavailable | Kind::InvalidBackend => {
+                Source::Config
+            }
             Kind::ConnectFailed
             | Kind::ConnectTimeout
             | Kind::ResponseTimeout
@@ -101,6 +108,7 @@ impl Kind {
             Kind::NoRoute => "no_route",
             Kind::NoEndpoints => "no_endpoints",
             Kind::Unavailable => "unavailable",
+            Kind::InvalidBackend => "invalid_backend",
             Kind::ConnectFailed => "connect_failed",
             Kind::ConnectTimeout => "connect_timeout",
             Kind::ResponseTimeout => "response_timeout",
@@ -116,6 +124,7 @@ impl Kind {
             408 => "Request Timeout",
             414 => "URI Too Long",
             431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
@@ -134,6 +143,7 @@ impl Kind {
             Kind::NoRoute => "404 Not Found: no route matches this request\n",
             Kind::NoEndpoints => "503 Service Unavailable: no endpoints for this service\n",
             Kind::Unavailable => "503 Service Unavailable\n",
+            Kind::InvalidBackend => "500 Internal Server Error: this route has no valid backend\n",
             Kind::ConnectFailed => "502 Bad Gateway: the upstream refused the connection\n",
             Kind::ConnectTimeout => "504 Gateway Timeout: connecting to the upstream timed out\n",
             Kind::ResponseTimeout => "504 Gateway Timeout: the upstream did not answer in time\n",

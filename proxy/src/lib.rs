@@ -275,7 +275,7 @@ impl Proxy {
                             .collect(),
                     })
                 }
-                Target::Unavailable { .. } => None,
+                Target::Unavailable { .. } | Target::Redirect(_) => None,
             })
             .collect();
         StatsReport {

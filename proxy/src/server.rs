@@ -105,6 +105,7 @@ pub async fn serve(
             shared: shared.clone(),
             listener: listener_name.clone(),
             listener_index: index,
+            port: local.map_or(0, |a| a.port()),
             client,
             client_ip: client_ip_header(client),
             tls: tls.is_some(),

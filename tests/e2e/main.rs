@@ -4,12 +4,15 @@
 mod kit;
 
 mod abuse;
+mod abuse_h2;
 mod access_log;
+mod crash;
 mod dashboard;
 mod demo;
 mod errors;
 mod examples;
 mod first_errors;
+mod gateway_conformance;
 mod h1;
 mod limits;
 mod no_watch;

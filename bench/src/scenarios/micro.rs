@@ -142,19 +142,21 @@ pub fn run(opts: &MicroOptions) -> Result<MicroResult> {
         .map_err(anyhow::Error::msg)
         .context("building the route table")?;
     let headers = http::HeaderMap::new();
+    let req = weir_proxy::routing::Lookup {
+        listener: 0,
+        host: "api.example.com",
+        method: "GET",
+        path: "/v1/users",
+        query: "",
+    };
     let found = table
-        .lookup(0, "api.example.com", "/v1/users", &headers)
-        .map(|r| r.name.to_string());
+        .lookup(&req, &headers)
+        .map(|r| r.route.name.to_string());
     if found.as_deref() != Some("api-v1-users") {
         bail!("route lookup found {found:?}, not api-v1-users");
     }
     let lookup = ns_per_op(n, |_| {
-        black_box(table.lookup(
-            0,
-            black_box("api.example.com"),
-            black_box("/v1/users"),
-            &headers,
-        ));
+        black_box(table.lookup(black_box(&req), &headers));
     });
 
     let measurement_ns = record_on - record_off;

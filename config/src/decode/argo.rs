@@ -154,6 +154,10 @@ pub struct TrafficRouting {
     pub managed_routes: Option<Vec<ManagedRoute>>,
     /// The weight denominator.
     pub max_traffic_weight: Option<Int>,
+    /// Traffic router plugins by name. `argoproj-labs/gatewayAPI` names the HTTPRoutes
+    /// weir splits for this Rollout; the others are not needed. Each stays JSON until
+    /// validation reads the one it knows.
+    pub plugins: Option<BTreeMap<String, Value>>,
     /// Everything else (istio, nginx, traefik, ...), by router name: weir routes itself.
     #[serde(flatten)]
     pub routers: BTreeMap<String, Ignored>,

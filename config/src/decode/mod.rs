@@ -1,5 +1,5 @@
 //! Stage 2, decoding: located documents -> typed serde mirrors of each kind, one file per
-//! kind family ([`weir`], [`argo`] with [`metric`], [`kube`]), with typed scalars
+//! kind family ([`weir`], [`argo`] with [`metric`], [`kube`], [`gateway`]), with typed scalars
 //! ([`scalar`]). Mirrors are
 //! plain data: no defaults, no cross-document knowledge. A type error names its file,
 //! line, column and field.
@@ -8,6 +8,7 @@
 //! in [`Documents`].
 
 pub mod argo;
+pub mod gateway;
 pub mod kube;
 pub mod metric;
 pub mod scalar;
@@ -78,6 +79,20 @@ pub struct Documents {
     pub secrets: Vec<(Document, kube::SecretDoc)>,
     /// `Deployment` documents.
     pub deployments: Vec<(Document, kube::DeploymentDoc)>,
+    /// `Namespace` documents.
+    pub namespaces: Vec<(Document, kube::NamespaceDoc)>,
+    /// Kubernetes `Service` (`v1`) documents.
+    pub kube_services: Vec<(Document, kube::KubeServiceDoc)>,
+    /// `EndpointSlice` documents.
+    pub endpoint_slices: Vec<(Document, kube::EndpointSliceDoc)>,
+    /// `GatewayClass` documents.
+    pub gateway_classes: Vec<(Document, gateway::GatewayClassDoc)>,
+    /// `Gateway` documents.
+    pub gateways: Vec<(Document, gateway::GatewayDoc)>,
+    /// `HTTPRoute` documents, in the order read (the Gateway API's "oldest first").
+    pub http_routes: Vec<(Document, gateway::HttpRouteDoc)>,
+    /// `ReferenceGrant` documents.
+    pub reference_grants: Vec<(Document, gateway::ReferenceGrantDoc)>,
 }
 
 /// Decodes every document by its `apiVersion` and `kind`. A document that does not decode
@@ -128,14 +143,70 @@ pub fn decode(docs: Vec<Document>, f: &mut Findings) -> Documents {
                 }
             }
             ("v1", "Secret") => {
-                if let Some(raw) = decode_doc(f, &doc) {
-                    f.notice(
-                        &doc,
-                        "kind",
-                        "Secret: read for secretKeyRef args, not acted on otherwise",
-                    );
+                if let Some(raw) = decode_doc::<kube::SecretDoc>(f, &doc) {
+                    if raw.type_.as_deref() != Some(kube::TLS_SECRET_TYPE) {
+                        f.notice(
+                            &doc,
+                            "kind",
+                            "Secret: read for secretKeyRef args, not acted on otherwise",
+                        );
+                    }
                     out.secrets.push((doc, raw));
                 }
+            }
+            ("v1", "Namespace") => {
+                if let Some(raw) = decode_doc(f, &doc) {
+                    out.namespaces.push((doc, raw));
+                }
+            }
+            ("v1", "Service") => {
+                if let Some(raw) = decode_doc(f, &doc) {
+                    out.kube_services.push((doc, raw));
+                }
+            }
+            (kube::DISCOVERY_API, "EndpointSlice") => {
+                if let Some(raw) = decode_doc(f, &doc) {
+                    out.endpoint_slices.push((doc, raw));
+                }
+            }
+            (api, kind @ ("GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"))
+                if gateway::GATEWAY_VERSIONS.contains(&api) =>
+            {
+                match kind {
+                    "GatewayClass" => {
+                        if let Some(raw) = decode_doc(f, &doc) {
+                            out.gateway_classes.push((doc, raw));
+                        }
+                    }
+                    "Gateway" => {
+                        if let Some(raw) = decode_doc(f, &doc) {
+                            out.gateways.push((doc, raw));
+                        }
+                    }
+                    "HTTPRoute" => {
+                        if let Some(raw) = decode_doc(f, &doc) {
+                            out.http_routes.push((doc, raw));
+                        }
+                    }
+                    _ => {
+                        if let Some(raw) = decode_doc(f, &doc) {
+                            out.reference_grants.push((doc, raw));
+                        }
+                    }
+                }
+            }
+            (api, kind @ ("GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant"))
+                if api == gateway::GATEWAY_GROUP
+                    || api.starts_with(&format!("{}/", gateway::GATEWAY_GROUP)) =>
+            {
+                f.issue(
+                    &doc,
+                    "apiVersion",
+                    format!(
+                        "{api:?} is not a version weir knows for {kind}: the versions are {}",
+                        gateway::GATEWAY_VERSIONS.join(", ")
+                    ),
+                )
             }
             ("apps/v1", "Deployment") => {
                 if let Some(raw) = decode_doc(f, &doc) {

@@ -62,6 +62,11 @@ pub struct ProxySpec {
     pub debug_headers: Option<bool>,
     /// Where rollout notifications go.
     pub notifications: Option<Notifications>,
+    /// Besides `weir`, the `gatewayClassName`s of the Gateways weir serves.
+    pub gateway_class_names: Option<Vec<String>>,
+    /// The address Gateway listeners bind when their Gateway names no `IPAddress`
+    /// (default `0.0.0.0`).
+    pub gateway_address: Option<String>,
 }
 
 /// `spec.notifications`.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::analysis::MetricEnv;
 use crate::decode::{self, Findings};
 use crate::error::{ConfigError, Issue};
-use crate::model::{AdminToken, Model};
+use crate::model::{AdminToken, Model, Tls};
 use crate::read::{self, Read};
 use crate::validate::{self, FileUse, Slot, Validated};
 
@@ -60,6 +60,23 @@ fn run(read: Read) -> Result<Model, ConfigError> {
         let certificates = tls::read_certificates(l, &mut issues);
         if let Some(listener) = model.proxy.listeners.get_mut(l.listener) {
             listener.tls = certificates;
+        }
+    }
+    // A Secret served by several Gateway listeners is built once.
+    let mut built = std::collections::BTreeMap::new();
+    for c in &io.secret_certificates {
+        let key = built
+            .entry((c.namespace.clone(), c.name.clone()))
+            .or_insert_with(|| tls::secret_certificate(c, &mut issues))
+            .clone();
+        if let (Some(key), Some(listener)) = (key, model.proxy.listeners.get_mut(c.listener)) {
+            listener
+                .tls
+                .get_or_insert_with(|| Tls {
+                    certificates: Vec::new(),
+                })
+                .certificates
+                .push(tls::from_secret(c, key));
         }
     }
     if let Some(t) = &io.admin_token {

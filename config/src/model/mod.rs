@@ -2,8 +2,11 @@
 //! "default": validation has applied every default already.
 //!
 //! [`Model`] holds the weir kinds ([`weir`], whose types are re-exported here) and the
-//! Argo kinds ([`crate::rollout`]).
+//! Argo kinds ([`crate::rollout`]); [`http`] is what routes match and do, shared by every
+//! kind that routes, and [`gateway`] the status of the Gateway API objects.
 
+pub mod gateway;
+pub mod http;
 pub mod weir;
 
 use std::collections::BTreeMap;
@@ -12,10 +15,15 @@ use std::sync::Arc;
 
 use crate::error::Notice;
 
+pub use gateway::{Condition, GatewayStatus, SectionStatus, StatusKind};
+pub use http::{
+    Cors, Filter, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch, Redirect, Rewrite,
+    RouteMatch, RouteTimeouts, ValueMatch,
+};
 pub use weir::{
-    AccessLog, AdminToken, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch, Limits, Listener,
-    LoadBalancer, Notifier, Proxy, Route, RouteTarget, Service, Tls, TlsCertificate,
-    UpstreamSettings, Weight, WeightedService,
+    AccessLog, AdminToken, CertificateSource, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch,
+    Limits, Listener, LoadBalancer, Notifier, Proxy, Route, RouteTarget, ServedFor, Service, Tls,
+    TlsCertificate, UpstreamSettings, Weight, WeightedService,
 };
 
 /// Everything weir runs from.
@@ -34,4 +42,7 @@ pub struct Model {
     pub notices: Vec<Notice>,
     /// A hash of the contents of `files`, to tell a real change from a spurious event.
     pub fingerprint: u64,
+    /// The status of each Gateway API object (GatewayClass, Gateway, HTTPRoute), in the
+    /// order the documents were read.
+    pub gateway_status: Vec<GatewayStatus>,
 }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::http::{Filter, RouteMatch, RouteTimeouts};
+
 /// The `Proxy` document.
 #[derive(Clone, Debug)]
 pub struct Proxy {
@@ -38,6 +40,12 @@ pub struct Proxy {
     pub debug_headers: bool,
     /// Notification services by name.
     pub notifiers: BTreeMap<String, Notifier>,
+    /// `spec.gatewayClassNames`: besides `weir`, the `gatewayClassName`s of the Gateways
+    /// weir serves.
+    pub gateway_class_names: Vec<String>,
+    /// `spec.gatewayAddress`: the address a Gateway's listeners bind when the Gateway
+    /// gives no `IPAddress` in `spec.addresses` (default `0.0.0.0`).
+    pub gateway_address: std::net::IpAddr,
 }
 
 /// The admin API's bearer token. Its `Debug` never shows the secret, and
@@ -125,25 +133,64 @@ impl PartialEq for Listener {
 /// A listener's certificates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tls {
-    /// In the order written; the first is served when no name matches the SNI.
+    /// In the order written (a Proxy listener's own first, then those of the Gateway
+    /// listeners that share its address). For a client's SNI name the one served is: the
+    /// first whose [`ServedFor::Host`] is that exact name; else the one whose wildcard
+    /// [`ServedFor::Host`] has the longest matching suffix; else the first
+    /// [`ServedFor::CertificateNames`] certificate valid for the name; else the first
+    /// [`ServedFor::AnyHost`]; else the first certificate. Without SNI: the first
+    /// [`ServedFor::AnyHost`], else the first.
     pub certificates: Vec<TlsCertificate>,
 }
 
 /// A loaded certificate chain with its key.
 #[derive(Clone)]
 pub struct TlsCertificate {
-    /// Where the chain was read from.
-    pub cert_file: PathBuf,
-    /// Where the key was read from.
-    pub key_file: PathBuf,
+    /// Where the chain and key came from.
+    pub source: CertificateSource,
+    /// Which SNI names it is served for.
+    pub served_for: ServedFor,
     /// Chain and signing key, ready for rustls.
     pub key: Arc<rustls::sign::CertifiedKey>,
 }
 
+/// Where a certificate came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// A Proxy listener's `certFile` and `keyFile`.
+    Files {
+        /// Where the chain was read from.
+        cert_file: PathBuf,
+        /// Where the key was read from.
+        key_file: PathBuf,
+    },
+    /// A Kubernetes `Secret` of type `kubernetes.io/tls` (`tls.crt`, `tls.key`) that a
+    /// Gateway listener names.
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// Which SNI names a certificate is served for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServedFor {
+    /// The names the certificate itself carries (a Proxy listener's certificates).
+    CertificateNames,
+    /// A Gateway listener's `hostname`: served for SNI names it matches, whatever names
+    /// the certificate carries.
+    Host(HostMatch),
+    /// A Gateway listener without a `hostname`: served for any SNI name no other
+    /// certificate claims, and without SNI.
+    AnyHost,
+}
+
 impl PartialEq for TlsCertificate {
     fn eq(&self, other: &Self) -> bool {
-        self.cert_file == other.cert_file
-            && self.key_file == other.key_file
+        self.source == other.source
+            && self.served_for == other.served_for
             && self.key.cert == other.key.cert
     }
 }
@@ -151,27 +198,30 @@ impl PartialEq for TlsCertificate {
 impl fmt::Debug for TlsCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsCertificate")
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
+            .field("source", &self.source)
+            .field("served_for", &self.served_for)
             .finish_non_exhaustive()
     }
 }
 
-/// A route.
-#[derive(Clone, Debug)]
+/// A route: weir's own, or an HTTPRoute rule or Ingress path validated into the same
+/// shape.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
-    /// Unique name.
+    /// Unique name (for an HTTPRoute rule, `namespace/route/rule`).
     pub name: String,
     /// Hosts it takes; empty means any host.
     pub hosts: Vec<HostMatch>,
-    /// Path prefix, at least `/`.
-    pub path_prefix: String,
-    /// Header conditions, all of which must hold.
-    pub headers: Vec<HeaderMatch>,
+    /// The ways a request can match it (OR'd); never empty.
+    pub matches: Vec<RouteMatch>,
     /// Listener names it is bound to; empty means all.
     pub listeners: Vec<String>,
+    /// What it does to requests and responses, in order.
+    pub filters: Vec<Filter>,
     /// Where its traffic goes.
     pub target: RouteTarget,
+    /// Its own timeouts.
+    pub timeouts: RouteTimeouts,
 }
 
 /// A host condition. Hosts are stored lower-case without a port.
@@ -237,17 +287,28 @@ impl HeaderMatchKind {
 pub enum RouteTarget {
     /// Between this Rollout's stable and canary revisions.
     Rollout(String),
-    /// A fixed weighted split over Services; weights sum to 100%.
+    /// A fixed weighted split over Services.
     Split(Vec<WeightedService>),
+    /// Answer every request with this status and short message (an HTTPRoute rule whose
+    /// backends are all invalid gets 500, as the Gateway API says).
+    Respond {
+        /// The status.
+        status: u16,
+        /// The body, and what the log says.
+        message: String,
+    },
 }
 
 /// One leg of a fixed split.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightedService {
-    /// Service name (it exists).
+    /// Service name (a key of [`super::Model::services`]).
     pub service: String,
-    /// Its share.
-    pub weight: Weight,
+    /// Its weight, relative to the other legs' (weir's routes write hundredths of a
+    /// percent; the Gateway API's weights are taken as written). Zero gets no request.
+    pub weight: u32,
+    /// Filters for the requests this leg gets (an HTTPRoute backendRef's own).
+    pub filters: Vec<Filter>,
 }
 
 /// A share of traffic in hundredths of a percent: 0..=10000 (0.01% steps).

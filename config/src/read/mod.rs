@@ -105,8 +105,15 @@ pub fn read(path: &Path) -> Result<Read, ConfigError> {
             field: String::new(),
             message,
         };
-        match read_file(file) {
-            Ok(text) => read_text(file, &text, &mut out),
+        match read_file(file).map(String::from_utf8) {
+            Ok(Ok(text)) => read_text(file, &text, &mut out),
+            Ok(Err(e)) => out.issues.push(Issue {
+                pos: first_non_utf8(e.as_bytes(), e.utf8_error().valid_up_to()),
+                ..issue(format!(
+                    "cannot read: it is not UTF-8 text (byte {} is not); save it as UTF-8",
+                    e.utf8_error().valid_up_to()
+                ))
+            }),
             Err(message) => out.issues.push(issue(message)),
         }
     }
@@ -114,8 +121,21 @@ pub fn read(path: &Path) -> Result<Read, ConfigError> {
     Ok(out)
 }
 
-/// A regular file's text, at most [`MAX_FILE_BYTES`].
-fn read_file(file: &Path) -> Result<String, String> {
+/// The line and column of the byte at `valid_up_to`, the first that is not UTF-8.
+fn first_non_utf8(bytes: &[u8], valid_up_to: usize) -> Pos {
+    let valid = &bytes[..valid_up_to];
+    let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+    // UTF-8 up to `valid_up_to`, and a line starts after a newline: a character boundary.
+    let column = std::str::from_utf8(&valid[line_start..]).map_or(1, |s| s.chars().count() + 1);
+    Pos {
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+        column: u32::try_from(column).unwrap_or(u32::MAX),
+    }
+}
+
+/// A regular file's bytes, at most [`MAX_FILE_BYTES`].
+fn read_file(file: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let too_large = |n: u64| {
         format!(
@@ -138,12 +158,7 @@ fn read_file(file: &Path) -> Result<String, String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large(bytes.len() as u64));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "cannot read: it is not UTF-8 text (byte {} is not); save it as UTF-8",
-            e.utf8_error().valid_up_to()
-        )
-    })
+    Ok(bytes)
 }
 
 /// Reads YAML text as though it were the file `name`.

@@ -170,6 +170,13 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// The stack YAML is parsed on, whatever thread parses it (see [`parse_documents`]).
+pub const PARSE_STACK: usize = 16 << 20;
+
+/// The most events that anchors may record, and the most that aliases may replay, in one
+/// file.
+pub const MAX_ALIAS_EVENTS: usize = 100_000;
+
 /// Parses every document of a YAML text. Empty documents (a trailing `---`) are dropped.
 ///
 /// # Errors
@@ -182,9 +189,21 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, ParseError> {
     budget.max_documents = 1_000_000;
     budget.max_nodes = 50_000_000;
     budget.max_events = 200_000_000;
+    // Aliases share a block in a hand-written file; they are not how a fleet is written.
+    // What they expand to is bounded apart, below the parser's default: at a million
+    // events an alias bomb of a few hundred bytes took 1.2 s to refuse in a release
+    // build (10 s in a debug one); at MAX_ALIAS_EVENTS it takes a tenth of that.
+    budget.max_recorded_anchor_events = MAX_ALIAS_EVENTS;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
-    match serde_saphyr::from_multiple_with_options::<Spanned<NodeValue>>(text, options) {
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
+    // The parser recurses for each level of nesting, up to the budget's depth limit (64):
+    // at that limit it needs about 3 MiB of stack in a debug build, more than a tokio
+    // worker's 2 MiB, where the watcher reloads. So it runs on a stack of its own.
+    let parsed = stacker::grow(PARSE_STACK, || {
+        serde_saphyr::from_multiple_with_options::<Spanned<NodeValue>>(text, options)
+    });
+    match parsed {
         Ok(docs) => Ok(docs
             .into_iter()
             .map(Node::from)

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::error::Location;
+use crate::model::ServedFor;
 
 /// The I/O validation leaves to the load stage, each piece with the location that asked
 /// for it, so that a failure is reported at its field.
@@ -16,6 +17,9 @@ pub struct Io {
     pub addresses: Vec<AddressUse>,
     /// The certificates of each listener that terminates TLS.
     pub certificates: Vec<ListenerCertificates>,
+    /// The certificates Gateway listeners take from Secrets, each for the listener that
+    /// serves it; the load stage builds them after the listener's own files.
+    pub secret_certificates: Vec<SecretCertificate>,
     /// Files the model depends on beyond the YAML (certificates and keys): the watcher
     /// reloads when one changes.
     pub files: Vec<PathBuf>,
@@ -96,4 +100,38 @@ pub struct CertificateFiles {
     pub cert_at: Location,
     /// Where `keyFile` is written.
     pub key_at: Location,
+}
+
+/// A certificate and key from a Kubernetes `Secret` (PEM, decoded from `tls.crt` and
+/// `tls.key`), for the listener a Gateway listener binds. Its `Debug` leaves the bytes
+/// out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretCertificate {
+    /// The listener's index in `proxy.listeners`.
+    pub listener: usize,
+    /// The Secret's namespace.
+    pub namespace: String,
+    /// The Secret's name.
+    pub name: String,
+    /// The PEM chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The PEM private key.
+    pub key_pem: Vec<u8>,
+    /// The SNI names it is served for (the Gateway listener's hostname).
+    pub served_for: ServedFor,
+    /// Where `tls.crt` is written in the Secret.
+    pub cert_at: Location,
+    /// Where `tls.key` is written in the Secret.
+    pub key_at: Location,
+}
+
+impl std::fmt::Debug for SecretCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCertificate")
+            .field("listener", &self.listener)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("served_for", &self.served_for)
+            .finish_non_exhaustive()
+    }
 }

@@ -12,7 +12,12 @@
 //! - `template`: `AnalysisTemplate`s and `ClusterAnalysisTemplate`s;
 //! - `rollout`: `Rollout`s, with `strategy` (canary, blue-green), `steps` and
 //!   `analysis` (the analyses a Rollout runs);
-//! - `proxy`: the `Proxy`, with `route` (its routes), `address` and `tls`.
+//! - `proxy`: the `Proxy`, with `route` (its routes), `address` and `tls`;
+//! - the Kubernetes and Gateway API kinds: `endpoints` (Namespaces, Services,
+//!   EndpointSlices, TLS Secrets, ReferenceGrants), `gateway` (GatewayClasses, Gateways:
+//!   listeners), `canary` (Rollouts split through an HTTPRoute), `httproute` with
+//!   `filters` (an HTTPRoute alone) and `attach` (HTTPRoutes onto listeners, backends
+//!   resolved: model routes), with `hostnames`.
 //!
 //! Checks that one document makes against another (a route's Service, a Rollout's
 //! templates, an arg's Secret) are all in `refs`; the context every part reports through
@@ -20,7 +25,14 @@
 
 mod address;
 mod analysis;
+mod attach;
+mod canary;
 mod ctx;
+mod endpoints;
+mod filters;
+mod gateway;
+mod hostnames;
+mod httproute;
 mod io;
 mod kube;
 mod proxy;
@@ -40,7 +52,8 @@ use crate::rollout::Argo;
 
 pub use address::check_unique;
 pub use io::{
-    Address, AddressUse, CertificateFiles, FileUse, Io, ListenerCertificates, Slot, UNRESOLVED,
+    Address, AddressUse, CertificateFiles, FileUse, Io, ListenerCertificates, SecretCertificate,
+    Slot, UNRESOLVED,
 };
 
 use ctx::Ctx;
@@ -61,13 +74,14 @@ pub struct Validated {
 
 /// Validates every document into one model. Services come first, then the Argo kinds
 /// (which look up Services, Secrets and Deployments), then the Proxy, whose routes name
-/// both.
+/// both, then the Kubernetes and Gateway API kinds, whose listeners join the Proxy's and
+/// whose routes follow its routes.
 ///
 /// `env` is what analysis metrics may take from the environment (read by the caller:
 /// validation looks at nothing but its arguments).
 pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validated {
     let mut ctx = Ctx::new(findings, env.clone());
-    let services = service::services(&mut ctx, docs.services);
+    let mut services = service::services(&mut ctx, docs.services);
     let mut argo = Argo {
         secrets: kube::secrets(&mut ctx, &docs.secrets),
         ..Argo::default()
@@ -75,7 +89,42 @@ pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validat
     let deployments = kube::deployment_templates(&docs.deployments);
     template::templates(&mut ctx, &docs.templates, &mut argo);
     rollout::rollouts(&mut ctx, &docs.rollouts, &deployments, &services, &mut argo);
-    let proxy = proxy::proxy(&mut ctx, docs.proxies, &services, &argo);
+    let mut proxy = proxy::proxy(&mut ctx, docs.proxies, &services, &argo);
+
+    let mut gateway_status = Vec::new();
+    let (bindings, roles) = canary::bindings(&mut ctx, &docs.rollouts, &docs.http_routes, &argo);
+    let mut cluster = endpoints::Cluster::new(
+        &mut ctx,
+        &docs.namespaces,
+        &docs.kube_services,
+        &docs.endpoint_slices,
+        &docs.secrets,
+        &docs.reference_grants,
+        roles,
+    );
+    let gateways = gateway::gateways(
+        &mut ctx,
+        &docs.gateway_classes,
+        &docs.gateways,
+        &cluster,
+        &mut proxy,
+        &mut gateway_status,
+    );
+    let mut place = attach::Placement {
+        gateways: &gateways,
+        cluster: &mut cluster,
+        bindings: &bindings,
+        services: &mut services,
+    };
+    attach::routes(
+        &mut ctx,
+        &docs.http_routes,
+        &mut place,
+        &mut proxy,
+        &mut gateway_status,
+    );
+    cluster.report_unused(&mut ctx);
+
     Validated {
         model: Model {
             proxy,
@@ -84,6 +133,7 @@ pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validat
             files: Vec::new(),
             notices: Vec::new(),
             fingerprint: 0,
+            gateway_status,
         },
         io: ctx.io,
         findings: ctx.findings,

@@ -42,6 +42,8 @@ fn default_proxy() -> Proxy {
         admin_token: None,
         debug_headers: false,
         notifiers: BTreeMap::new(),
+        gateway_class_names: Vec::new(),
+        gateway_address: defaults::GATEWAY_ADDRESS,
     }
 }
 
@@ -290,6 +292,27 @@ pub(super) fn proxy(
     }
 
     proxy.debug_headers = spec.debug_headers.unwrap_or(defaults::DEBUG_HEADERS);
+    for (i, c) in spec.gateway_class_names.iter().flatten().enumerate() {
+        if c.trim().is_empty() {
+            ctx.issue(
+                doc,
+                &format!("spec.gatewayClassNames[{i}]"),
+                "a gateway class name is empty",
+            );
+        } else {
+            proxy.gateway_class_names.push(c.trim().to_owned());
+        }
+    }
+    if let Some(a) = &spec.gateway_address {
+        match a.trim().parse() {
+            Ok(ip) => proxy.gateway_address = ip,
+            Err(_) => ctx.issue(
+                doc,
+                "spec.gatewayAddress",
+                format!("{a:?} is not an IP address: write one without a port, e.g. 0.0.0.0 or 127.0.0.1"),
+            ),
+        }
+    }
     if let Some(n) = &spec.notifications {
         proxy.notifiers = notifiers(ctx, doc, n);
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::decode::weir as raw;
 use crate::defaults;
 use crate::model::{
-    HeaderMatch, HeaderMatchKind, HostMatch, Route, RouteTarget, Service, Weight, WeightedService,
+    HeaderMatch, HeaderMatchKind, HostMatch, PathMatch, Route, RouteMatch, RouteTarget,
+    RouteTimeouts, Service, Weight, WeightedService,
 };
 use crate::read::Document;
 use crate::rollout::Argo;
@@ -111,10 +112,16 @@ pub(super) fn route(
     Some(Route {
         name,
         hosts,
-        path_prefix,
-        headers,
+        matches: vec![RouteMatch {
+            path: PathMatch::Prefix(path_prefix),
+            headers,
+            query: Vec::new(),
+            method: None,
+        }],
         listeners: route_listeners,
+        filters: Vec::new(),
         target: target?,
+        timeouts: RouteTimeouts::default(),
     })
 }
 
@@ -173,9 +180,13 @@ fn split_target(
                 }
             }
         };
-        legs.push(WeightedService { service, weight });
+        legs.push(WeightedService {
+            service,
+            weight: weight.basis_points(),
+            filters: Vec::new(),
+        });
     }
-    let total: u32 = legs.iter().map(|l| l.weight.basis_points()).sum();
+    let total: u32 = legs.iter().map(|l| l.weight).sum();
     if legs.len() == backends.len() && total != Weight::SCALE {
         ctx.issue(
             doc,

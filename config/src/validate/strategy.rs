@@ -96,6 +96,17 @@ pub(super) fn canary(
                 format!("trafficRouting.{router} is not needed: weir routes this Rollout's traffic itself"),
             );
         }
+        // The Gateway API plugin names the HTTPRoutes weir splits: validated with them
+        // (validate::canary); any other plugin is not needed.
+        for plugin in tr.plugins.iter().flat_map(|p| p.keys()) {
+            if plugin != super::canary::GATEWAY_API_PLUGIN {
+                ctx.notice(
+                    doc,
+                    &format!("spec.strategy.canary.trafficRouting.plugins[\"{plugin}\"]"),
+                    format!("trafficRouting.plugins.{plugin} is not needed: weir routes this Rollout's traffic itself"),
+                );
+            }
+        }
     }
     let steps = steps::steps(
         ctx,

@@ -115,7 +115,7 @@ where
             let len = head.common.len;
             *spans = std::mem::take(&mut head.common.headers);
             rbuf.advance(len);
-            let ok = write_simple(io, wbuf, refused.kind, close, settings.send_timeout)
+            let ok = write_refused(io, wbuf, &refused, close, settings.send_timeout)
                 .await
                 .is_ok();
             return if close || !ok {
@@ -143,6 +143,7 @@ where
             .iter()
             .map(|(n, v)| (n.get(buf), v.get(buf))),
         |name| head.common.named_in_connection(buf, name),
+        routed.edit.as_deref(),
     );
     // `Expect: 100-continue` is answered by weir itself once the request can go
     // upstream (as nginx does), and not passed on: an origin that ignores it would
@@ -153,7 +154,8 @@ where
     // a body already read); otherwise the body is copied as it goes upstream (up to
     // MIRROR_MAX) and the copy sent once it has. A mirror never holds back the request.
     let mut tee: Option<Vec<u8>> = None;
-    if let Some(mirror) = &routed.mirror {
+    if !routed.mirror.is_empty() {
+        let mirror = &routed.mirror;
         let body_len = match req_framing {
             Framing::None => Some(0),
             Framing::Length(n) if (n as usize) <= rbuf.len() => Some(n as usize),
@@ -214,7 +216,9 @@ where
         )
         .await;
         if sent.is_ok()
-            && let (Some(copy), Some(mirror)) = (tee.take(), &r.mirror)
+            && let Some(copy) = tee.take()
+            && let mirror = &r.mirror
+            && !mirror.is_empty()
         {
             spawn_mirror_copy(
                 &conn.shared.tasks,
@@ -416,12 +420,18 @@ where
         wbuf.push(b' ');
         wbuf.extend_from_slice(resp.reason.get(b));
         wbuf.extend_from_slice(b"\r\n");
+        let edit = ex.routed.edit.as_deref();
         for (n, v) in resp.common.headers() {
             let name = n.get(b);
-            if resp.common.is_hop_by_hop(b, name, false) {
+            if resp.common.is_hop_by_hop(b, name, false)
+                || edit.is_some_and(|e| e.drops(true, name))
+            {
                 continue;
             }
             put_header(wbuf, name, v.get(b));
+        }
+        if let Some(e) = edit {
+            e.extra(true, |n, v| put_header(wbuf, n, v));
         }
         if framing == Framing::Chunked && !decode {
             wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -511,6 +521,38 @@ pub(super) async fn refuse<S: AsyncWrite + Unpin>(
     conn.shared.counters.error(kind);
     let _ = write_simple(io, wbuf, kind, true, settings.send_timeout).await;
     Next::Close
+}
+
+/// Writes the proxy's own answer to a request it did not forward.
+async fn write_refused<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    wbuf: &mut Vec<u8>,
+    r: &request::Refused,
+    close: bool,
+    send_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    wbuf.clear();
+    let mut b = itoa::Buffer::new();
+    let body = r.body();
+    wbuf.extend_from_slice(b"HTTP/1.1 ");
+    wbuf.extend_from_slice(b.format(r.status()).as_bytes());
+    wbuf.push(b' ');
+    wbuf.extend_from_slice(r.reason().as_bytes());
+    wbuf.extend_from_slice(b"\r\n");
+    if !body.is_empty() {
+        wbuf.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    }
+    for (n, v) in r.headers() {
+        put_header(wbuf, n.as_bytes(), v.as_bytes());
+    }
+    wbuf.extend_from_slice(b"content-length: ");
+    wbuf.extend_from_slice(b.format(body.len()).as_bytes());
+    if close {
+        wbuf.extend_from_slice(b"\r\nconnection: close");
+    }
+    wbuf.extend_from_slice(b"\r\n\r\n");
+    wbuf.extend_from_slice(body.as_bytes());
+    send_to(io, wbuf, send_timeout).await
 }
 
 /// Writes a short response made by the proxy for `kind`.

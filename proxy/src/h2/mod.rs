@@ -113,7 +113,7 @@ async fn handle(
         Ok(r) => r,
         Err(refused) => {
             refused.record(&conn, start, log);
-            return short_response(refused.kind);
+            return refused_response(&refused);
         }
     };
 
@@ -142,12 +142,14 @@ async fn handle(
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
         // HTTP/2 has no Connection header (hyper refuses one).
         |_| false,
+        routed.edit.as_deref(),
     );
     let is_head = parts.method == http::Method::HEAD;
     // A mirror route's copy: at once without a body; with one, the body is copied as
     // it goes upstream (up to MIRROR_MAX) and the copy sent once it has.
     let mut tee: Option<Vec<u8>> = None;
-    if let Some(mirror) = &routed.mirror {
+    if !routed.mirror.is_empty() {
+        let mirror = &routed.mirror;
         if has_body {
             tee = Some(Vec::new());
         } else {
@@ -199,8 +201,15 @@ async fn handle(
         }
     }
     .await;
-    if let (Some(copy), Some(mirror)) = (tee, &r.mirror) {
-        spawn_mirror_copy(ex.tasks(), copy, mirror, r.pool, r.request_timeout, is_head);
+    if let Some(copy) = tee {
+        spawn_mirror_copy(
+            ex.tasks(),
+            copy,
+            &r.mirror,
+            r.pool,
+            r.request_timeout,
+            is_head,
+        );
     }
     let (mut up, mut resp_head) = match sent {
         Ok(pair) => pair,
@@ -239,12 +248,20 @@ async fn handle(
     let mut builder = Response::builder().status(resp_head.status);
     {
         let b: &[u8] = &up.buf;
+        let edit = r.edit.as_deref();
         for (n, v) in resp_head.common.headers() {
             let name = n.get(b);
-            if resp_head.common.is_hop_by_hop(b, name, false) {
+            if resp_head.common.is_hop_by_hop(b, name, false)
+                || edit.is_some_and(|e| e.drops(true, name))
+            {
                 continue;
             }
             builder = builder.header(name, v.get(b));
+        }
+        if let Some(e) = edit {
+            e.extra(true, |n, v| {
+                builder = std::mem::take(&mut builder).header(n, v);
+            });
         }
         if let Some(ticket) = r.ticket {
             debug_headers(r, ticket, |n, v| {
@@ -352,6 +369,25 @@ async fn send(
         *tee = None;
     }
     sent
+}
+
+/// The proxy's own answer to a request it did not forward.
+fn refused_response(r: &request::Refused) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(Bytes::from_static(r.body().as_bytes())));
+    *resp.status_mut() = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = resp.headers_mut();
+    if !r.body().is_empty() {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    for (n, v) in r.headers() {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.append(*n, v);
+        }
+    }
+    resp
 }
 
 /// A short response made by the proxy for `kind`.

@@ -3,6 +3,7 @@
 //! Host, the framing, and X-Forwarded-For/-Proto/-Host.
 
 use super::Routed;
+use super::filters::Edit;
 use crate::conn::ConnInfo;
 
 /// What the upstream head is written from.
@@ -45,17 +46,23 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Writes the upstream request head into `out`. `headers` are the client's, in order;
 /// `named_in_connection` tells the headers the client's Connection header names
-/// (HTTP/1.1), which are hop-by-hop too.
+/// (HTTP/1.1), which are hop-by-hop too. `edit` is what the route's filters change:
+/// headers dropped and added, the Host and target sent (X-Forwarded-Host keeps the
+/// client's).
 pub(crate) fn write_head<'h>(
     out: &mut Vec<u8>,
     conn: &ConnInfo,
     req: &Outgoing<'_>,
     headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
     named_in_connection: impl Fn(&[u8]) -> bool,
+    edit: Option<&Edit>,
 ) {
     out.extend_from_slice(req.method);
     out.push(b' ');
-    out.extend_from_slice(req.target);
+    out.extend_from_slice(
+        edit.and_then(|e| e.target.as_deref())
+            .map_or(req.target, str::as_bytes),
+    );
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff: Option<&[u8]> = None;
     for (name, value) in headers {
@@ -88,9 +95,19 @@ pub(crate) fn write_head<'h>(
         if named_in_connection(name) {
             continue;
         }
+        if edit.is_some_and(|e| e.drops(false, name)) {
+            continue;
+        }
         put_header(out, name, value);
     }
-    if let Some(h) = req.host {
+    if let Some(e) = edit {
+        e.extra(false, |n, v| put_header(out, n, v));
+    }
+    if let Some(h) = edit
+        .and_then(|e| e.host.as_deref())
+        .map(str::as_bytes)
+        .or(req.host)
+    {
         put_header(out, b"host", h);
     }
     if req.chunked {

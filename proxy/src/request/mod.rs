@@ -15,6 +15,7 @@
 //! 5. Mirror: a copy of the request goes to the mirror target
 //!    ([`crate::upstream::mirror`]).
 
+pub(crate) mod filters;
 pub(crate) mod forward;
 
 use std::sync::Arc;
@@ -25,10 +26,11 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLogSink, Entry};
 use crate::conn::ConnInfo;
 use crate::error::{Kind, Source};
-use crate::routing::{Backend, Headers, Target, normalize_host};
+use crate::routing::{Backend, Headers, Lookup, Target, normalize_host};
 use crate::stats::Outcome;
 use crate::upstream::client::Pace;
 use crate::upstream::{EndpointPool, PoolSettings, UpConn};
+use filters::Edit;
 
 /// What routing and the access log need of a request line.
 #[derive(Clone, Copy, Debug)]
@@ -53,16 +55,81 @@ pub(crate) struct Routed {
     pub(crate) ticket: Option<Option<u64>>,
     pub(crate) pool: PoolSettings,
     pub(crate) request_timeout: Duration,
-    /// A mirror route's target and endpoint.
-    pub(crate) mirror: Option<(Arc<Backend>, Arc<EndpointPool>)>,
+    /// Where copies go (mirror routes and filters): target and endpoint. Empty, and not
+    /// allocated, for most requests.
+    pub(crate) mirror: Vec<(Arc<Backend>, Arc<EndpointPool>)>,
+    /// What the route's filters do to the request and its response; `None` on a route
+    /// without filters.
+    pub(crate) edit: Option<Box<Edit>>,
 }
 
-/// A request that could not be routed: the proxy answers it with `kind`.
+/// A request the proxy answers itself: one that could not be routed (`kind`), or one
+/// its route answers (a redirect, a CORS preflight).
 #[derive(Debug)]
 pub(crate) struct Refused {
-    pub(crate) kind: Kind,
+    /// The error, when it is one (counted by kind).
+    pub(crate) kind: Option<Kind>,
     route: Option<Arc<str>>,
     backend: Option<Arc<Backend>>,
+    /// A route's own answer.
+    answer: Option<Box<Answer>>,
+}
+
+/// A response a route gives without going upstream.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Refused {
+    fn error(kind: Kind, route: Option<Arc<str>>, backend: Option<Arc<Backend>>) -> Self {
+        Refused {
+            kind: Some(kind),
+            route,
+            backend,
+            answer: None,
+        }
+    }
+
+    fn answer(route: Arc<str>, status: u16, headers: Vec<(&'static str, String)>) -> Self {
+        Refused {
+            kind: None,
+            route: Some(route),
+            backend: None,
+            answer: Some(Box::new(Answer { status, headers })),
+        }
+    }
+
+    /// The status sent.
+    pub(crate) fn status(&self) -> u16 {
+        match (&self.kind, &self.answer) {
+            (Some(k), _) => k.status(),
+            (None, Some(a)) => a.status,
+            (None, None) => 500,
+        }
+    }
+
+    /// The reason phrase of [`Refused::status`].
+    pub(crate) fn reason(&self) -> &'static str {
+        match self.kind {
+            Some(k) => k.reason(),
+            None => http::StatusCode::from_u16(self.status())
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+        }
+    }
+
+    /// Headers to send besides the framing ones.
+    pub(crate) fn headers(&self) -> &[(&'static str, String)] {
+        self.answer.as_ref().map_or(&[], |a| &a.headers)
+    }
+
+    /// The short body.
+    pub(crate) fn body(&self) -> &'static str {
+        self.kind.map_or("", Kind::body)
+    }
 }
 
 /// A request line kept for the access log, taken only while the log is on.
@@ -122,8 +189,9 @@ impl LogLine {
     }
 }
 
-/// Routes a request: route lookup, split pick, endpoint pick and mirror pick, all from
-/// one snapshot load, with the access log sink of the same snapshot.
+/// Routes a request: route lookup, split pick, endpoint pick, mirror pick and the
+/// route's filters, all from one snapshot load, with the access log sink of the same
+/// snapshot.
 pub(crate) fn route(
     conn: &ConnInfo,
     req: &RequestLine<'_>,
@@ -132,33 +200,87 @@ pub(crate) fn route(
     let table = conn.shared.table.load();
     let mut hbuf = [0u8; 256];
     let host = normalize_host(req.host, &mut hbuf);
-    let routed = match table.lookup(conn.listener_index, host, req.path, headers) {
-        None => Err(Refused {
-            kind: Kind::NoRoute,
-            route: None,
-            backend: None,
-        }),
-        Some(route) => match &route.target {
-            Target::Unavailable { reason, .. } => {
-                tracing::debug!(route = %route.name, "{reason}");
-                Err(Refused {
-                    kind: Kind::Unavailable,
-                    route: Some(route.name.clone()),
-                    backend: None,
-                })
+    let lookup = Lookup {
+        listener: conn.listener_index,
+        host,
+        method: req.method,
+        path: req.path,
+        query: req.target.split_once('?').map_or("", |(_, q)| q),
+    };
+    let Some(found) = table.lookup(&lookup, headers) else {
+        return (
+            Err(Refused::error(Kind::NoRoute, None, None)),
+            table.access_log.clone(),
+        );
+    };
+    let route = found.route;
+    let routed = match &route.target {
+        Target::Unavailable { reason, status } => {
+            tracing::debug!(route = %route.name, "{reason}");
+            let kind = if *status == 500 {
+                Kind::InvalidBackend
+            } else {
+                Kind::Unavailable
+            };
+            Err(Refused::error(kind, Some(route.name.clone()), None))
+        }
+        Target::Redirect(rd) => {
+            let location = filters::location(rd, req, host, conn.tls, conn.port, found.path);
+            Err(Refused::answer(
+                route.name.clone(),
+                rd.status,
+                vec![("location", location)],
+            ))
+        }
+        Target::Split(t) => 'split: {
+            let mut edit = None;
+            if let Some(f) = &route.filters {
+                let mut e = Edit {
+                    route: Some(f.clone()),
+                    ..Edit::default()
+                };
+                if let Some(c) = &f.cors
+                    && let Some(h) = filters::cors(c, req.method, headers, &mut e)
+                {
+                    break 'split Err(Refused::answer(route.name.clone(), 200, h));
+                }
+                if let Some(rw) = &f.rewrite {
+                    filters::rewrite(rw, req, found.path, &mut e);
+                }
+                edit = Some(Box::new(e));
             }
-            Target::Split(t) => {
-                let (backend, ticket) = t.pick(headers);
-                let mirror = t
-                    .mirror(req.method, req.path, headers)
-                    .and_then(|b| b.pick_endpoint().cloned().map(|e| (b.clone(), e)));
-                match backend.pick_endpoint().cloned() {
-                    None => Err(Refused {
-                        kind: Kind::NoEndpoints,
-                        route: Some(route.name.clone()),
-                        backend: Some(backend.clone()),
-                    }),
-                    Some(endpoint) => Ok(Routed {
+            let (backend, ticket) = t.pick(headers);
+            if let Some(f) = &backend.filters {
+                let e = edit.get_or_insert_with(Default::default);
+                e.leg = Some(f.clone());
+                if let Some(rw) = &f.rewrite {
+                    filters::rewrite(rw, req, found.path, e);
+                }
+            }
+            let mirror = if t.mirrors.is_empty() {
+                Vec::new()
+            } else {
+                t.mirrors(req.method, req.path, headers)
+                    .filter_map(|b| b.pick_endpoint().cloned().map(|e| (b.clone(), e)))
+                    .collect()
+            };
+            match backend.pick_endpoint().cloned() {
+                None => Err(Refused::error(
+                    Kind::NoEndpoints,
+                    Some(route.name.clone()),
+                    Some(backend.clone()),
+                )),
+                Some(endpoint) => {
+                    let mut request_timeout = table.upstream.request_timeout;
+                    // The Gateway API: a timeout of 0s means none.
+                    for t in [route.timeouts.request, route.timeouts.backend_request]
+                        .into_iter()
+                        .flatten()
+                        .filter(|t| !t.is_zero())
+                    {
+                        request_timeout = request_timeout.min(t);
+                    }
+                    Ok(Routed {
                         route: route.name.clone(),
                         backend: backend.clone(),
                         endpoint,
@@ -168,22 +290,26 @@ pub(crate) fn route(
                             idle_timeout: table.upstream.idle_timeout,
                             max_idle: table.upstream.max_idle_per_endpoint as usize,
                         },
-                        request_timeout: table.upstream.request_timeout,
+                        request_timeout,
                         mirror,
-                    }),
+                        edit,
+                    })
                 }
             }
-        },
+        }
     };
     (routed, table.access_log.clone())
 }
 
 impl Refused {
-    /// Counts the refusal, charges it to the chosen backend (if one was chosen: a
-    /// backend with no endpoints fails its requests) and writes the access log line.
+    /// Counts the refusal (an error, by kind), charges it to the chosen backend (if
+    /// one was chosen: a backend with no endpoints fails its requests) and writes the
+    /// access log line.
     pub(crate) fn record(&self, conn: &ConnInfo, start: Instant, log: Option<Box<LogLine>>) {
-        conn.shared.counters.error(self.kind);
-        let status = self.kind.status();
+        if let Some(kind) = self.kind {
+            conn.shared.counters.error(kind);
+        }
+        let status = self.status();
         if let Some(b) = &self.backend {
             b.stats.record(Outcome {
                 status,
@@ -199,7 +325,7 @@ impl Refused {
                 self.backend.as_deref(),
                 None,
                 start,
-                Some(self.kind.label()),
+                self.kind.map(Kind::label),
             );
         }
     }

@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use weir_config::Model;
-use weir_config::model::{HeaderMatch, HostMatch, RouteTarget, Service, Tls, Weight};
+use weir_config::model::{
+    Filter, HeaderMatch, HeaderModifier, HostMatch, PathMatch, RouteTarget, RouteTimeouts, Service,
+    Tls, Weight,
+};
 
 use super::split::{Counter, Split};
-use super::{Backend, ListenerEntry, RouteEntry, RouteTable, SplitTarget, Target};
+use super::{
+    Backend, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable, SplitTarget, Target,
+};
 use crate::access_log::AccessLogSink;
 use crate::error::BuildError;
 use crate::stats::{CellKey, Role, Stats};
@@ -132,8 +137,9 @@ pub fn build(
         );
     }
 
-    // (hosts, entry, declaration order)
-    let mut entries: Vec<(Vec<HostMatch>, RouteEntry)> = Vec::new();
+    let mut routes: Vec<RouteEntry> = Vec::with_capacity(model.proxy.routes.len());
+    // (hosts, matcher)
+    let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::new();
     let mut used_counters = Vec::new();
     for r in &model.proxy.routes {
         let mut mask = 0u64;
@@ -142,17 +148,39 @@ pub fn build(
                 mask |= 1u64 << l.index.min(63);
             }
         }
+        let mut filters = compile_filters(&r.filters);
         let target = match &r.target {
             RouteTarget::Split(legs) => {
-                let backends: Vec<(Arc<Backend>, Weight)> = legs
+                let backends: Vec<(Arc<Backend>, u32)> = legs
                     .iter()
                     .map(|leg| {
                         let svc = model.services.get(&leg.service);
-                        let b = backend(ctx, &leg.service, Role::None, "", svc);
+                        let mut b = backend(ctx, &leg.service, Role::None, "", svc);
+                        if let Some(f) = compile_filters(&leg.filters)
+                            && let Some(b) = Arc::get_mut(&mut b)
+                        {
+                            b.filters = Some(f);
+                        }
                         (b, leg.weight)
                     })
                     .collect();
-                split_target(ctx, &r.name, backends, Vec::new(), &mut used_counters)
+                let mirrors = mirror_filters(ctx, model, &r.filters);
+                if backends.iter().all(|(_, w)| *w == 0) {
+                    // The Gateway API: a rule whose weights are all zero answers 500.
+                    Target::Unavailable {
+                        status: 500,
+                        reason: Arc::from("every backend of this route has weight 0"),
+                    }
+                } else {
+                    split_target_with_mirrors(
+                        ctx,
+                        &r.name,
+                        backends,
+                        Vec::new(),
+                        mirrors,
+                        &mut used_counters,
+                    )
+                }
             }
             RouteTarget::Rollout(name) => rollout_target(
                 ctx,
@@ -162,17 +190,42 @@ pub fn build(
                 &r.name,
                 &mut used_counters,
             ),
-        };
-        entries.push((
-            r.hosts.clone(),
-            RouteEntry {
-                name: Arc::from(r.name.as_str()),
-                path_prefix: r.path_prefix.clone().into_boxed_str(),
-                headers: r.headers.clone(),
-                listener_mask: mask,
-                target,
+            RouteTarget::Respond { status, message } => Target::Unavailable {
+                status: *status,
+                reason: Arc::from(message.as_str()),
             },
-        ));
+        };
+        let target = match r.filters.iter().find_map(|f| match f {
+            Filter::Redirect(rd) => Some(rd),
+            _ => None,
+        }) {
+            // A redirect answers instead of forwarding: nothing else applies.
+            Some(rd) => {
+                filters = None;
+                Target::Redirect(rd.clone())
+            }
+            None => target,
+        };
+        let id = routes.len() as u32;
+        routes.push(RouteEntry {
+            name: Arc::from(r.name.as_str()),
+            target,
+            filters,
+            timeouts: r.timeouts,
+        });
+        for m in &r.matches {
+            matchers.push((
+                r.hosts.clone(),
+                Matcher {
+                    route: id,
+                    path: m.path.clone(),
+                    headers: m.headers.clone(),
+                    query: m.query.clone(),
+                    method: m.method.as_deref().map(Box::from),
+                    listener_mask: mask,
+                },
+            ));
+        }
     }
 
     // Role hosts of each Rollout: Host: my-app-canary reaches the canary directly, on the
@@ -196,30 +249,38 @@ pub fn build(
             let target = split_target(
                 ctx,
                 &route_name,
-                vec![(b, Weight::FULL)],
+                vec![(b, Weight::SCALE)],
                 Vec::new(),
                 &mut used_counters,
             );
-            entries.push((
+            let id = routes.len() as u32;
+            routes.push(RouteEntry {
+                name: Arc::from(route_name.as_str()),
+                target,
+                filters: None,
+                timeouts: RouteTimeouts::default(),
+            });
+            matchers.push((
                 vec![HostMatch::Exact(host.to_ascii_lowercase())],
-                RouteEntry {
-                    name: Arc::from(route_name.as_str()),
-                    path_prefix: "/".into(),
+                Matcher {
+                    route: id,
+                    path: PathMatch::Prefix("/".into()),
                     headers: Vec::new(),
+                    query: Vec::new(),
+                    method: None,
                     listener_mask: role_mask,
-                    target,
                 },
             ));
         }
     }
     ctx.counters.retain(|k, _| used_counters.contains(k));
 
-    // Index by host; within a group the most specific route comes first.
+    // Index by host; within a group the most specific match comes first.
     let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
     let mut suffix: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut any = Vec::new();
-    let mut routes = Vec::with_capacity(entries.len());
-    for (i, (hosts, entry)) in entries.into_iter().enumerate() {
+    let mut all = Vec::with_capacity(matchers.len());
+    for (i, (hosts, m)) in matchers.into_iter().enumerate() {
         let id = i as u32;
         if hosts.is_empty() {
             any.push(id);
@@ -230,16 +291,10 @@ pub fn build(
                 HostMatch::Suffix(s) => suffix.entry(s).or_default().push(id),
             }
         }
-        routes.push(entry);
+        all.push(m);
     }
-    let specificity = |id: &u32| {
-        let r: &RouteEntry = &routes[*id as usize];
-        (
-            std::cmp::Reverse(r.path_prefix.len()),
-            std::cmp::Reverse(r.headers.len()),
-            *id,
-        )
-    };
+    let matchers = all;
+    let specificity = |id: &u32| specificity(&matchers[*id as usize], *id);
     for ids in exact.values_mut() {
         ids.sort_by_key(specificity);
     }
@@ -256,6 +311,7 @@ pub fn build(
     Ok(RouteTable {
         generation: ctx.generation,
         routes,
+        matchers,
         exact,
         suffix,
         any,
@@ -272,6 +328,100 @@ pub fn build(
         debug_headers: model.proxy.debug_headers,
         access_log: ctx.access_log.clone(),
     })
+}
+
+/// The order of matches within a host group, most specific first, as the Gateway API
+/// orders them: an exact path, then the longest path prefix (a regular expression
+/// after every prefix), then a method, then the most header conditions, then the most
+/// query conditions; ties go to the route written first, then its first match.
+fn specificity(
+    m: &Matcher,
+    id: u32,
+) -> (
+    u8,
+    std::cmp::Reverse<usize>,
+    bool,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+    u32,
+) {
+    use std::cmp::Reverse;
+    let (kind, len) = match &m.path {
+        PathMatch::Exact(p) => (0, p.len()),
+        PathMatch::Prefix(p) | PathMatch::Segments(p) => (1, p.len()),
+        PathMatch::Regex(_) => (2, 0),
+    };
+    (
+        kind,
+        Reverse(len),
+        m.method.is_none(),
+        Reverse(m.headers.len()),
+        Reverse(m.query.len()),
+        id,
+    )
+}
+
+/// The header changes, rewrite and CORS policy of `filters`, merged in order; `None`
+/// when there are none (redirects and mirrors are built apart).
+fn compile_filters(filters: &[Filter]) -> Option<Arc<RouteFilters>> {
+    let mut out = RouteFilters::default();
+    let mut any = false;
+    for f in filters {
+        match f {
+            Filter::RequestHeaders(h) => {
+                merge_modifier(out.request.get_or_insert_with(Default::default), h);
+                any = true;
+            }
+            Filter::ResponseHeaders(h) => {
+                merge_modifier(out.response.get_or_insert_with(Default::default), h);
+                any = true;
+            }
+            Filter::Rewrite(r) => {
+                out.rewrite = Some(r.clone());
+                any = true;
+            }
+            Filter::Cors(c) => {
+                out.cors = Some(c.clone());
+                any = true;
+            }
+            Filter::Redirect(_) | Filter::Mirror(_) => {}
+        }
+    }
+    any.then(|| Arc::new(out))
+}
+
+/// Appends `b` to `a`: applying the result does what applying both in turn does, for
+/// the changes the Gateway API allows (each name at most once per list).
+fn merge_modifier(a: &mut HeaderModifier, b: &HeaderModifier) {
+    for name in &b.remove {
+        a.set.retain(|(n, _)| n != name);
+        a.add.retain(|(n, _)| n != name);
+        a.remove.push(name.clone());
+    }
+    for (n, v) in &b.set {
+        a.set.retain(|(x, _)| x != n);
+        a.add.retain(|(x, _)| x != n);
+        a.set.push((n.clone(), v.clone()));
+    }
+    a.add.extend(b.add.iter().cloned());
+}
+
+/// The `RequestMirror`s of a route: a share of every request copied to a Service.
+fn mirror_filters(
+    ctx: &BuildContext,
+    model: &Model,
+    filters: &[Filter],
+) -> Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)> {
+    filters
+        .iter()
+        .filter_map(|f| match f {
+            Filter::Mirror(m) => {
+                let svc = model.services.get(&m.service);
+                Some((None, m.share, backend(ctx, &m.service, Role::None, "", svc)))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The listener's TLS acceptor: the one built before when its settings did not change.
@@ -322,7 +472,7 @@ fn backend(
 fn split_target(
     ctx: &mut BuildContext,
     route: &str,
-    legs: Vec<(Arc<Backend>, Weight)>,
+    legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::HeaderRoute, usize)>,
     used: &mut Vec<String>,
 ) -> Target {
@@ -332,21 +482,24 @@ fn split_target(
 fn split_target_with_mirrors(
     ctx: &mut BuildContext,
     route: &str,
-    legs: Vec<(Arc<Backend>, Weight)>,
+    legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::HeaderRoute, usize)>,
-    mirror_routes: Vec<(MirrorRoute, Arc<Backend>)>,
+    mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
     used: &mut Vec<String>,
 ) -> Target {
     let counters = ctx.counters.entry(route.to_owned()).or_default();
     used.push(route.to_owned());
-    let weights: Vec<u32> = legs.iter().map(|(_, w)| w.basis_points()).collect();
+    let weights: Vec<u32> = legs.iter().map(|(_, w)| *w).collect();
     let split = Split::new(&weights, counters);
     let mut mirrors = Vec::new();
-    for (m, target) in mirror_routes {
-        let key = format!("{route}#mirror/{}", m.name);
+    for (i, (m, share, target)) in mirror_routes.into_iter().enumerate() {
+        let key = match &m {
+            Some(m) => format!("{route}#mirror/{}", m.name),
+            None => format!("{route}#mirror{i}"),
+        };
         let counters = ctx.counters.entry(key.clone()).or_default();
         used.push(key);
-        let p = m.percentage.basis_points();
+        let p = share.basis_points();
         let share = Split::new(&[p, Weight::SCALE - p], counters);
         mirrors.push(super::Mirror {
             route: m,
@@ -354,9 +507,16 @@ fn split_target_with_mirrors(
             target,
         });
     }
+    // Shares as percentages, for metrics and the API.
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum::<u64>().max(1);
     Target::Split(SplitTarget {
         split,
-        weights: legs.iter().map(|(_, w)| *w).collect(),
+        weights: weights
+            .iter()
+            .map(|w| {
+                Weight::from_basis_points((u64::from(*w) * u64::from(Weight::SCALE) / total) as u32)
+            })
+            .collect(),
         legs: legs.into_iter().map(|(b, _)| b).collect(),
         header_routes,
         mirrors,
@@ -400,7 +560,7 @@ fn rollout_target(
     };
     let svc = model.services.get(&t.service);
     let stable = backend(ctx, rollout, Role::Stable, &t.stable, svc);
-    let mut legs = vec![(stable, t.canary_weight.complement())];
+    let mut legs = vec![(stable, t.canary_weight.complement().basis_points())];
     let mut header_routes = Vec::new();
     let mut mirrors = Vec::new();
     if let Some(canary) = &t.canary {
@@ -408,15 +568,15 @@ fn rollout_target(
         mirrors = t
             .mirror_routes
             .iter()
-            .map(|m| (m.clone(), c.clone()))
+            .map(|m| (Some(m.clone()), m.percentage, c.clone()))
             .collect();
         if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() {
-            legs.push((c, t.canary_weight));
+            legs.push((c, t.canary_weight.basis_points()));
             header_routes = t.header_routes.iter().map(|h| (h.clone(), 1)).collect();
         }
     }
     if legs.len() == 1 {
-        legs[0].1 = Weight::FULL;
+        legs[0].1 = Weight::SCALE;
     }
     split_target_with_mirrors(ctx, route, legs, header_routes, mirrors, used)
 }

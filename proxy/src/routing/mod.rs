@@ -5,13 +5,18 @@
 //! lookup. No I/O here.
 
 pub mod build;
+#[cfg(test)]
+mod match_tests;
 pub mod split;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use weir_config::model::{HeaderMatch, Limits, LoadBalancer, UpstreamSettings, Weight};
+use weir_config::model::{
+    Cors, HeaderMatch, HeaderModifier, Limits, LoadBalancer, PathMatch, QueryMatch, Redirect,
+    Rewrite, RouteTimeouts, UpstreamSettings, Weight,
+};
 
 use crate::access_log::AccessLogSink;
 use crate::stats::{Cell, CellKey, Role};
@@ -46,6 +51,9 @@ pub struct RouteTable {
     /// Increases with every build.
     pub generation: u64,
     routes: Vec<RouteEntry>,
+    /// The ways requests match routes, indexed by host below; within a host group,
+    /// the most specific first.
+    matchers: Vec<Matcher>,
     exact: HashMap<Box<str>, Vec<u32>>,
     /// Sorted by suffix length, longest first.
     suffix: Vec<(Box<str>, Vec<u32>)>,
@@ -81,12 +89,89 @@ pub struct ListenerEntry {
 pub struct RouteEntry {
     /// Its name, for logs and the API.
     pub name: Arc<str>,
-    path_prefix: Box<str>,
-    headers: Vec<HeaderMatch>,
-    /// Bit i set: the route serves listener i. Zero: all listeners.
-    listener_mask: u64,
     /// Where its requests go.
     pub target: Target,
+    /// What it does to requests and responses; `None` for most routes, which do
+    /// nothing (the fast path checks one pointer).
+    pub filters: Option<Arc<RouteFilters>>,
+    /// Its own timeouts.
+    pub timeouts: RouteTimeouts,
+}
+
+/// A route's filters, merged in the order written.
+#[derive(Debug, Default)]
+pub struct RouteFilters {
+    /// Header changes on the way upstream.
+    pub request: Option<HeaderModifier>,
+    /// Header changes on the way back.
+    pub response: Option<HeaderModifier>,
+    /// Host and path sent upstream.
+    pub rewrite: Option<Rewrite>,
+    /// CORS: preflights answered here, headers added to responses.
+    pub cors: Option<Cors>,
+}
+
+/// One way a request matches a route.
+#[derive(Debug)]
+struct Matcher {
+    /// Index of the route in [`RouteTable::routes`].
+    route: u32,
+    path: PathMatch,
+    headers: Vec<HeaderMatch>,
+    query: Vec<QueryMatch>,
+    method: Option<Box<str>>,
+    /// Bit i set: the route serves listener i. Zero: all listeners.
+    listener_mask: u64,
+}
+
+impl Matcher {
+    #[inline]
+    fn matches(&self, req: &Lookup<'_>, headers: &impl Headers) -> bool {
+        (self.listener_mask == 0 || self.listener_mask & (1u64 << req.listener.min(63)) != 0)
+            && self.path.matches(req.path)
+            && self.method.as_deref().is_none_or(|m| m == req.method)
+            && self
+                .headers
+                .iter()
+                .all(|h| headers.any_value(&h.name, |v| h.kind.matches(v)))
+            && self
+                .query
+                .iter()
+                .all(|q| query_value(req.query, &q.name).is_some_and(|v| q.value.matches(v)))
+    }
+}
+
+/// The first value of query parameter `name` (case-sensitive), as sent.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (n == name).then_some(v)
+    })
+}
+
+/// What a request is routed by.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup<'a> {
+    /// The listener's index in route masks.
+    pub listener: u32,
+    /// Lower-case, without a port.
+    pub host: &'a str,
+    /// As sent.
+    pub method: &'a str,
+    /// Without the query.
+    pub path: &'a str,
+    /// After the `?`, or empty.
+    pub query: &'a str,
+}
+
+/// A route found for a request, with the path match that took it (a prefix rewrite
+/// replaces what it matched).
+#[derive(Clone, Copy, Debug)]
+pub struct Found<'t> {
+    /// The route.
+    pub route: &'t RouteEntry,
+    /// The path condition that matched.
+    pub path: &'t PathMatch,
 }
 
 /// Where a route's requests go.
@@ -94,10 +179,12 @@ pub struct RouteEntry {
 pub enum Target {
     /// Split between legs.
     Split(SplitTarget),
-    /// Nothing can serve it now (a Rollout whose revision has no endpoints): this
-    /// status and message.
+    /// Answered with a redirect (`RequestRedirect`).
+    Redirect(Redirect),
+    /// Nothing can serve it now (a Rollout whose revision has no endpoints; an
+    /// HTTPRoute rule with no valid backend): this status and message.
     Unavailable {
-        /// The status to send (503).
+        /// The status to send (503, or 500 for an invalid backend).
         status: u16,
         /// Why, for the short body and the log.
         reason: Arc<str>,
@@ -123,8 +210,9 @@ pub struct SplitTarget {
 /// One mirror route in the snapshot.
 #[derive(Debug)]
 pub struct Mirror {
-    /// What it matches and how much it copies.
-    pub route: MirrorRoute,
+    /// Argo's setMirrorRoute: what it matches and how much it copies. `None`: a
+    /// Gateway API `RequestMirror`, which copies a share of every request of its route.
+    pub route: Option<MirrorRoute>,
     /// The exact split deciding which matching requests are copied.
     pub share: Split,
     /// Where copies go.
@@ -132,22 +220,24 @@ pub struct Mirror {
 }
 
 impl SplitTarget {
-    /// The backend a copy of this request goes to, if a mirror route takes it.
+    /// The backends copies of this request go to: each Gateway API mirror that takes its
+    /// share, or the first Argo mirror route that matches and takes it.
     #[inline]
-    pub fn mirror(
+    pub fn mirrors(
         &self,
         method: &str,
         path: &str,
         headers: &impl Headers,
-    ) -> Option<&Arc<Backend>> {
-        if self.mirrors.is_empty() {
-            return None;
-        }
-        self.mirrors
-            .iter()
-            .find(|m| m.route.matches(method, path, headers))
-            .filter(|m| m.share.pick() == 0)
-            .map(|m| &m.target)
+    ) -> impl Iterator<Item = &Arc<Backend>> {
+        let mut argo_done = false;
+        self.mirrors.iter().filter_map(move |m| match &m.route {
+            None => (m.share.pick() == 0).then_some(&m.target),
+            Some(r) if !argo_done && r.matches(method, path, headers) => {
+                argo_done = true;
+                (m.share.pick() == 0).then_some(&m.target)
+            }
+            Some(_) => None,
+        })
     }
 }
 
@@ -177,6 +267,9 @@ pub struct Backend {
     pub endpoints: Vec<Arc<EndpointPool>>,
     /// Spreading over endpoints.
     pub load_balancer: LoadBalancer,
+    /// Header changes for this leg's requests and responses (an HTTPRoute backendRef's
+    /// own filters).
+    pub filters: Option<Arc<RouteFilters>>,
     next: AtomicUsize,
 }
 
@@ -193,6 +286,7 @@ impl Backend {
             stats,
             endpoints,
             load_balancer,
+            filters: None,
             next: AtomicUsize::new(0),
         }
     }
@@ -226,47 +320,40 @@ impl Backend {
 }
 
 impl RouteTable {
-    /// The route for a request: the most specific whose host, path, headers and
-    /// listener match. `host` is lower-case, without a port.
+    /// The route for a request: the most specific whose host, path, method, headers,
+    /// query and listener match.
     #[inline]
-    pub fn lookup(
-        &self,
-        listener_index: u32,
-        host: &str,
-        path: &str,
-        headers: &impl Headers,
-    ) -> Option<&RouteEntry> {
-        if let Some(ids) = self.exact.get(host)
-            && let Some(r) = self.first_match(ids, listener_index, path, headers)
+    pub fn lookup(&self, req: &Lookup<'_>, headers: &impl Headers) -> Option<Found<'_>> {
+        if let Some(ids) = self.exact.get(req.host)
+            && let Some(r) = self.first_match(ids, req, headers)
         {
             return Some(r);
         }
         for (suffix, ids) in &self.suffix {
-            if host.len() > suffix.len()
-                && host.ends_with(&**suffix)
-                && let Some(r) = self.first_match(ids, listener_index, path, headers)
+            if req.host.len() > suffix.len()
+                && req.host.ends_with(&**suffix)
+                && let Some(r) = self.first_match(ids, req, headers)
             {
                 return Some(r);
             }
         }
-        self.first_match(&self.any, listener_index, path, headers)
+        self.first_match(&self.any, req, headers)
     }
 
     #[inline]
     fn first_match(
         &self,
         ids: &[u32],
-        listener_index: u32,
-        path: &str,
+        req: &Lookup<'_>,
         headers: &impl Headers,
-    ) -> Option<&RouteEntry> {
-        ids.iter().map(|i| &self.routes[*i as usize]).find(|r| {
-            (r.listener_mask == 0 || r.listener_mask & (1u64 << listener_index.min(63)) != 0)
-                && path.starts_with(&*r.path_prefix)
-                && r.headers
-                    .iter()
-                    .all(|h| headers.any_value(&h.name, |v| h.kind.matches(v)))
-        })
+    ) -> Option<Found<'_>> {
+        ids.iter()
+            .map(|i| &self.matchers[*i as usize])
+            .find(|m| m.matches(req, headers))
+            .map(|m| Found {
+                route: &self.routes[m.route as usize],
+                path: &m.path,
+            })
     }
 
     /// Every route, in match order within each host group.
@@ -386,9 +473,17 @@ spec:
             Arc::new(crate::upstream::Upstreams::default()),
         );
         let table = build(&model, &Default::default(), &mut ctx).unwrap();
+        let req = Lookup {
+            listener: 0,
+            host: "app.test",
+            method: "GET",
+            path: "/",
+            query: "",
+        };
         let route = table
-            .lookup(0, "app.test", "/", &http::HeaderMap::new())
-            .expect("a route");
+            .lookup(&req, &http::HeaderMap::new())
+            .expect("a route")
+            .route;
         let Target::Split(t) = &route.target else {
             panic!("not served: {:?}", route.name);
         };

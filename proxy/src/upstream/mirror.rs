@@ -31,20 +31,34 @@ pub(crate) fn tee_extend(tee: &mut Option<Vec<u8>>, bytes: &[u8]) {
         }
     }
 }
-/// Sends `copy` (a whole request, as sent upstream) to a mirror route's target in a task
-/// of its own, tracked by `tasks` (shutdown waits for it, bounded by its timeout).
+/// Sends `copy` (a whole request, as sent upstream) to each mirror target, each in a
+/// task of its own, tracked by `tasks` (shutdown waits for them, bounded by their
+/// timeout).
 pub(crate) fn spawn_mirror_copy(
     tasks: &tokio_util::task::TaskTracker,
     copy: Vec<u8>,
-    mirror: &(Arc<Backend>, Arc<EndpointPool>),
+    mirrors: &[(Arc<Backend>, Arc<EndpointPool>)],
     pool: PoolSettings,
     timeout: Duration,
     head_request: bool,
 ) {
+    let Some(((last_b, last_e), rest)) = mirrors.split_last() else {
+        return;
+    };
+    for (b, e) in rest {
+        tasks.spawn(mirror_copy(
+            copy.clone(),
+            b.clone(),
+            e.clone(),
+            pool,
+            timeout,
+            head_request,
+        ));
+    }
     tasks.spawn(mirror_copy(
         copy,
-        mirror.0.clone(),
-        mirror.1.clone(),
+        last_b.clone(),
+        last_e.clone(),
         pool,
         timeout,
         head_request,
