@@ -155,16 +155,27 @@ impl Listeners {
     }
 
     async fn reconcile(&mut self, model: &Model) {
-        if let Some((server, configured, _)) = self.admin.clone()
+        if let Some((server, configured, old_token)) = self.admin.clone()
             && configured != model.proxy.admin
         {
-            match bind("admin", model.proxy.admin) {
+            let new = model.proxy.admin;
+            let mut bound = bind("admin", new);
+            // The same port on another address (127.0.0.1:P to 0.0.0.0:P): the kernel
+            // refuses while the old socket listens, so the old one lets go first, and
+            // comes back if the new one still cannot be bound.
+            if is_in_use(&bound) && configured.port() == new.port() {
+                old_token.cancel();
+                bound = bind_retrying("admin", new).await;
+                if bound.is_err()
+                    && let Ok(back) = bind_retrying("admin", configured).await
+                {
+                    self.serve_admin(server.clone(), configured, back);
+                }
+            }
+            match bound {
                 Ok(listener) => {
-                    self.serve_admin(server, model.proxy.admin, listener);
-                    tracing::info!(
-                        "admin listener moved from {configured} to {}",
-                        model.proxy.admin
-                    );
+                    self.serve_admin(server, new, listener);
+                    tracing::info!("admin listener moved from {configured} to {new}");
                 }
                 Err(e) => tracing::error!("{e}; the admin listener keeps serving on {configured}"),
             }
@@ -186,16 +197,26 @@ impl Listeners {
             }
             // A listener renamed on the same address finds it held until the old one's
             // task has let go of it (at once, once it runs): a few short retries.
-            let mut tries = 0;
-            let bound = loop {
-                match bind(&format!("listener {}", l.name), l.address) {
-                    Err(_) if released && tries < 20 => {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    other => break other,
-                }
+            let what = format!("listener {}", l.name);
+            let mut bound = if released {
+                bind_retrying(&what, l.address).await
+            } else {
+                bind(&what, l.address)
             };
+            // The same port on another address: as for the admin listener above.
+            if is_in_use(&bound)
+                && let Some((configured, was)) = old
+                && configured.port() == l.address.port()
+                && let Some((_, _, token)) = self.bound.get(&l.name)
+            {
+                token.cancel();
+                bound = bind_retrying(&what, l.address).await;
+                if bound.is_err()
+                    && let Ok(back) = bind_retrying(&what, was).await
+                {
+                    self.serve(l.name.clone(), configured, back);
+                }
+            }
             match bound {
                 Ok(listener) => {
                     self.serve(l.name.clone(), l.address, listener);
@@ -221,6 +242,32 @@ impl Listeners {
             .map(|(n, (_, a, _))| (n.clone(), *a))
             .collect();
         *self.shown.lock().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+}
+
+/// Whether binding failed because the address is in use.
+fn is_in_use(r: &Result<TcpListener, StartError>) -> bool {
+    matches!(r, Err(e) if e.in_use())
+}
+
+impl StartError {
+    fn in_use(&self) -> bool {
+        matches!(self, StartError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+/// Binds `addr`, retrying for up to a second while a listener that was just told to stop
+/// still holds it (its task lets go as soon as it runs).
+async fn bind_retrying(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let mut tries = 0;
+    loop {
+        match bind(what, addr) {
+            Err(e) if tries < 20 && e.in_use() => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -512,3 +512,38 @@ metadata: {name: app}
             .any(|n| n.message.contains("skipped Workflow"))
     );
 }
+
+/// A token file or a certificate that is a FIFO (or any special file) is refused at
+/// once, never read: opening a FIFO would block the reload until something writes.
+#[test]
+fn token_and_certificate_files_that_are_not_regular_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        assert!(std::env::var_os("CI").is_none(), "mkfifo is missing");
+        eprintln!("skipped: no mkfifo here");
+        return;
+    }
+    let cfg = dir.path().join("weir.yaml");
+    std::fs::write(
+        &cfg,
+        proxy_with_admin("    address: \"127.0.0.1:0\"\n    tokenFile: fifo"),
+    )
+    .unwrap();
+    let i = issues_of(load(&cfg));
+    assert_eq!(i.len(), 1, "{i:?}");
+    assert!(i[0].contains("not a regular file"), "{i:?}");
+
+    std::fs::write(
+        &cfg,
+        "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {name: edge}\nspec:\n  listeners:\n    - name: tls\n      address: \"127.0.0.1:0\"\n      tls:\n        certificates: [{certFile: fifo, keyFile: fifo}]\n  admin: {address: \"127.0.0.1:0\"}\n",
+    )
+    .unwrap();
+    let i = issues_of(load(&cfg));
+    assert!(!i.is_empty(), "{i:?}");
+    assert!(i.iter().all(|i| i.contains("not a regular file")), "{i:?}");
+}

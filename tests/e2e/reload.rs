@@ -318,3 +318,55 @@ async fn a_reload_moves_adds_and_removes_listeners() {
     assert_eq!(weir.app().listener("web"), None);
     assert_eq!(get(p2, "x", "/").await.header("x-backend"), Some("v2"));
 }
+
+/// Issue 10, item 13: moving the admin listener and a listener from 127.0.0.1:P to
+/// 0.0.0.0:P (the same port, another address) by a reload: the kernel refuses the new
+/// socket while the old one listens, so the old one lets go first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_listeners_to_another_address_on_the_same_port() {
+    let up = backend("up").await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (web_port, admin_port) = (free(), free());
+    let yaml = |ip: &str| {
+        proxy(&split_route("app", &[("up", 100.0)]), "")
+            .replace(
+                "{name: web, address: \"127.0.0.1:0\"}",
+                &format!("{{name: web, address: \"{ip}:{web_port}\"}}"),
+            )
+            .replace(
+                "admin: {address: \"127.0.0.1:0\"}",
+                &format!("admin: {{address: \"{ip}:{admin_port}\"}}"),
+            )
+            + &service("up", &[up.addr()])
+    };
+    let weir = Weir::start(&yaml("127.0.0.1")).await;
+    assert_eq!(weir.web().to_string(), format!("127.0.0.1:{web_port}"));
+    weir.write_config(&yaml("0.0.0.0"));
+    eventually("both moved", Duration::from_secs(10), || async {
+        weir.admin().to_string() == format!("0.0.0.0:{admin_port}")
+            && weir.web().to_string() == format!("0.0.0.0:{web_port}")
+    })
+    .await;
+    let loopback = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(get(loopback(web_port), "app.test", "/").await.status, 200);
+    assert!(
+        metrics(loopback(admin_port))
+            .await
+            .contains("weir_config_reloads_total")
+    );
+    // And back.
+    weir.write_config(&yaml("127.0.0.1"));
+    eventually("both moved back", Duration::from_secs(10), || async {
+        weir.admin().to_string() == format!("127.0.0.1:{admin_port}")
+            && weir.web().to_string() == format!("127.0.0.1:{web_port}")
+    })
+    .await;
+    assert_eq!(get(loopback(web_port), "app.test", "/").await.status, 200);
+    weir.shutdown().await;
+}

@@ -103,7 +103,7 @@ fn run(read: Read) -> Result<Model, ConfigError> {
 /// leave something.
 fn read_admin_token(t: &FileUse, issues: &mut Vec<Issue>) -> Option<AdminToken> {
     let path = t.path.display();
-    match std::fs::read(&t.path) {
+    match crate::read::read_file(&t.path) {
         Ok(bytes) => {
             let token = bytes.trim_ascii();
             if token.is_empty() {
@@ -149,7 +149,7 @@ pub fn fingerprint(files: &[PathBuf]) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     for f in files {
         f.hash(&mut h);
-        match std::fs::read(f) {
+        match crate::read::read_file(f) {
             Ok(bytes) => bytes.hash(&mut h),
             Err(_) => 0u8.hash(&mut h),
         }

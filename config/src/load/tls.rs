@@ -27,8 +27,15 @@ pub(super) fn read_certificates(l: &ListenerCertificates, issues: &mut Vec<Issue
 
 fn read_certificate(c: &CertificateFiles, issues: &mut Vec<Issue>) -> Option<TlsCertificate> {
     let (cert_path, key_path) = (&c.cert_file, &c.key_file);
+    let read = |path: &std::path::Path, at: &crate::error::Location, issues: &mut Vec<Issue>| {
+        crate::read::read_file(path)
+            .map_err(|e| issues.push(at.issue(format!("{}: {e}", path.display()))))
+            .ok()
+    };
+    let cert_pem = read(cert_path, &c.cert_at, issues)?;
+    let key_pem = read(key_path, &c.key_at, issues)?;
     let certs: Result<Vec<CertificateDer<'static>>, _> =
-        CertificateDer::pem_file_iter(cert_path).and_then(|it| it.collect());
+        CertificateDer::pem_slice_iter(&cert_pem).collect();
     let certs = match certs {
         Ok(certs) if !certs.is_empty() => certs,
         Ok(_) => {
@@ -46,7 +53,7 @@ fn read_certificate(c: &CertificateFiles, issues: &mut Vec<Issue>) -> Option<Tls
             return None;
         }
     };
-    let key = match PrivateKeyDer::from_pem_file(key_path) {
+    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
         Ok(k) => k,
         Err(e) => {
             issues.push(c.key_at.issue(format!(

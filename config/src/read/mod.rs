@@ -134,12 +134,14 @@ fn first_non_utf8(bytes: &[u8], valid_up_to: usize) -> Pos {
     }
 }
 
-/// A regular file's bytes, at most [`MAX_FILE_BYTES`].
-fn read_file(file: &Path) -> Result<Vec<u8>, String> {
+/// A regular file's bytes, at most [`MAX_FILE_BYTES`]: what every file the
+/// configuration names (itself, certificates, the admin token) is read with, so that a
+/// FIFO never blocks a reload and `/dev/zero` is never read without end.
+pub(crate) fn read_file(file: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let too_large = |n: u64| {
         format!(
-            "the file is {n} bytes, more than weir reads (16 MiB): a configuration file this large is not one; split it"
+            "the file is {n} bytes, more than weir reads (16 MiB): no configuration, certificate or token file is this large"
         )
     };
     // Checked before opening: opening a FIFO would block until something writes to it.
