@@ -444,7 +444,10 @@ impl App {
         let admin_server = Arc::new(Admin::new(
             proxy.clone(),
             registry,
-            Some(Arc::new(RolloutsApi(handle.clone()))),
+            Some(Arc::new(RolloutsApi {
+                handle: handle.clone(),
+                models: tx.subscribe(),
+            })),
         ));
         serving.serve_admin(admin_server, model.proxy.admin, admin_listener);
         let admin = serving.admin_shown.clone();

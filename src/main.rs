@@ -223,6 +223,9 @@ fn check(args: &CheckArgs) -> ExitCode {
                     println!("notice: {n}");
                 }
             }
+            if args.verbose {
+                print_gateway_status(&model);
+            }
             println!(
                 "{}: valid ({} route{}, {} service{})",
                 args.config.display(),
@@ -236,6 +239,31 @@ fn check(args: &CheckArgs) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Each Gateway API object's conditions, as a Kubernetes controller would write them:
+/// the object's, then each listener's (with its attached routes) or each parent's.
+fn print_gateway_status(model: &weir_config::Model) {
+    for s in &model.gateway_status {
+        println!("{} {}/{}:", s.kind, s.namespace, s.name);
+        for c in &s.conditions {
+            println!("  {c}");
+        }
+        for sec in &s.sections {
+            let what = match sec.attached_routes {
+                Some(n) => format!(
+                    "listener {} ({n} route{} attached)",
+                    sec.name,
+                    plural(n as usize)
+                ),
+                None => format!("parent {}", sec.name),
+            };
+            println!("  {what}:");
+            for c in &sec.conditions {
+                println!("    {c}");
+            }
         }
     }
 }

@@ -156,8 +156,14 @@ impl TrafficRouter for ProxyRouter {
 /// The dashboard: one page, its CSS and script inside it, built into the binary (no CDN).
 const DASHBOARD: &str = include_str!("assets/dashboard.html");
 
-/// `/` (the dashboard) and `/api/v1/rollouts...` on the admin listener.
-pub struct RolloutsApi(pub ControllerHandle);
+/// `/` (the dashboard), `/api/v1/rollouts...` and `/api/v1/gateway` on the admin
+/// listener.
+pub struct RolloutsApi {
+    /// The control loop.
+    pub handle: ControllerHandle,
+    /// The configuration in force (for the Gateway API objects' status).
+    pub models: tokio::sync::watch::Receiver<Arc<weir_config::Model>>,
+}
 
 /// `/healthz` fails when the control loop has not turned for this long (it turns at least
 /// once a second).
@@ -166,7 +172,7 @@ const CONTROL_LOOP_STALL_MS: u64 = 10_000;
 impl AdminExtension for RolloutsApi {
     fn health(&self) -> Result<(), String> {
         use std::sync::atomic::Ordering::Relaxed;
-        let stats = &self.0.stats;
+        let stats = &self.handle.stats;
         if !stats.storage_healthy.load(Relaxed) {
             return Err("rollout state cannot be saved to the state folder (see the log and weir_state_save_failures_total)".into());
         }
@@ -201,11 +207,15 @@ impl AdminExtension for RolloutsApi {
                 );
                 return Some(r);
             }
+            if method == Method::GET && path == "/api/v1/gateway" {
+                let model = self.models.borrow().clone();
+                return Some(json(StatusCode::OK, &gateway_status(&model)));
+            }
             let rest = path.strip_prefix("/api/v1/rollouts")?;
             let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
             Some(match (method, parts.as_slice()) {
-                (Method::GET, []) => json(StatusCode::OK, &self.0.list().await),
-                (Method::GET, [name]) => match self.0.get(name).await {
+                (Method::GET, []) => json(StatusCode::OK, &self.handle.list().await),
+                (Method::GET, [name]) => match self.handle.get(name).await {
                     Some(v) => json(StatusCode::OK, &v),
                     None => not_found(name),
                 },
@@ -223,7 +233,7 @@ impl AdminExtension for RolloutsApi {
                         .clamp(1, 60);
                     let points = (minutes * 60).div_ceil(step) as usize;
                     match self
-                        .0
+                        .handle
                         .history(name, points, Duration::from_secs(step))
                         .await
                     {
@@ -262,7 +272,7 @@ impl AdminExtension for RolloutsApi {
                             ));
                         }
                     };
-                    match self.0.act(name, action).await {
+                    match self.handle.act(name, action).await {
                         Ok(v) => json(StatusCode::OK, &v),
                         Err(ActionError::NoRollout(_)) => not_found(name),
                         Err(e @ ActionError::Refused(_)) => json(
@@ -488,4 +498,50 @@ impl prometheus::core::Collector for NotifyCollector {
             ),
         ]
     }
+}
+
+/// `GET /api/v1/gateway`: each Gateway API object's status as weir would write it
+/// (kind, namespace, name, conditions; a Gateway's listeners with their attached routes,
+/// an HTTPRoute's parents, each with its conditions).
+fn gateway_status(model: &weir_config::Model) -> serde_json::Value {
+    use serde_json::json;
+    let conditions = |list: &[weir_config::model::Condition]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|c| {
+                json!({
+                    "type": c.type_,
+                    "status": if c.status { "True" } else { "False" },
+                    "reason": c.reason,
+                    "message": c.message,
+                })
+            })
+            .collect()
+    };
+    model
+        .gateway_status
+        .iter()
+        .map(|s| {
+            let sections: Vec<serde_json::Value> = s
+                .sections
+                .iter()
+                .map(|sec| {
+                    let mut v = json!({
+                        "name": sec.name,
+                        "conditions": conditions(&sec.conditions),
+                    });
+                    if let Some(n) = sec.attached_routes {
+                        v["attachedRoutes"] = json!(n);
+                    }
+                    v
+                })
+                .collect();
+            json!({
+                "kind": s.kind.as_str(),
+                "namespace": s.namespace,
+                "name": s.name,
+                "conditions": conditions(&s.conditions),
+                "sections": sections,
+            })
+        })
+        .collect()
 }

@@ -114,3 +114,111 @@ async fn at_run_time_the_rollout_says_what_it_waits_for_and_why_it_aborted() {
     assert_eq!(s["canaryWeight"], 0.0);
     assert!(weir.shutdown().await);
 }
+
+/// A Gateway and two HTTPRoutes, one that attaches and one whose parent does not
+/// exist: `weir check -v` prints each object's conditions with the Gateway API's reason
+/// names, and the admin API returns them as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_statuses_are_printed_by_check_and_served_by_the_admin_api() {
+    let up = backend("up").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        r#"apiVersion: weir.dev/v1alpha1
+kind: Proxy
+metadata: {{name: edge}}
+spec:
+  gatewayAddress: 127.0.0.1
+  admin: {{address: "127.0.0.1:0"}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: weir
+  listeners:
+    - {{name: http, protocol: HTTP, port: {port}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: good}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+    - backendRefs: [{{name: echo, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: orphan}}
+spec:
+  parentRefs: [{{name: nowhere}}]
+  rules:
+    - backendRefs: [{{name: echo, port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo}}
+spec:
+  ports: [{{port: 80, targetPort: {up_port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+ports: [{{port: {up_port}}}]
+"#,
+        up_port = up.addr().port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = Command::new(WEIR)
+        .args(["check", "-v", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for line in [
+        "Gateway default/gw:",
+        "  listener http (1 route attached):",
+        "HTTPRoute default/good:",
+        "HTTPRoute default/orphan:",
+        "    Accepted=False (NoMatchingParent)",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+
+    let weir = Weir::start_in(dir, "gw.yaml", &yaml).await;
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(
+        get(web, "example.com", "/").await.header("x-backend"),
+        Some("up")
+    );
+    let r = get(weir.admin(), "127.0.0.1", "/api/v1/gateway").await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let gw = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Gateway" && s["name"] == "gw")
+        .expect("the Gateway");
+    assert_eq!(gw["sections"][0]["attachedRoutes"], 1, "{gw}");
+    let orphan = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "HTTPRoute" && s["name"] == "orphan")
+        .expect("the orphan route");
+    assert_eq!(
+        orphan["sections"][0]["conditions"][0]["reason"], "NoMatchingParent",
+        "{orphan}"
+    );
+    weir.shutdown().await;
+}
