@@ -116,6 +116,7 @@ fn read_admin_token(t: &FileUse, issues: &mut Vec<Issue>) -> Option<AdminToken> 
             }
         }
         Err(e) => {
+            let e = e.strip_prefix("cannot read: ").unwrap_or(&e);
             issues.push(t.at.issue(format!("cannot read the admin token file {path}: {e}")));
             None
         }

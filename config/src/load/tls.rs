@@ -27,13 +27,19 @@ pub(super) fn read_certificates(l: &ListenerCertificates, issues: &mut Vec<Issue
 
 fn read_certificate(c: &CertificateFiles, issues: &mut Vec<Issue>) -> Option<TlsCertificate> {
     let (cert_path, key_path) = (&c.cert_file, &c.key_file);
-    let read = |path: &std::path::Path, at: &crate::error::Location, issues: &mut Vec<Issue>| {
+    let read = |what: &str,
+                path: &std::path::Path,
+                at: &crate::error::Location,
+                issues: &mut Vec<Issue>| {
         crate::read::read_file(path)
-            .map_err(|e| issues.push(at.issue(format!("{}: {e}", path.display()))))
+            .map_err(|e| {
+                let e = e.strip_prefix("cannot read: ").unwrap_or(&e);
+                issues.push(at.issue(format!("cannot read {what} from {}: {e}", path.display())));
+            })
             .ok()
     };
-    let cert_pem = read(cert_path, &c.cert_at, issues)?;
-    let key_pem = read(key_path, &c.key_at, issues)?;
+    let cert_pem = read("certificates", cert_path, &c.cert_at, issues)?;
+    let key_pem = read("a private key", key_path, &c.key_at, issues)?;
     let certs: Result<Vec<CertificateDer<'static>>, _> =
         CertificateDer::pem_slice_iter(&cert_pem).collect();
     let certs = match certs {

@@ -309,6 +309,9 @@ pub struct WeightedService {
     pub weight: u32,
     /// Filters for the requests this leg gets (an HTTPRoute backendRef's own).
     pub filters: Vec<Filter>,
+    /// Why this leg's reference does not resolve, when it does not: its share of the
+    /// requests answers 500, as the Gateway API says (`service` is then empty).
+    pub invalid: Option<String>,
 }
 
 /// A share of traffic in hundredths of a percent: 0..=10000 (0.01% steps).

@@ -443,6 +443,7 @@ fn resolve_rule(
                     service,
                     weight: b.weight,
                     filters,
+                    invalid: None,
                 });
             }
             Err(u) => {
@@ -456,6 +457,12 @@ fn resolve_rule(
                         ),
                     );
                     invalid.push(u.reason);
+                    legs.push(WeightedService {
+                        service: String::new(),
+                        weight: b.weight,
+                        filters: Vec::new(),
+                        invalid: Some(u.message.clone()),
+                    });
                 } else {
                     ctx.notice(
                         doc,
@@ -467,8 +474,11 @@ fn resolve_rule(
             }
         }
     }
-    let target = if let Some(rsn) = invalid.first() {
-        // The model cannot answer 500 for one leg of a split: the whole rule does.
+    let target = if let Some(rsn) = invalid.first()
+        && legs.iter().all(|l| l.invalid.is_some() || l.weight == 0)
+    {
+        // Nothing valid takes a request: the rule answers 500. With valid legs too,
+        // only the invalid legs' share does.
         RouteTarget::Respond {
             status: 500,
             message: format!("invalid backend ({rsn})"),

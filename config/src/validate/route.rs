@@ -184,6 +184,7 @@ fn split_target(
             service,
             weight: weight.basis_points(),
             filters: Vec::new(),
+            invalid: None,
         });
     }
     let total: u32 = legs.iter().map(|l| l.weight).sum();

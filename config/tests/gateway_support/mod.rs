@@ -101,6 +101,7 @@ pub(crate) fn split(legs: &[(&str, u32)]) -> RouteTarget {
                 service: (*s).to_owned(),
                 weight: *w,
                 filters: Vec::new(),
+                invalid: None,
             })
             .collect(),
     )

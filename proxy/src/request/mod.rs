@@ -250,6 +250,13 @@ pub(crate) fn route(
                 edit = Some(Box::new(e));
             }
             let (backend, ticket) = t.pick(headers);
+            if backend.invalid {
+                break 'split Err(Refused::error(
+                    Kind::InvalidBackend,
+                    Some(route.name.clone()),
+                    None,
+                ));
+            }
             if let Some(f) = &backend.filters {
                 let e = edit.get_or_insert_with(Default::default);
                 e.leg = Some(f.clone());

@@ -21,6 +21,9 @@ use crate::stats::{CellKey, Role, Stats};
 use crate::tls::TlsAcceptor;
 use crate::upstream::Upstreams;
 
+/// The name a leg that does not resolve is measured under.
+const INVALID_BACKEND: &str = "(invalid backend)";
+
 /// What the control loop decides for one Rollout: which revisions get which traffic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RolloutTraffic {
@@ -154,6 +157,13 @@ pub fn build(
                 let backends: Vec<(Arc<Backend>, u32)> = legs
                     .iter()
                     .map(|leg| {
+                        if leg.invalid.is_some() {
+                            let mut b = backend(ctx, INVALID_BACKEND, Role::None, "", None);
+                            if let Some(b) = Arc::get_mut(&mut b) {
+                                b.invalid = true;
+                            }
+                            return (b, leg.weight);
+                        }
                         let svc = model.services.get(&leg.service);
                         let mut b = backend(ctx, &leg.service, Role::None, "", svc);
                         if let Some(f) = compile_filters(&leg.filters)

@@ -36,6 +36,7 @@ fn route(name: &str, hosts: &[&str], matches: Vec<RouteMatch>) -> Route {
             service: "s".into(),
             weight: 1,
             filters: Vec::new(),
+            invalid: None,
         }]),
         timeouts: RouteTimeouts::default(),
     }
@@ -232,6 +233,7 @@ fn redirects_and_invalid_backends_are_answered_without_an_upstream() {
         service: "s".into(),
         weight: 0,
         filters: Vec::new(),
+        invalid: None,
     }]);
     let t = table(vec![redirect, invalid, zero]);
     let target = |path: &str| {
@@ -256,4 +258,38 @@ fn redirects_and_invalid_backends_are_answered_without_an_upstream() {
         target("/zero"),
         Target::Unavailable { status: 500, .. }
     ));
+}
+
+#[test]
+fn an_invalid_leg_takes_its_share_and_is_marked() {
+    let mut r = route("half", &[], vec![m(PathMatch::Segments("/".into()))]);
+    r.target = RouteTarget::Split(vec![
+        WeightedService {
+            service: "s".into(),
+            weight: 1,
+            filters: Vec::new(),
+            invalid: None,
+        },
+        WeightedService {
+            service: String::new(),
+            weight: 1,
+            filters: Vec::new(),
+            invalid: Some("Service default/nope not found".into()),
+        },
+    ]);
+    let t = table(vec![r]);
+    let req = Lookup {
+        listener: 0,
+        host: "a",
+        method: "GET",
+        path: "/",
+        query: "",
+    };
+    let h = http::HeaderMap::new();
+    let Target::Split(s) = &t.lookup(&req, &h).unwrap().route.target else {
+        panic!("a split");
+    };
+    let invalid: Vec<bool> = (0..6).map(|_| s.pick(&h).0.invalid).collect();
+    assert_eq!(invalid.iter().filter(|i| **i).count(), 3, "{invalid:?}");
+    assert!(s.legs[1].endpoints.is_empty());
 }

@@ -270,6 +270,8 @@ pub struct Backend {
     /// Header changes for this leg's requests and responses (an HTTPRoute backendRef's
     /// own filters).
     pub filters: Option<Arc<RouteFilters>>,
+    /// A leg whose reference does not resolve: its share answers 500.
+    pub invalid: bool,
     next: AtomicUsize,
 }
 
@@ -287,6 +289,7 @@ impl Backend {
             endpoints,
             load_balancer,
             filters: None,
+            invalid: false,
             next: AtomicUsize::new(0),
         }
     }
