@@ -222,6 +222,12 @@ pub struct Route {
     pub target: RouteTarget,
     /// Its own timeouts.
     pub timeouts: RouteTimeouts,
+    /// For an HTTPRoute rule: the hostnames of the Gateway listeners it is attached
+    /// through (`None`: a listener without a hostname). On a socket, a request is taken
+    /// only by the routes of the listener whose hostname matches its host most
+    /// specifically (the Gateway API's listener isolation). Empty for weir's own routes,
+    /// which every request on their listeners may reach.
+    pub scope: Vec<Option<HostMatch>>,
 }
 
 /// A host condition. Hosts are stored lower-case without a port.

@@ -42,9 +42,10 @@ pub(super) struct Placement<'g, 'c, 's> {
     pub(super) services: &'s mut BTreeMap<String, Arc<Service>>,
 }
 
-/// One listener a route is attached to: the model listener's index and name, and the
-/// hostnames the route takes there (`None`: every one).
-type Attachment = (usize, String, Option<Vec<String>>);
+/// One listener a route is attached to: the model listener's index and name, the
+/// hostnames the route takes there (`None`: every one), and the Gateway listener's own
+/// hostname (its scope on the socket).
+type Attachment = (usize, String, Option<Vec<String>>, Option<String>);
 
 /// Validates the HTTPRoutes and appends their rules to `proxy.routes`.
 pub(super) fn routes(
@@ -277,7 +278,7 @@ fn attach(
         any = true;
         counted.insert(l.status);
         if let Some(h) = isolate(l, hosts, on_socket.get(index).map_or(&[][..], |v| v)) {
-            attached.push((*index, name.clone(), h));
+            attached.push((*index, name.clone(), h, l.hostname.clone()));
         }
     }
     if !any {
@@ -328,12 +329,17 @@ fn emit(
     problems: &mut Vec<(&'static str, String)>,
     bound: &mut BTreeSet<(String, String, String)>,
 ) {
-    // Per model listener, the union of the hostnames taken there.
-    let mut per_listener: BTreeMap<usize, (String, Option<Vec<String>>)> = BTreeMap::new();
-    for (i, name, hosts) in attached {
+    // Per model listener, the union of the hostnames taken there, and of the Gateway
+    // listener hostnames attached through.
+    type Taken = (String, Option<Vec<String>>, Vec<Option<String>>);
+    let mut per_listener: BTreeMap<usize, Taken> = BTreeMap::new();
+    for (i, name, hosts, scope) in attached {
         let entry = per_listener
             .entry(*i)
-            .or_insert_with(|| (name.clone(), Some(Vec::new())));
+            .or_insert_with(|| (name.clone(), Some(Vec::new()), Vec::new()));
+        if !entry.2.contains(scope) {
+            entry.2.push(scope.clone());
+        }
         match (hosts, &mut entry.1) {
             (None, slot) => *slot = None,
             (Some(_), None) => {}
@@ -346,30 +352,32 @@ fn emit(
             }
         }
     }
-    // Model listeners that take the same hostnames share a model route.
-    let mut groups: Vec<(Option<Vec<String>>, Vec<String>)> = Vec::new();
-    for (_, (name, hosts)) in per_listener {
-        let key = hosts.as_ref().map(|h| {
+    // Model listeners that take the same hostnames through the same scopes share a
+    // model route.
+    type Group = (Option<Vec<String>>, Vec<Option<String>>, Vec<String>);
+    let sorted = |g: &Option<Vec<String>>| {
+        g.as_ref().map(|h| {
             let mut k = h.clone();
             k.sort();
             k
-        });
-        let sorted = |g: &Option<Vec<String>>| {
-            g.as_ref().map(|h| {
-                let mut k = h.clone();
-                k.sort();
-                k
-            })
-        };
-        match groups.iter_mut().find(|(h, _)| sorted(h) == key) {
-            Some((_, listeners)) => listeners.push(name),
-            None => groups.push((hosts, vec![name])),
+        })
+    };
+    let mut groups: Vec<Group> = Vec::new();
+    for (_, (name, hosts, mut scope)) in per_listener {
+        scope.sort();
+        let key = sorted(&hosts);
+        match groups
+            .iter_mut()
+            .find(|(h, s, _)| sorted(h) == key && *s == scope)
+        {
+            Some((_, _, listeners)) => listeners.push(name),
+            None => groups.push((hosts, scope, vec![name])),
         }
     }
     for rule in &route.rules {
         let base = format!("{}/{}/{}", route.namespace, route.name, rule.name);
         let (filters, target) = resolve_rule(ctx, doc, route, rule, place, problems, bound);
-        for (k, (hosts, listeners)) in groups.iter().enumerate() {
+        for (k, (hosts, scope, listeners)) in groups.iter().enumerate() {
             let name = if k == 0 {
                 base.clone()
             } else {
@@ -387,6 +395,10 @@ fn emit(
                 filters: filters.clone(),
                 target: target.clone(),
                 timeouts: rule.timeouts,
+                scope: scope
+                    .iter()
+                    .map(|h| h.as_deref().map(hostnames::host_match))
+                    .collect(),
             });
         }
     }

@@ -122,6 +122,7 @@ pub(super) fn route(
         filters: Vec::new(),
         target: target?,
         timeouts: RouteTimeouts::default(),
+        scope: Vec::new(),
     })
 }
 

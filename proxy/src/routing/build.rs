@@ -13,7 +13,8 @@ use weir_config::model::{
 
 use super::split::{Counter, Split};
 use super::{
-    Backend, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable, SplitTarget, Target,
+    Backend, Claim, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable, SplitTarget,
+    Target,
 };
 use crate::access_log::AccessLogSink;
 use crate::error::BuildError;
@@ -141,6 +142,7 @@ pub fn build(
     }
 
     let mut routes: Vec<RouteEntry> = Vec::with_capacity(model.proxy.routes.len());
+    let mut claims: HashMap<u32, super::Claims> = HashMap::new();
     // (hosts, matcher)
     let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::new();
     let mut used_counters = Vec::new();
@@ -192,14 +194,18 @@ pub fn build(
                     )
                 }
             }
-            RouteTarget::Rollout(name) => rollout_target(
-                ctx,
-                model,
-                name,
-                traffic.get(name),
-                &r.name,
-                &mut used_counters,
-            ),
+            RouteTarget::Rollout(name) => {
+                let mirrors = mirror_filters(ctx, model, &r.filters);
+                rollout_target(
+                    ctx,
+                    model,
+                    name,
+                    traffic.get(name),
+                    &r.name,
+                    mirrors,
+                    &mut used_counters,
+                )
+            }
             RouteTarget::Respond { status, message } => Target::Unavailable {
                 status: *status,
                 reason: Arc::from(message.as_str()),
@@ -223,6 +229,21 @@ pub fn build(
             filters,
             timeouts: r.timeouts,
         });
+        let scope: Box<[Claim]> = r
+            .scope
+            .iter()
+            .map(|h| match h {
+                Some(HostMatch::Exact(h)) => Claim::Exact(h.to_ascii_lowercase().into()),
+                Some(HostMatch::Suffix(s)) => Claim::Suffix(s.to_ascii_lowercase().into()),
+                None => Claim::Any,
+            })
+            .collect();
+        for name in &r.listeners {
+            if let Some(l) = listeners.get(name) {
+                let c = claims.entry(l.index).or_default();
+                scope.iter().for_each(|s| c.add(s));
+            }
+        }
         for m in &r.matches {
             matchers.push((
                 r.hosts.clone(),
@@ -233,6 +254,7 @@ pub fn build(
                     query: m.query.clone(),
                     method: m.method.as_deref().map(Box::from),
                     listener_mask: mask,
+                    scope: scope.clone(),
                 },
             ));
         }
@@ -279,6 +301,7 @@ pub fn build(
                     query: Vec::new(),
                     method: None,
                     listener_mask: role_mask,
+                    scope: Box::default(),
                 },
             ));
         }
@@ -323,6 +346,7 @@ pub fn build(
         routes,
         matchers,
         exact,
+        claims,
         suffix,
         any,
         listeners,
@@ -539,6 +563,7 @@ fn rollout_target(
     rollout: &str,
     traffic: Option<&RolloutTraffic>,
     route: &str,
+    rule_mirrors: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
     used: &mut Vec<String>,
 ) -> Target {
     // A Rollout the control loop has not decided on yet (one a reload just added): its
@@ -572,14 +597,16 @@ fn rollout_target(
     let stable = backend(ctx, rollout, Role::Stable, &t.stable, svc);
     let mut legs = vec![(stable, t.canary_weight.complement().basis_points())];
     let mut header_routes = Vec::new();
-    let mut mirrors = Vec::new();
+    // The route's own mirrors (an HTTPRoute rule's RequestMirror filters) first, so that
+    // their counters keep their keys whether or not there is a canary.
+    let mut mirrors = rule_mirrors;
     if let Some(canary) = &t.canary {
         let c = backend(ctx, rollout, Role::Canary, canary, svc);
-        mirrors = t
-            .mirror_routes
-            .iter()
-            .map(|m| (Some(m.clone()), m.percentage, c.clone()))
-            .collect();
+        mirrors.extend(
+            t.mirror_routes
+                .iter()
+                .map(|m| (Some(m.clone()), m.percentage, c.clone())),
+        );
         if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() {
             legs.push((c, t.canary_weight.basis_points()));
             header_routes = t.header_routes.iter().map(|h| (h.clone(), 1)).collect();

@@ -39,6 +39,7 @@ fn route(name: &str, hosts: &[&str], matches: Vec<RouteMatch>) -> Route {
             invalid: None,
         }]),
         timeouts: RouteTimeouts::default(),
+        scope: Vec::new(),
     }
 }
 
@@ -292,4 +293,33 @@ fn an_invalid_leg_takes_its_share_and_is_marked() {
     let invalid: Vec<bool> = (0..6).map(|_| s.pick(&h).0.invalid).collect();
     assert_eq!(invalid.iter().filter(|i| **i).count(), 3, "{invalid:?}");
     assert!(s.legs[1].endpoints.is_empty());
+}
+
+#[test]
+fn a_request_stays_with_the_gateway_listener_its_host_selects() {
+    let scoped = |name: &str, hosts: &[&str], path: &str, scope: HostMatch| {
+        let mut r = route(name, hosts, vec![m(PathMatch::Segments(path.into()))]);
+        r.listeners = vec!["web".into()];
+        r.scope = vec![Some(scope)];
+        r
+    };
+    let foo = || HostMatch::Exact("foo.example.com".into());
+    let wild = || HostMatch::Suffix(".example.com".into());
+    let t = table(vec![
+        scoped("foo-a", &["foo.example.com"], "/a", foo()),
+        scoped("wild", &["*.example.com"], "/", wild()),
+        scoped("wild-x-a", &["x.example.com"], "/a", wild()),
+    ]);
+    // foo.example.com selects the listener "foo.example.com": its routes only, even
+    // where the wildcard listener's route would match.
+    assert_eq!(find(&t, "foo.example.com", "GET", "/a", &[]), Some("foo-a"));
+    assert_eq!(find(&t, "foo.example.com", "GET", "/b", &[]), None);
+    // Other names select the wildcard listener, whose routes all take part.
+    assert_eq!(
+        find(&t, "x.example.com", "GET", "/a", &[]),
+        Some("wild-x-a")
+    );
+    assert_eq!(find(&t, "x.example.com", "GET", "/b", &[]), Some("wild"));
+    assert_eq!(find(&t, "bar.example.com", "GET", "/a", &[]), Some("wild"));
+    assert_eq!(find(&t, "example.org", "GET", "/", &[]), None);
 }

@@ -58,6 +58,9 @@ pub struct RouteTable {
     /// Sorted by suffix length, longest first.
     suffix: Vec<(Box<str>, Vec<u32>)>,
     any: Vec<u32>,
+    /// By listener index: the Gateway listener hostnames on that socket (none for
+    /// sockets without Gateway listeners).
+    claims: HashMap<u32, Claims>,
     /// By listener name: the index routes use in their listener masks, and TLS.
     pub listeners: HashMap<String, ListenerEntry>,
     /// Upstream timeouts and pool sizes.
@@ -122,12 +125,69 @@ struct Matcher {
     method: Option<Box<str>>,
     /// Bit i set: the route serves listener i. Zero: all listeners.
     listener_mask: u64,
+    /// The Gateway listener hostnames its route is attached through; empty for weir's
+    /// own routes.
+    scope: Box<[Claim]>,
+}
+
+/// A Gateway listener's hostname on a socket: what a request's host selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// `foo.example.com`.
+    Exact(Box<str>),
+    /// `*.example.com`, as `.example.com`.
+    Suffix(Box<str>),
+    /// A listener without a hostname.
+    Any,
+}
+
+/// The Gateway listener hostnames on one socket.
+#[derive(Debug, Default)]
+pub(crate) struct Claims {
+    exact: std::collections::HashSet<Box<str>>,
+    /// Longest first.
+    suffix: Vec<Box<str>>,
+    any: bool,
+}
+
+impl Claims {
+    pub(crate) fn add(&mut self, c: &Claim) {
+        match c {
+            Claim::Exact(h) => {
+                self.exact.insert(h.clone());
+            }
+            Claim::Suffix(s) => {
+                if !self.suffix.contains(s) {
+                    self.suffix.push(s.clone());
+                    self.suffix.sort_by_key(|s| std::cmp::Reverse(s.len()));
+                }
+            }
+            Claim::Any => self.any = true,
+        }
+    }
+
+    /// The listener hostname `host` selects: the exact one, else the longest wildcard,
+    /// else the listener without a hostname.
+    fn select(&self, host: &str) -> Option<Claim> {
+        if let Some(h) = self.exact.get(host) {
+            return Some(Claim::Exact(h.clone()));
+        }
+        if let Some(s) = self
+            .suffix
+            .iter()
+            .find(|s| host.len() > s.len() && host.ends_with(&***s))
+        {
+            return Some(Claim::Suffix(s.clone()));
+        }
+        self.any.then_some(Claim::Any)
+    }
 }
 
 impl Matcher {
     #[inline]
-    fn matches(&self, req: &Lookup<'_>, headers: &impl Headers) -> bool {
+    fn matches(&self, req: &Lookup<'_>, headers: &impl Headers, chosen: &Chosen<'_>) -> bool {
         (self.listener_mask == 0 || self.listener_mask & (1u64 << req.listener.min(63)) != 0)
+            && (self.scope.is_empty() || chosen.get().is_some_and(|c| self.scope.contains(c)))
             && self.path.matches(req.path)
             && self.method.as_deref().is_none_or(|m| m == req.method)
             && self
@@ -138,6 +198,21 @@ impl Matcher {
                 .query
                 .iter()
                 .all(|q| query_value(req.query, &q.name).is_some_and(|v| q.value.matches(v)))
+    }
+}
+
+/// The Gateway listener hostname a request selects on its socket, found on first need.
+struct Chosen<'t> {
+    claims: Option<&'t Claims>,
+    host: &'t str,
+    cell: std::cell::OnceCell<Option<Claim>>,
+}
+
+impl Chosen<'_> {
+    fn get(&self) -> Option<&Claim> {
+        self.cell
+            .get_or_init(|| self.claims.and_then(|c| c.select(self.host)))
+            .as_ref()
     }
 }
 
@@ -327,20 +402,25 @@ impl RouteTable {
     /// query and listener match.
     #[inline]
     pub fn lookup(&self, req: &Lookup<'_>, headers: &impl Headers) -> Option<Found<'_>> {
+        let chosen = Chosen {
+            claims: self.claims.get(&req.listener),
+            host: req.host,
+            cell: std::cell::OnceCell::new(),
+        };
         if let Some(ids) = self.exact.get(req.host)
-            && let Some(r) = self.first_match(ids, req, headers)
+            && let Some(r) = self.first_match(ids, req, headers, &chosen)
         {
             return Some(r);
         }
         for (suffix, ids) in &self.suffix {
             if req.host.len() > suffix.len()
                 && req.host.ends_with(&**suffix)
-                && let Some(r) = self.first_match(ids, req, headers)
+                && let Some(r) = self.first_match(ids, req, headers, &chosen)
             {
                 return Some(r);
             }
         }
-        self.first_match(&self.any, req, headers)
+        self.first_match(&self.any, req, headers, &chosen)
     }
 
     #[inline]
@@ -349,10 +429,11 @@ impl RouteTable {
         ids: &[u32],
         req: &Lookup<'_>,
         headers: &impl Headers,
+        chosen: &Chosen<'_>,
     ) -> Option<Found<'_>> {
         ids.iter()
             .map(|i| &self.matchers[*i as usize])
-            .find(|m| m.matches(req, headers))
+            .find(|m| m.matches(req, headers, chosen))
             .map(|m| Found {
                 route: &self.routes[m.route as usize],
                 path: &m.path,
