@@ -12,6 +12,7 @@ mod demo;
 mod errors;
 mod examples;
 mod first_errors;
+mod gateway_canary;
 mod gateway_conformance;
 mod h1;
 mod limits;

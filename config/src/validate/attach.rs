@@ -464,7 +464,7 @@ fn resolve_rule(
                         doc,
                         &b.field,
                         format!(
-                            "{}: requests for rule {:?} of HTTPRoute {}/{} answer 500",
+                            "{}: its share of the requests for rule {:?} of HTTPRoute {}/{} answers 500",
                             u.message, rule.name, route.namespace, route.name
                         ),
                     );

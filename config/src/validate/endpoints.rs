@@ -224,6 +224,17 @@ impl<'a> Cluster<'a> {
                     format!("port {port} is listed twice"),
                 );
             }
+            // weir's upstream client speaks HTTP/1.1: say so rather than ignore a port
+            // that asks for HTTP/2.
+            if let Some(ap) = p.app_protocol.as_deref()
+                && matches!(ap, "kubernetes.io/h2c" | "h2c" | "grpc" | "http2")
+            {
+                ctx.warn(
+                    doc,
+                    &format!("{f}.appProtocol"),
+                    format!("appProtocol {ap} is not honoured: weir speaks HTTP/1.1 to every backend, so a backend that only speaks HTTP/2 will refuse its requests"),
+                );
+            }
             let pname = p.name.clone().unwrap_or_default();
             ports.push((pname, port, p.target_port.clone()));
         }
