@@ -1801,28 +1801,39 @@ async fn gateway_api_conformance_httproute() {
         for (check, why) in &test.not_run {
             let _ = writeln!(report, "  not run: {check}: {why}");
         }
-        let mut ca = Vec::new();
-        let mut prepared = match prepare(&test, &cluster, &mut ca) {
-            Ok(p) => p,
-            Err(e) => {
-                fail_all(
-                    &test,
-                    &format!("harness: {e}"),
-                    &mut report,
-                    &mut tally,
-                    &mut failures,
-                );
-                continue;
+        // A reserved port is let go just before weir binds it, and another test running
+        // at the same time may take it in between: then again, with other ports.
+        let mut started = None;
+        for attempt in 1..=3 {
+            let mut ca = Vec::new();
+            let mut prepared = match prepare(&test, &cluster, &mut ca) {
+                Ok(p) => p,
+                Err(e) => {
+                    started = Some(Err(format!("harness: {e}")));
+                    break;
+                }
+            };
+            match start_weir(&mut prepared).await {
+                Ok(app) => {
+                    started = Some(Ok((prepared, ca, app)));
+                    break;
+                }
+                Err(e) if attempt < 3 && e.contains("address already in use") => continue,
+                Err(e) => {
+                    started = Some(Err(e));
+                    break;
+                }
             }
-        };
-        let tls = tls_client(&ca);
-        let weir = match start_weir(&mut prepared).await {
-            Ok(app) => app,
-            Err(e) => {
+        }
+        let (prepared, ca, weir) = match started {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
                 fail_all(&test, &e, &mut report, &mut tally, &mut failures);
                 continue;
             }
+            None => unreachable!("three attempts end in a result"),
         };
+        let tls = tls_client(&ca);
         for case in &test.cases {
             let tag = if case.derived { " [derived]" } else { "" };
             if let Some(why) = &case.skip {
