@@ -1,4 +1,4 @@
-//! `weir-bench`: the `weir-bench split|reload|memory|micro|blast|false-rollbacks|control-loop`
+//! `weir-bench`: the `weir-bench split|reload|memory|micro|gateway-routes|gateway-reload|blast|false-rollbacks|control-loop`
 //! benchmarks ([`scenarios`]), which start a weir binary (or run its pieces in-process) and
 //! report. The fake backend and load generator they drive live in `weir-fixtures`.
 

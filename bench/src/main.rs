@@ -12,12 +12,15 @@ use weir_bench::scenarios::blast::BlastOptions;
 use weir_bench::scenarios::canary::Guard;
 use weir_bench::scenarios::control_loop::ControlLoopOptions;
 use weir_bench::scenarios::false_rollbacks::FalseRollbacksOptions;
+use weir_bench::scenarios::gateway::GatewayRoutesOptions;
+use weir_bench::scenarios::gateway_reload::{Change, GatewayReloadOptions};
 use weir_bench::scenarios::memory::MemoryOptions;
 use weir_bench::scenarios::micro::MicroOptions;
 use weir_bench::scenarios::reload::ReloadOptions;
 use weir_bench::scenarios::split::SplitOptions;
 use weir_bench::scenarios::{
-    WeirOptions, blast, control_loop, false_rollbacks, memory, micro, reload, split,
+    WeirOptions, blast, control_loop, false_rollbacks, gateway, gateway_reload, memory, micro,
+    reload, split,
 };
 use weir_fixtures::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
 
@@ -50,6 +53,14 @@ enum Command {
     Memory(MemoryArgs),
     /// In-process nanoseconds per call of stats recording, split pick and route lookup.
     Micro(MicroArgs),
+    /// In-process, a Gateway with N HTTPRoutes over N hostnames (three rules each) and their
+    /// Services and EndpointSlices: config load and table build in ms, and route lookup ns
+    /// (exact host first and last rule, wildcard host, miss) next to a table of one route.
+    GatewayRoutes(GatewayRoutesArgs),
+    /// The same config served by weir under open-loop load over many hostnames, rewritten N
+    /// times (one route changed each): rename to first new response, where the time goes
+    /// (from weir's log), and no failed request.
+    GatewayReload(GatewayReloadArgs),
     /// Blast radius of a broken canary (100% 500s) under open-loop load: failed requests and
     /// seconds until weir's own analysis aborts it, and the decision latency. Fails when a run
     /// fails more than 25 requests or for more than 2 s.
@@ -215,6 +226,68 @@ struct MicroArgs {
     json: bool,
 }
 
+/// The generated Gateway API config.
+#[derive(Debug, Args)]
+struct RouteSetArgs {
+    /// HTTPRoutes, each with its own hostname.
+    #[arg(long, default_value_t = 10_000)]
+    routes: usize,
+    /// How many of the hostnames are wildcards (`*.wild-I.bench.example`).
+    #[arg(long, default_value_t = 100)]
+    wildcards: usize,
+    /// Kubernetes Services, each with an EndpointSlice (even).
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+}
+
+#[derive(Debug, Args)]
+struct GatewayRoutesArgs {
+    #[command(flatten)]
+    set: RouteSetArgs,
+    /// Config loads and table builds to time.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Lookups per timed round.
+    #[arg(long, default_value_t = 2_000_000)]
+    iterations: u64,
+    /// Timed rounds per lookup.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct GatewayReloadArgs {
+    #[command(flatten)]
+    set: RouteSetArgs,
+    /// Config rewrites.
+    #[arg(long, default_value_t = 20)]
+    reloads: usize,
+    /// What each rewrite changes: `weight` (flip one route's split) or `add` (a new
+    /// HTTPRoute and hostname).
+    #[arg(long, default_value = "weight", value_parser = ["weight", "add"])]
+    change: String,
+    /// Open-loop load, requests per second in total.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Hostnames the load is spread over (one connection each).
+    #[arg(long, default_value_t = 100)]
+    hosts: usize,
+    /// Load before the first reload.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Pause after each reload took effect.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pause: Duration,
+    /// Between polls for the change.
+    #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
 #[derive(Debug, Args)]
 struct BackendArgs {
     /// Address to listen on.
@@ -334,6 +407,40 @@ fn real_main() -> Result<()> {
                 };
                 let result = tokio::task::spawn_blocking(move || micro::run(&opts)).await??;
                 print(&result, args.json)
+            }
+            Command::GatewayRoutes(args) => {
+                let opts = GatewayRoutesOptions {
+                    routes: args.set.routes,
+                    wildcards: args.set.wildcards,
+                    services: args.set.services,
+                    runs: args.runs,
+                    iterations: args.iterations,
+                    rounds: args.rounds,
+                };
+                let result = tokio::task::spawn_blocking(move || gateway::run(&opts)).await??;
+                print(&result, args.json)
+            }
+            Command::GatewayReload(args) => {
+                let opts = GatewayReloadOptions {
+                    routes: args.set.routes,
+                    wildcards: args.set.wildcards,
+                    services: args.set.services,
+                    reloads: args.reloads,
+                    change: if args.change == "add" {
+                        Change::Add
+                    } else {
+                        Change::Weight
+                    },
+                    rate: args.rate,
+                    hosts: args.hosts,
+                    warmup: args.warmup,
+                    pause: args.pause,
+                    poll_interval: args.poll_interval,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(gateway_reload::run(&opts)).await?;
+                print(&result, args.weir.json)?;
+                passed(result.passed, "gateway-reload")
             }
             Command::Blast(args) => {
                 let opts = BlastOptions {

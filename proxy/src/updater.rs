@@ -239,20 +239,28 @@ fn log_traffic(rollout: &str, old: Option<&RolloutTraffic>, new: &RolloutTraffic
 }
 
 fn log_model_diff(old: &Model, new: &Model) {
-    let names =
-        |m: &Model| -> Vec<String> { m.proxy.routes.iter().map(|r| r.name.clone()).collect() };
-    let (o, n) = (names(old), names(new));
-    for r in n.iter().filter(|r| !o.contains(r)) {
-        tracing::info!(route = %r, "route added");
+    // By name, in maps: with tens of thousands of routes, scanning lists was quadratic
+    // and held back every reload.
+    fn by_name(m: &Model) -> std::collections::HashMap<&str, &weir_config::model::Route> {
+        m.proxy
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), r))
+            .collect()
     }
-    for r in o.iter().filter(|r| !n.contains(r)) {
-        tracing::info!(route = %r, "route removed");
-    }
+    let (o, n) = (by_name(old), by_name(new));
     for r in &new.proxy.routes {
-        if let Some(prev) = old.proxy.routes.iter().find(|p| p.name == r.name)
-            && prev.target != r.target
-        {
-            tracing::info!(route = %r.name, "route target changed: {:?} -> {:?}", prev.target, r.target);
+        match o.get(r.name.as_str()) {
+            None => tracing::info!(route = %r.name, "route added"),
+            Some(prev) if prev.target != r.target => {
+                tracing::info!(route = %r.name, "route target changed: {:?} -> {:?}", prev.target, r.target);
+            }
+            Some(_) => {}
+        }
+    }
+    for r in &old.proxy.routes {
+        if !n.contains_key(r.name.as_str()) {
+            tracing::info!(route = %r.name, "route removed");
         }
     }
     for (name, s) in &new.services {

@@ -5,6 +5,10 @@
 //! - [`memory`]: resident memory per idle keep-alive client connection (optionally for nginx
 //!   and HAProxy too).
 //! - [`micro`]: in-process nanoseconds per operation of weir's hot-path pieces.
+//! - [`gateway`]: in-process, a Gateway with 10,000 HTTPRoutes: config load and table build
+//!   times, and route lookup nanoseconds next to a table of one route.
+//! - [`gateway_reload`]: the same config served by weir under load, one route changed per
+//!   reload: time to apply, and that no request fails meanwhile.
 //! - [`blast`]: how many requests a broken canary fails, and for how long, before weir's own
 //!   analysis aborts it.
 //! - [`false_rollbacks`]: how often a healthy-but-noisy canary is wrongly aborted.
@@ -14,9 +18,10 @@
 //! [`canary`] holds what the last three share: the Rollout config, an admin API client, and
 //! readings of `/metrics` and `/proc`.
 //!
-//! Every scenario but [`micro`] starts the weir binary ([`WeirProcess`]) with a config in a
-//! temporary folder and fake backends ([`weir_fixtures::FakeBackend`]) in this process, and stops it
-//! again (SIGTERM, then wait) when done, on error too: [`ChildGuard`] does it on drop.
+//! Every scenario but [`micro`] and [`gateway`] starts the weir binary ([`WeirProcess`]) with
+//! a config in a temporary folder and fake backends ([`weir_fixtures::FakeBackend`]) in this
+//! process, and stops it again (SIGTERM, then wait) when done, on error too: [`ChildGuard`]
+//! does it on drop.
 //! Unlike the rest of the crate, these spawn processes and bind fixed (freshly picked) ports,
 //! so they are for the command line, not for tests.
 
@@ -24,6 +29,8 @@ pub mod blast;
 pub mod canary;
 pub mod control_loop;
 pub mod false_rollbacks;
+pub mod gateway;
+pub mod gateway_reload;
 pub mod memory;
 pub mod micro;
 pub mod reload;
@@ -163,6 +170,17 @@ impl WeirProcess {
         watch: bool,
         yaml: impl FnOnce(u16, u16) -> String,
     ) -> Result<WeirProcess> {
+        Self::start_logging(opts, watch, "warn", yaml).await
+    }
+
+    /// [`WeirProcess::start`] with weir's `--log-level` (a level or a `RUST_LOG`-style
+    /// filter) instead of `warn`; [`WeirProcess::log`] reads what it wrote.
+    pub async fn start_logging(
+        opts: &WeirOptions,
+        watch: bool,
+        log_level: &str,
+        yaml: impl FnOnce(u16, u16) -> String,
+    ) -> Result<WeirProcess> {
         if !opts.binary.is_file() {
             bail!(
                 "no weir binary at {}: build it with `cargo build --release -p weir` or pass --weir PATH",
@@ -196,7 +214,7 @@ impl WeirProcess {
             .arg(&config)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            .args(["--log-level", "warn", "--shutdown-grace", "5s"])
+            .args(["--log-level", log_level, "--shutdown-grace", "5s"])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
@@ -284,6 +302,11 @@ impl WeirProcess {
         before_rename();
         std::fs::rename(&tmp, &self.config)
             .with_context(|| format!("renaming over {}", self.config.display()))
+    }
+
+    /// Everything weir logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("weir.log")).unwrap_or_default()
     }
 
     /// The last lines weir logged.

@@ -145,7 +145,8 @@ pub fn build(
     let mut claims: HashMap<u32, super::Claims> = HashMap::new();
     // (hosts, matcher)
     let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::new();
-    let mut used_counters = Vec::new();
+    // A set: with tens of thousands of routes, a list made the retain below quadratic.
+    let mut used_counters: std::collections::HashSet<String> = std::collections::HashSet::new();
     for r in &model.proxy.routes {
         let mut mask = 0u64;
         for name in &r.listeners {
@@ -508,7 +509,7 @@ fn split_target(
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::HeaderRoute, usize)>,
-    used: &mut Vec<String>,
+    used: &mut std::collections::HashSet<String>,
 ) -> Target {
     split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new(), used)
 }
@@ -519,10 +520,10 @@ fn split_target_with_mirrors(
     legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::HeaderRoute, usize)>,
     mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
-    used: &mut Vec<String>,
+    used: &mut std::collections::HashSet<String>,
 ) -> Target {
     let counters = ctx.counters.entry(route.to_owned()).or_default();
-    used.push(route.to_owned());
+    used.insert(route.to_owned());
     let weights: Vec<u32> = legs.iter().map(|(_, w)| *w).collect();
     let split = Split::new(&weights, counters);
     let mut mirrors = Vec::new();
@@ -532,7 +533,7 @@ fn split_target_with_mirrors(
             None => format!("{route}#mirror{i}"),
         };
         let counters = ctx.counters.entry(key.clone()).or_default();
-        used.push(key);
+        used.insert(key);
         let p = share.basis_points();
         let share = Split::new(&[p, Weight::SCALE - p], counters);
         mirrors.push(super::Mirror {
@@ -564,7 +565,7 @@ fn rollout_target(
     traffic: Option<&RolloutTraffic>,
     route: &str,
     rule_mirrors: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
-    used: &mut Vec<String>,
+    used: &mut std::collections::HashSet<String>,
 ) -> Target {
     // A Rollout the control loop has not decided on yet (one a reload just added): its
     // first sight makes the template's image stable at once, so that image serves from
