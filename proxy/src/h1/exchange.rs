@@ -531,28 +531,8 @@ async fn write_refused<S: AsyncWrite + Unpin>(
     close: bool,
     send_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
-    wbuf.clear();
-    let mut b = itoa::Buffer::new();
-    let body = r.body();
-    wbuf.extend_from_slice(b"HTTP/1.1 ");
-    wbuf.extend_from_slice(b.format(r.status()).as_bytes());
-    wbuf.push(b' ');
-    wbuf.extend_from_slice(r.reason().as_bytes());
-    wbuf.extend_from_slice(b"\r\n");
-    if !body.is_empty() {
-        wbuf.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
-    }
-    for (n, v) in r.headers() {
-        put_header(wbuf, n.as_bytes(), v.as_bytes());
-    }
-    wbuf.extend_from_slice(b"content-length: ");
-    wbuf.extend_from_slice(b.format(body.len()).as_bytes());
-    if close {
-        wbuf.extend_from_slice(b"\r\nconnection: close");
-    }
-    wbuf.extend_from_slice(b"\r\n\r\n");
-    wbuf.extend_from_slice(body.as_bytes());
-    send_to(io, wbuf, send_timeout).await
+    let head = (r.status(), r.reason(), r.headers());
+    write_short(io, wbuf, head, r.body(), close, send_timeout).await
 }
 
 /// Writes a short response made by the proxy for `kind`.
@@ -563,14 +543,34 @@ pub(super) async fn write_simple<S: AsyncWrite + Unpin>(
     close: bool,
     send_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
+    let head = (kind.status(), kind.reason(), &[][..]);
+    write_short(io, wbuf, head, kind.body(), close, send_timeout).await
+}
+
+/// A response of the proxy's own: status, reason and extra headers, then a short
+/// plain-text body (when there is one).
+async fn write_short<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    wbuf: &mut Vec<u8>,
+    (status, reason, headers): (u16, &str, &[(&'static str, String)]),
+    body: &str,
+    close: bool,
+    send_timeout: std::time::Duration,
+) -> std::io::Result<()> {
     wbuf.clear();
     let mut b = itoa::Buffer::new();
-    let body = kind.body();
     wbuf.extend_from_slice(b"HTTP/1.1 ");
-    wbuf.extend_from_slice(b.format(kind.status()).as_bytes());
+    wbuf.extend_from_slice(b.format(status).as_bytes());
     wbuf.push(b' ');
-    wbuf.extend_from_slice(kind.reason().as_bytes());
-    wbuf.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    wbuf.extend_from_slice(reason.as_bytes());
+    wbuf.extend_from_slice(b"\r\n");
+    if !body.is_empty() {
+        wbuf.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    }
+    for (n, v) in headers {
+        put_header(wbuf, n.as_bytes(), v.as_bytes());
+    }
+    wbuf.extend_from_slice(b"content-length: ");
     wbuf.extend_from_slice(b.format(body.len()).as_bytes());
     if close {
         wbuf.extend_from_slice(b"\r\nconnection: close");

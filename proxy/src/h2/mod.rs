@@ -373,30 +373,33 @@ async fn send(
 
 /// The proxy's own answer to a request it did not forward.
 fn refused_response(r: &request::Refused) -> Response<RespBody> {
-    let mut resp = Response::new(RespBody::full(Bytes::from_static(r.body().as_bytes())));
-    *resp.status_mut() = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    own_response(r.status(), r.headers(), r.body())
+}
+
+/// A short response made by the proxy for `kind`.
+fn short_response(kind: Kind) -> Response<RespBody> {
+    own_response(kind.status(), &[], kind.body())
+}
+
+/// A response of the proxy's own: status, extra headers, a short plain-text body.
+fn own_response(
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: &'static str,
+) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     let h = resp.headers_mut();
-    if !r.body().is_empty() {
+    if !body.is_empty() {
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
     }
-    for (n, v) in r.headers() {
+    for (n, v) in headers {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.append(*n, v);
         }
     }
-    resp
-}
-
-/// A short response made by the proxy for `kind`.
-fn short_response(kind: Kind) -> Response<RespBody> {
-    let mut resp = Response::new(RespBody::full(Bytes::from_static(kind.body().as_bytes())));
-    *resp.status_mut() = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     resp
 }

@@ -277,31 +277,20 @@ pub(crate) fn route(
                     Some(route.name.clone()),
                     Some(backend.clone()),
                 )),
-                Some(endpoint) => {
-                    let mut request_timeout = table.upstream.request_timeout;
-                    // The Gateway API: a timeout of 0s means none.
-                    for t in [route.timeouts.request, route.timeouts.backend_request]
-                        .into_iter()
-                        .flatten()
-                        .filter(|t| !t.is_zero())
-                    {
-                        request_timeout = request_timeout.min(t);
-                    }
-                    Ok(Routed {
-                        route: route.name.clone(),
-                        backend: backend.clone(),
-                        endpoint,
-                        ticket: table.debug_headers.then_some(ticket),
-                        pool: PoolSettings {
-                            connect_timeout: table.upstream.connect_timeout,
-                            idle_timeout: table.upstream.idle_timeout,
-                            max_idle: table.upstream.max_idle_per_endpoint as usize,
-                        },
-                        request_timeout,
-                        mirror,
-                        edit,
-                    })
-                }
+                Some(endpoint) => Ok(Routed {
+                    route: route.name.clone(),
+                    backend: backend.clone(),
+                    endpoint,
+                    ticket: table.debug_headers.then_some(ticket),
+                    pool: PoolSettings {
+                        connect_timeout: table.upstream.connect_timeout,
+                        idle_timeout: table.upstream.idle_timeout,
+                        max_idle: table.upstream.max_idle_per_endpoint as usize,
+                    },
+                    request_timeout: route.request_timeout,
+                    mirror,
+                    edit,
+                }),
             }
         }
     };

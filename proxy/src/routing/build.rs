@@ -228,7 +228,7 @@ pub fn build(
             name: Arc::from(r.name.as_str()),
             target,
             filters,
-            timeouts: r.timeouts,
+            request_timeout: request_timeout(model.proxy.upstream.request_timeout, r.timeouts),
         });
         let scope: Box<[Claim]> = r
             .scope
@@ -291,7 +291,7 @@ pub fn build(
                 name: Arc::from(route_name.as_str()),
                 target,
                 filters: None,
-                timeouts: RouteTimeouts::default(),
+                request_timeout: model.proxy.upstream.request_timeout,
             });
             matchers.push((
                 vec![HostMatch::Exact(host.to_ascii_lowercase())],
@@ -363,6 +363,16 @@ pub fn build(
         debug_headers: model.proxy.debug_headers,
         access_log: ctx.access_log.clone(),
     })
+}
+
+/// The proxy's response timeout, shortened by a route's `timeouts` (the Gateway API's:
+/// 0s means none).
+fn request_timeout(proxy: std::time::Duration, route: RouteTimeouts) -> std::time::Duration {
+    [route.request, route.backend_request]
+        .into_iter()
+        .flatten()
+        .filter(|t| !t.is_zero())
+        .fold(proxy, std::cmp::min)
 }
 
 /// The order of matches within a host group, most specific first, as the Gateway API

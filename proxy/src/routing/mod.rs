@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use weir_config::model::{
     Cors, HeaderMatch, HeaderModifier, Limits, LoadBalancer, PathMatch, QueryMatch, Redirect,
-    Rewrite, RouteTimeouts, UpstreamSettings, Weight,
+    Rewrite, UpstreamSettings, Weight,
 };
 
 use crate::access_log::AccessLogSink;
@@ -97,8 +97,9 @@ pub struct RouteEntry {
     /// What it does to requests and responses; `None` for most routes, which do
     /// nothing (the fast path checks one pointer).
     pub filters: Option<Arc<RouteFilters>>,
-    /// Its own timeouts.
-    pub timeouts: RouteTimeouts,
+    /// How long its upstream has to answer: the proxy's `requestTimeout`, or the
+    /// route's own shorter one. Worked out when the table is built, not per request.
+    pub request_timeout: std::time::Duration,
 }
 
 /// A route's filters, merged in the order written.
