@@ -27,6 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
+mod files;
+
+use files::{repo, yaml_blocks, yaml_files};
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
@@ -73,51 +77,6 @@ struct Seed {
     text: String,
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Every `*.yaml` / `*.yml` file below `dir`, sorted.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {}: {e}", d.display()));
-        for entry in entries {
-            let p = entry.expect("a folder entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// The ```` ```yaml ```` blocks of a Markdown text.
-fn yaml_blocks(md: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut open: Option<String> = None;
-    for line in md.lines() {
-        match &mut open {
-            None if line.trim_end() == "```yaml" => open = Some(String::new()),
-            None => {}
-            Some(b) if line.trim_end() == "```" => {
-                out.push(std::mem::take(b));
-                open = None;
-            }
-            Some(b) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-        }
-    }
-    out
-}
-
 /// The seeds, or `None` (with the reason printed) when `shared/` is not there outside CI.
 fn seeds() -> Option<&'static [Seed]> {
     static SEEDS: OnceLock<Option<Vec<Seed>>> = OnceLock::new();
@@ -146,7 +105,7 @@ fn seeds() -> Option<&'static [Seed]> {
                 }
             }
             if let Ok(md) = std::fs::read_to_string(repo().join("docs/configuration.md")) {
-                for (i, text) in yaml_blocks(&md).into_iter().enumerate() {
+                for (i, text) in yaml_blocks(&md).into_iter().map(|b| b.text).enumerate() {
                     seeds.push(Seed {
                         name: format!("docs/configuration.md block {}", i + 1),
                         text,
