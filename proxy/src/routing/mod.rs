@@ -204,7 +204,10 @@ impl Matcher {
 
 /// The Gateway listener hostname a request selects on its socket, found on first need.
 struct Chosen<'t> {
-    claims: Option<&'t Claims>,
+    /// Every socket's claims; only looked into when a scoped route is tried, so that a
+    /// table without Gateway routes pays nothing for them.
+    claims: &'t HashMap<u32, Claims>,
+    listener: u32,
     host: &'t str,
     cell: std::cell::OnceCell<Option<Claim>>,
 }
@@ -212,7 +215,11 @@ struct Chosen<'t> {
 impl Chosen<'_> {
     fn get(&self) -> Option<&Claim> {
         self.cell
-            .get_or_init(|| self.claims.and_then(|c| c.select(self.host)))
+            .get_or_init(|| {
+                self.claims
+                    .get(&self.listener)
+                    .and_then(|c| c.select(self.host))
+            })
             .as_ref()
     }
 }
@@ -404,7 +411,8 @@ impl RouteTable {
     #[inline]
     pub fn lookup(&self, req: &Lookup<'_>, headers: &impl Headers) -> Option<Found<'_>> {
         let chosen = Chosen {
-            claims: self.claims.get(&req.listener),
+            claims: &self.claims,
+            listener: req.listener,
             host: req.host,
             cell: std::cell::OnceCell::new(),
         };
