@@ -311,7 +311,7 @@ pub fn build(
 
     // Index by host; within a group the most specific match comes first.
     let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
-    let mut suffix: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut suffix: HashMap<String, Vec<u32>> = HashMap::new();
     let mut any = Vec::new();
     let mut all = Vec::with_capacity(matchers.len());
     for (i, (hosts, m)) in matchers.into_iter().enumerate() {
@@ -333,14 +333,13 @@ pub fn build(
         ids.sort_by_key(specificity);
     }
     any.sort_by_key(specificity);
-    let mut suffix: Vec<(Box<str>, Vec<u32>)> = suffix
+    let suffix: HashMap<Box<str>, Vec<u32>> = suffix
         .into_iter()
         .map(|(s, mut ids)| {
             ids.sort_by_key(specificity);
             (s.into_boxed_str(), ids)
         })
         .collect();
-    suffix.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
 
     Ok(RouteTable {
         generation: ctx.generation,

@@ -323,3 +323,53 @@ fn a_request_stays_with_the_gateway_listener_its_host_selects() {
     assert_eq!(find(&t, "bar.example.com", "GET", "/a", &[]), Some("wild"));
     assert_eq!(find(&t, "example.org", "GET", "/", &[]), None);
 }
+
+#[test]
+fn the_longest_wildcard_wins_and_a_shorter_one_takes_what_it_leaves() {
+    let t = table(vec![
+        route("com", &["*.com"], vec![m(PathMatch::Segments("/".into()))]),
+        route(
+            "example",
+            &["*.example.com"],
+            vec![m(PathMatch::Segments("/".into()))],
+        ),
+        route(
+            "api-v2",
+            &["*.api.example.com"],
+            vec![m(PathMatch::Segments("/v2".into()))],
+        ),
+        route(
+            "exact",
+            &["a.api.example.com"],
+            vec![m(PathMatch::Exact("/x".into()))],
+        ),
+        route("any", &[], vec![m(PathMatch::Segments("/".into()))]),
+    ]);
+    assert_eq!(
+        find(&t, "a.api.example.com", "GET", "/x", &[]),
+        Some("exact")
+    );
+    assert_eq!(
+        find(&t, "a.api.example.com", "GET", "/v2/y", &[]),
+        Some("api-v2")
+    );
+    assert_eq!(
+        find(&t, "b.c.api.example.com", "GET", "/v2", &[]),
+        Some("api-v2")
+    );
+    // The longest wildcard has no match for the path: the next one down takes it.
+    assert_eq!(
+        find(&t, "a.api.example.com", "GET", "/y", &[]),
+        Some("example")
+    );
+    assert_eq!(
+        find(&t, "www.example.com", "GET", "/", &[]),
+        Some("example")
+    );
+    assert_eq!(find(&t, "other.com", "GET", "/", &[]), Some("com"));
+    // A wildcard needs a label before its suffix.
+    assert_eq!(find(&t, "example.com", "GET", "/", &[]), Some("com"));
+    assert_eq!(find(&t, ".example.com", "GET", "/", &[]), Some("com"));
+    assert_eq!(find(&t, "com", "GET", "/", &[]), Some("any"));
+    assert_eq!(find(&t, "localhost", "GET", "/", &[]), Some("any"));
+}

@@ -55,8 +55,8 @@ pub struct RouteTable {
     /// the most specific first.
     matchers: Vec<Matcher>,
     exact: HashMap<Box<str>, Vec<u32>>,
-    /// Sorted by suffix length, longest first.
-    suffix: Vec<(Box<str>, Vec<u32>)>,
+    /// Wildcard hosts by their suffix (`.example.com`).
+    suffix: HashMap<Box<str>, Vec<u32>>,
     any: Vec<u32>,
     /// By listener index: the Gateway listener hostnames on that socket (none for
     /// sockets without Gateway listeners).
@@ -146,8 +146,8 @@ pub(crate) enum Claim {
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
     exact: std::collections::HashSet<Box<str>>,
-    /// Longest first.
-    suffix: Vec<Box<str>>,
+    /// Wildcard hostnames by their suffix (`.example.com`).
+    suffix: std::collections::HashSet<Box<str>>,
     any: bool,
 }
 
@@ -158,10 +158,7 @@ impl Claims {
                 self.exact.insert(h.clone());
             }
             Claim::Suffix(s) => {
-                if !self.suffix.contains(s) {
-                    self.suffix.push(s.clone());
-                    self.suffix.sort_by_key(|s| std::cmp::Reverse(s.len()));
-                }
+                self.suffix.insert(s.clone());
             }
             Claim::Any => self.any = true,
         }
@@ -173,11 +170,7 @@ impl Claims {
         if let Some(h) = self.exact.get(host) {
             return Some(Claim::Exact(h.clone()));
         }
-        if let Some(s) = self
-            .suffix
-            .iter()
-            .find(|s| host.len() > s.len() && host.ends_with(&***s))
-        {
+        if let Some(s) = suffixes(host).find_map(|s| self.suffix.get(s)) {
             return Some(Claim::Suffix(s.clone()));
         }
         self.any.then_some(Claim::Any)
@@ -421,12 +414,11 @@ impl RouteTable {
         {
             return Some(r);
         }
-        for (suffix, ids) in &self.suffix {
-            if req.host.len() > suffix.len()
-                && req.host.ends_with(&**suffix)
-                && let Some(r) = self.first_match(ids, req, headers, &chosen)
-            {
-                return Some(r);
+        if !self.suffix.is_empty() {
+            for ids in suffixes(req.host).filter_map(|s| self.suffix.get(s)) {
+                if let Some(r) = self.first_match(ids, req, headers, &chosen) {
+                    return Some(r);
+                }
             }
         }
         self.first_match(&self.any, req, headers, &chosen)
@@ -458,6 +450,17 @@ impl RouteTable {
     pub fn listener(&self, name: &str) -> Option<&ListenerEntry> {
         self.listeners.get(name)
     }
+}
+
+/// The wildcard suffixes `host` could match, longest first: for `a.b.example.com`,
+/// `.b.example.com`, `.example.com` and `.com`. A wildcard needs at least one character
+/// before its suffix, so a leading dot gives none. One hash lookup per label, whatever
+/// the number of wildcard routes.
+#[inline]
+fn suffixes(host: &str) -> impl Iterator<Item = &str> {
+    host.match_indices('.')
+        .filter(|(i, _)| *i > 0)
+        .map(move |(i, _)| &host[i..])
 }
 
 /// Lower-cases `host` without its port into `buf`, returning the result. Hosts longer
