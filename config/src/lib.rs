@@ -8,7 +8,7 @@
 //!    every later error can name a file, a line and a field. No knowledge of kinds.
 //! 2. [`decode`]: documents -> typed serde mirrors, one file per kind family (weir's own
 //!    kinds, Argo Rollouts' with their analysis metrics, the Kubernetes core kinds, the
-//!    Gateway API's). Canary steps are an enum; integer, IntOrString and other scalar fields are
+//!    Gateway API's, Ingress). Canary steps are an enum; integer, IntOrString and other scalar fields are
 //!    typed and keep what was written when it is wrong, so one bad value does not hide
 //!    the document's other errors. No defaults, no cross-document knowledge.
 //! 3. [`validate`]: mirrors -> the model and every issue, by pure functions: one file per

@@ -236,6 +236,7 @@ fn redirects() {
         path: None,
         port: None,
         status: 302,
+        url: None,
     };
     let m = model("httproute-redirect-host-and-status.yaml");
     assert_eq!(

@@ -27,8 +27,12 @@ pub enum Kind {
     UriTooLong,
     /// The request head is larger than `maxHeaderBytes`, or has too many headers: 431.
     HeadersTooLarge,
+    /// The client's address is not let in (a route's source ranges): 403.
+    Forbidden,
     /// No route matched: 404.
     NoRoute,
+    /// The request body is larger than the route takes: 413.
+    BodyTooLarge,
     /// The backend has no endpoints: 503.
     NoEndpoints,
     /// The route's target cannot serve now: 503.
@@ -48,12 +52,14 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for metrics.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::BadRequest,
         Kind::HeadTimeout,
         Kind::BodyTimeout,
         Kind::UriTooLong,
         Kind::HeadersTooLarge,
+        Kind::Forbidden,
+        Kind::BodyTooLarge,
         Kind::NoRoute,
         Kind::NoEndpoints,
         Kind::Unavailable,
@@ -71,6 +77,8 @@ impl Kind {
             Kind::HeadTimeout | Kind::BodyTimeout => 408,
             Kind::UriTooLong => 414,
             Kind::HeadersTooLarge => 431,
+            Kind::Forbidden => 403,
+            Kind::BodyTooLarge => 413,
             Kind::NoRoute => 404,
             Kind::NoEndpoints | Kind::Unavailable => 503,
             Kind::InvalidBackend => 500,
@@ -86,7 +94,9 @@ impl Kind {
             | Kind::HeadTimeout
             | Kind::BodyTimeout
             | Kind::UriTooLong
-            | Kind::HeadersTooLarge => Source::Client,
+            | Kind::HeadersTooLarge
+            | Kind::Forbidden
+            | Kind::BodyTooLarge => Source::Client,
             Kind::NoRoute | Kind::NoEndpoints | Kind::Unavailable | Kind::InvalidBackend => {
                 Source::Config
             }
@@ -105,6 +115,8 @@ impl Kind {
             Kind::BodyTimeout => "body_timeout",
             Kind::UriTooLong => "uri_too_long",
             Kind::HeadersTooLarge => "headers_too_large",
+            Kind::Forbidden => "forbidden",
+            Kind::BodyTooLarge => "body_too_large",
             Kind::NoRoute => "no_route",
             Kind::NoEndpoints => "no_endpoints",
             Kind::Unavailable => "unavailable",
@@ -120,6 +132,8 @@ impl Kind {
     pub fn reason(self) -> &'static str {
         match self.status() {
             400 => "Bad Request",
+            403 => "Forbidden",
+            413 => "Content Too Large",
             404 => "Not Found",
             408 => "Request Timeout",
             414 => "URI Too Long",
@@ -140,6 +154,10 @@ impl Kind {
             Kind::BodyTimeout => "408 Request Timeout: the request body came too slowly\n",
             Kind::UriTooLong => "414 URI Too Long\n",
             Kind::HeadersTooLarge => "431 Request Header Fields Too Large\n",
+            Kind::Forbidden => "403 Forbidden: this address may not use this route\n",
+            Kind::BodyTooLarge => {
+                "413 Content Too Large: the request body is larger than this route takes\n"
+            }
             Kind::NoRoute => "404 Not Found: no route matches this request\n",
             Kind::NoEndpoints => "503 Service Unavailable: no endpoints for this service\n",
             Kind::Unavailable => "503 Service Unavailable\n",

@@ -158,6 +158,9 @@ pub struct TrafficRouting {
     /// weir splits for this Rollout; the others are not needed. Each stays JSON until
     /// validation reads the one it knows.
     pub plugins: Option<BTreeMap<String, Value>>,
+    /// ingress-nginx: `stableIngress` (or `stableIngresses`) names the Ingresses weir
+    /// splits for this Rollout. Stays JSON until validation reads it.
+    pub nginx: Option<Value>,
     /// Everything else (istio, nginx, traefik, ...), by router name: weir routes itself.
     #[serde(flatten)]
     pub routers: BTreeMap<String, Ignored>,

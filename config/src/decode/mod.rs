@@ -9,6 +9,7 @@
 
 pub mod argo;
 pub mod gateway;
+pub mod ingress;
 pub mod kube;
 pub mod metric;
 pub mod scalar;
@@ -93,6 +94,10 @@ pub struct Documents {
     pub http_routes: Vec<(Document, gateway::HttpRouteDoc)>,
     /// `ReferenceGrant` documents.
     pub reference_grants: Vec<(Document, gateway::ReferenceGrantDoc)>,
+    /// `Ingress` documents, in the order read (ingress-nginx's "oldest first").
+    pub ingresses: Vec<(Document, ingress::IngressDoc)>,
+    /// `IngressClass` documents.
+    pub ingress_classes: Vec<(Document, ingress::IngressClassDoc)>,
 }
 
 /// Decodes every document by its `apiVersion` and `kind`. A document that does not decode
@@ -205,6 +210,28 @@ pub fn decode(docs: Vec<Document>, f: &mut Findings) -> Documents {
                     format!(
                         "{api:?} is not a version weir knows for {kind}: the versions are {}",
                         gateway::GATEWAY_VERSIONS.join(", ")
+                    ),
+                )
+            }
+            (ingress::INGRESS_API, "Ingress") => {
+                if let Some(raw) = decode_doc(f, &doc) {
+                    out.ingresses.push((doc, raw));
+                }
+            }
+            (ingress::INGRESS_API, "IngressClass") => {
+                if let Some(raw) = decode_doc(f, &doc) {
+                    out.ingress_classes.push((doc, raw));
+                }
+            }
+            (api, kind @ ("Ingress" | "IngressClass"))
+                if ingress::REMOVED_INGRESS_APIS.contains(&api) =>
+            {
+                f.issue(
+                    &doc,
+                    "apiVersion",
+                    format!(
+                        "{kind} {api} was removed in Kubernetes 1.22: write {}, as `kubectl convert` does",
+                        ingress::INGRESS_API
                     ),
                 )
             }

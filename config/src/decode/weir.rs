@@ -64,6 +64,9 @@ pub struct ProxySpec {
     pub notifications: Option<Notifications>,
     /// Besides `weir`, the `gatewayClassName`s of the Gateways weir serves.
     pub gateway_class_names: Option<Vec<String>>,
+    /// Besides `weir`, the classes of the Ingresses weir serves (`[nginx]` takes over
+    /// ingress-nginx's).
+    pub ingress_class_names: Option<Vec<String>>,
     /// The address Gateway listeners bind when their Gateway names no `IPAddress`
     /// (default `0.0.0.0`).
     pub gateway_address: Option<String>,

@@ -149,6 +149,32 @@ pub enum Filter {
     Mirror(Mirror),
     /// Answers CORS preflights and adds CORS headers to responses.
     Cors(Cors),
+    /// Lets in only clients from some addresses (ingress-nginx's
+    /// `whitelist-source-range` / `denylist-source-range`); others get 403.
+    Source(SourceRanges),
+}
+
+/// Client address ranges: a client in `deny` is refused; with `allow` given, so is a
+/// client in none of its ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRanges {
+    /// The ranges let in (empty: every address not denied).
+    pub allow: Vec<ipnet::IpNet>,
+    /// The ranges refused.
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl SourceRanges {
+    /// Whether a client at `ip` is let in.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 /// `set` replaces (or adds), `add` appends, `remove` drops; names lower-case.
@@ -176,6 +202,9 @@ pub struct Redirect {
     pub port: Option<u16>,
     /// 301, 302, 303, 307 or 308.
     pub status: u16,
+    /// A fixed `Location`, sent as written, nothing of the request kept (ingress-nginx's
+    /// `permanent-redirect` and `temporal-redirect`); the parts above are then unused.
+    pub url: Option<String>,
 }
 
 /// A `URLRewrite`.
@@ -195,6 +224,9 @@ pub enum PathRewrite {
     /// The part the route's path match matched becomes this; the rest is kept, with no
     /// doubled slash where they meet.
     Prefix(String),
+    /// The path becomes this, `$1`..`$9` replaced by the groups the route's regular
+    /// expression captured (ingress-nginx's `rewrite-target`); the query is kept.
+    Captures(String),
 }
 
 /// A `RequestMirror`.
@@ -231,6 +263,37 @@ pub struct RouteTimeouts {
     pub request: Option<Duration>,
     /// One attempt upstream, to the response's head.
     pub backend_request: Option<Duration>,
+    /// Connecting to an endpoint (ingress-nginx's `proxy-connect-timeout`).
+    pub connect: Option<Duration>,
+    /// Between two reads of the response (ingress-nginx's `proxy-read-timeout`).
+    pub read: Option<Duration>,
+    /// Between two writes of the request (ingress-nginx's `proxy-send-timeout`).
+    pub send: Option<Duration>,
+}
+
+/// ingress-nginx's canary rules on a route between a main and a canary backend (the
+/// two legs of a split, or a Rollout's stable and canary revisions): tried in order
+/// before the weights, the first that holds decides where the request goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Steer {
+    /// The condition.
+    pub when: SteerWhen,
+    /// Where a request that meets it goes: the canary (`true`) or the main backend.
+    pub to_canary: bool,
+}
+
+/// A [`Steer`] condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SteerWhen {
+    /// A header test (ingress-nginx reads the header's first value).
+    Header(HeaderMatch),
+    /// Cookie `name` has exactly `value`.
+    Cookie {
+        /// The cookie's name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
 }
 
 #[cfg(test)]

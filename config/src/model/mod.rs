@@ -18,7 +18,7 @@ use crate::error::Notice;
 pub use gateway::{Condition, GatewayStatus, SectionStatus, StatusKind};
 pub use http::{
     Cors, Filter, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch, Redirect, Rewrite,
-    RouteMatch, RouteTimeouts, ValueMatch,
+    RouteMatch, RouteTimeouts, SourceRanges, Steer, SteerWhen, ValueMatch,
 };
 pub use weir::{
     AccessLog, AdminToken, CertificateSource, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::http::{Filter, RouteMatch, RouteTimeouts};
+use super::http::{Filter, RouteMatch, RouteTimeouts, Steer};
 
 /// The `Proxy` document.
 #[derive(Clone, Debug)]
@@ -43,6 +43,9 @@ pub struct Proxy {
     /// `spec.gatewayClassNames`: besides `weir`, the `gatewayClassName`s of the Gateways
     /// weir serves.
     pub gateway_class_names: Vec<String>,
+    /// `spec.ingressClassNames`: besides `weir`, the classes of the Ingresses weir
+    /// serves.
+    pub ingress_class_names: Vec<String>,
     /// `spec.gatewayAddress`: the address a Gateway's listeners bind when the Gateway
     /// gives no `IPAddress` in `spec.addresses` (default `0.0.0.0`).
     pub gateway_address: std::net::IpAddr,
@@ -222,6 +225,11 @@ pub struct Route {
     pub target: RouteTarget,
     /// Its own timeouts.
     pub timeouts: RouteTimeouts,
+    /// The largest request body it takes, in bytes (ingress-nginx's `proxy-body-size`);
+    /// a bigger one is answered 413.
+    pub max_body: Option<u64>,
+    /// ingress-nginx's canary rules, for a route between a main and a canary backend.
+    pub steer: Vec<Steer>,
     /// For an HTTPRoute rule: the hostnames of the Gateway listeners it is attached
     /// through (`None`: a listener without a hostname). On a socket, a request is taken
     /// only by the routes of the listener whose hostname matches its host most

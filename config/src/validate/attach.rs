@@ -395,6 +395,8 @@ fn emit(
                 filters: filters.clone(),
                 target: target.clone(),
                 timeouts: rule.timeouts,
+                max_body: None,
+                steer: Vec::new(),
                 scope: scope
                     .iter()
                     .map(|h| h.as_deref().map(hostnames::host_match))

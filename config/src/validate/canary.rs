@@ -152,3 +152,141 @@ pub(super) fn bindings(
     }
     (out, roles)
 }
+
+/// A Rollout that splits an Ingress's paths: Argo Rollouts' `trafficRouting.nginx`.
+#[derive(Clone, Debug)]
+pub(super) struct IngressBinding {
+    /// The Rollout's name.
+    pub(super) rollout: String,
+    /// Its `stableService`: the paths whose backend it is are split.
+    pub(super) stable: String,
+    /// Its `canaryService`.
+    pub(super) canary: String,
+    /// The canary rules of `additionalIngressAnnotations` (canary-by-header, ...).
+    pub(super) steer: Vec<crate::model::Steer>,
+}
+
+/// The Rollouts that split each Ingress, by (namespace, name).
+pub(super) type IngressBindings = BTreeMap<(String, String), Vec<IngressBinding>>;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Nginx {
+    stable_ingress: Option<String>,
+    #[serde(default)]
+    stable_ingresses: Vec<String>,
+    annotation_prefix: Option<String>,
+    #[serde(default)]
+    additional_ingress_annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    canary_ingress_annotations: BTreeMap<String, String>,
+}
+
+/// Argo's `trafficRouting.nginx` of every Rollout, checked: the Ingresses it names that
+/// are in the configuration are split by the Rollout; when none is, the block is not
+/// needed (weir routes the Rollout's own routes) and a notice says so.
+pub(super) fn ingress_bindings(
+    ctx: &mut Ctx,
+    rollouts: &[(Document, RolloutDoc)],
+    ingresses: &[(Document, crate::decode::ingress::IngressDoc)],
+    argo: &Argo,
+) -> IngressBindings {
+    let mut out = IngressBindings::new();
+    for (doc, r) in rollouts {
+        let Some(name) = r.metadata.name.clone() else {
+            continue;
+        };
+        let ns = namespace_of(r.metadata.namespace.as_deref());
+        let Some(c) = r
+            .spec
+            .as_ref()
+            .and_then(|s| s.strategy.as_ref())
+            .and_then(|s| s.canary.as_ref())
+        else {
+            continue;
+        };
+        let Some(raw) = c.traffic_routing.as_ref().and_then(|t| t.nginx.as_ref()) else {
+            continue;
+        };
+        let field = "spec.strategy.canary.trafficRouting.nginx";
+        let n: Nginx = match serde_json::from_value(raw.clone()) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.issue(doc, field, format!("not Argo's nginx traffic routing: {e}"));
+                continue;
+            }
+        };
+        let mut named: Vec<(String, String)> = Vec::new();
+        if let Some(i) = &n.stable_ingress {
+            named.push((format!("{field}.stableIngress"), i.clone()));
+        }
+        for (k, i) in n.stable_ingresses.iter().enumerate() {
+            named.push((format!("{field}.stableIngresses[{k}]"), i.clone()));
+        }
+        if named.is_empty() {
+            ctx.issue(doc, field, "trafficRouting.nginx needs stableIngress or stableIngresses, as Argo Rollouts does");
+            continue;
+        }
+        let present: Vec<_> = named
+            .iter()
+            .filter(|(_, i)| {
+                ingresses.iter().any(|(_, g)| {
+                    g.metadata.name.as_deref() == Some(i.as_str())
+                        && namespace_of(g.metadata.namespace.as_deref()) == ns
+                })
+            })
+            .cloned()
+            .collect();
+        if present.is_empty() {
+            ctx.notice(doc, field, format!(
+                "trafficRouting.nginx is not needed: its Ingress {} is not in the configuration, so weir splits this Rollout's own routes itself",
+                named.iter().map(|(_, i)| format!("{ns}/{i}")).collect::<Vec<_>>().join(", ")
+            ));
+            continue;
+        }
+        for (f, i) in &named {
+            if !present.iter().any(|(_, p)| p == i) {
+                ctx.warn(
+                    doc,
+                    f,
+                    format!("Ingress {ns}/{i} is not in the configuration: nothing is split there"),
+                );
+            }
+        }
+        let (Some(stable), Some(canary_svc)) = (c.stable_service.clone(), c.canary_service.clone())
+        else {
+            ctx.issue(doc, "spec.strategy.canary", "with trafficRouting.nginx the Rollout needs stableService and canaryService, as Argo Rollouts does");
+            continue;
+        };
+        let prefix = n
+            .annotation_prefix
+            .clone()
+            .unwrap_or_else(|| "nginx.ingress.kubernetes.io".to_owned());
+        if prefix != "nginx.ingress.kubernetes.io" {
+            ctx.notice(doc, &format!("{field}.annotationPrefix"), format!("annotationPrefix {prefix}: weir reads the canary rules of additionalIngressAnnotations whatever the prefix"));
+        }
+        let steer = super::annotations::additional(
+            ctx,
+            doc,
+            &format!("{field}.additionalIngressAnnotations"),
+            &n.additional_ingress_annotations,
+        );
+        if !n.canary_ingress_annotations.is_empty() {
+            ctx.warn(doc, &format!("{field}.canaryIngressAnnotations"), "canaryIngressAnnotations are not honoured: weir makes no canary Ingress; it splits the stable Ingress's paths itself");
+        }
+        if !argo.rollouts.contains_key(&name) {
+            continue;
+        }
+        for (_, i) in present {
+            out.entry((ns.clone(), i))
+                .or_default()
+                .push(IngressBinding {
+                    rollout: name.clone(),
+                    stable: stable.clone(),
+                    canary: canary_svc.clone(),
+                    steer: steer.clone(),
+                });
+        }
+    }
+    out
+}

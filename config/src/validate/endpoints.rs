@@ -589,6 +589,35 @@ impl<'a> Cluster<'a> {
         Ok(id)
     }
 
+    /// The number of the port named `port` of Service `ns/name`: `Ok(None)` when there is
+    /// no such Kubernetes Service (a weir Service may stand for it), `Err` with the ports
+    /// it has when it has none of that name.
+    pub(super) fn port_named(
+        &self,
+        ns: &str,
+        name: &str,
+        port: &str,
+    ) -> Result<Option<u16>, String> {
+        let Some(svc) = self.services.get(&(ns.to_owned(), name.to_owned())) else {
+            return Ok(None);
+        };
+        match svc.ports.iter().find(|(n, _, _)| n == port) {
+            Some((_, p, _)) => Ok(Some(*p)),
+            None => Err(format!(
+                "Service {ns}/{name} has no port named {port:?}: its ports are {}",
+                svc.ports
+                    .iter()
+                    .map(|(n, p, _)| if n.is_empty() {
+                        p.to_string()
+                    } else {
+                        format!("{n} ({p})")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
     /// A notice for each Service no route uses (and that is no Rollout's role Service).
     pub(super) fn report_unused(&self, ctx: &mut Ctx) {
         for (key, s) in &self.services {
@@ -596,7 +625,7 @@ impl<'a> Cluster<'a> {
                 ctx.notice(
                     s.doc,
                     "kind",
-                    format!("Service {}/{}: no HTTPRoute backend names it; weir does not act on it otherwise", key.0, key.1),
+                    format!("Service {}/{}: no HTTPRoute or Ingress backend names it; weir does not act on it otherwise", key.0, key.1),
                 );
             }
         }

@@ -373,6 +373,7 @@ fn redirect(
         path: path.flatten(),
         port: port.flatten(),
         status: status?,
+        url: None,
     })
 }
 

@@ -509,6 +509,7 @@ fn timeouts(
     let out = RouteTimeouts {
         request: parse(ctx, "request", &t.request),
         backend_request: parse(ctx, "backendRequest", &t.backend_request),
+        ..RouteTimeouts::default()
     };
     if let (Some(r), Some(b)) = (out.request, out.backend_request)
         && !r.is_zero()

@@ -25,6 +25,7 @@
 
 mod address;
 mod analysis;
+mod annotations;
 mod attach;
 mod canary;
 mod ctx;
@@ -33,6 +34,7 @@ mod filters;
 mod gateway;
 mod hostnames;
 mod httproute;
+mod ingress;
 mod io;
 mod kube;
 mod proxy;
@@ -51,6 +53,7 @@ use crate::model::Model;
 use crate::rollout::Argo;
 
 pub use address::check_unique;
+pub use annotations::known as ingress_annotations;
 pub use io::{
     Address, AddressUse, CertificateFiles, FileUse, Io, ListenerCertificates, SecretCertificate,
     Slot, UNRESOLVED,
@@ -89,10 +92,13 @@ pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validat
     let deployments = kube::deployment_templates(&docs.deployments);
     template::templates(&mut ctx, &docs.templates, &mut argo);
     rollout::rollouts(&mut ctx, &docs.rollouts, &deployments, &services, &mut argo);
+    let no_proxy = docs.proxies.is_empty();
     let mut proxy = proxy::proxy(&mut ctx, docs.proxies, &services, &argo);
 
     let mut gateway_status = Vec::new();
     let (bindings, roles) = canary::bindings(&mut ctx, &docs.rollouts, &docs.http_routes, &argo);
+    let ingress_bindings =
+        canary::ingress_bindings(&mut ctx, &docs.rollouts, &docs.ingresses, &argo);
     let mut cluster = endpoints::Cluster::new(
         &mut ctx,
         &docs.namespaces,
@@ -122,6 +128,18 @@ pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validat
         &mut place,
         &mut proxy,
         &mut gateway_status,
+    );
+    ingress::ingresses(
+        &mut ctx,
+        &docs.ingresses,
+        &docs.ingress_classes,
+        &mut ingress::Placement {
+            cluster: &mut cluster,
+            services: &mut services,
+            bindings: &ingress_bindings,
+            no_proxy,
+        },
+        &mut proxy,
     );
     cluster.report_unused(&mut ctx);
 

@@ -43,6 +43,7 @@ fn default_proxy() -> Proxy {
         debug_headers: false,
         notifiers: BTreeMap::new(),
         gateway_class_names: Vec::new(),
+        ingress_class_names: Vec::new(),
         gateway_address: defaults::GATEWAY_ADDRESS,
     }
 }
@@ -292,15 +293,24 @@ pub(super) fn proxy(
     }
 
     proxy.debug_headers = spec.debug_headers.unwrap_or(defaults::DEBUG_HEADERS);
-    for (i, c) in spec.gateway_class_names.iter().flatten().enumerate() {
-        if c.trim().is_empty() {
-            ctx.issue(
-                doc,
-                &format!("spec.gatewayClassNames[{i}]"),
-                "a gateway class name is empty",
-            );
-        } else {
-            proxy.gateway_class_names.push(c.trim().to_owned());
+    for (field, given, out) in [
+        (
+            "gatewayClassNames",
+            &spec.gateway_class_names,
+            &mut proxy.gateway_class_names,
+        ),
+        (
+            "ingressClassNames",
+            &spec.ingress_class_names,
+            &mut proxy.ingress_class_names,
+        ),
+    ] {
+        for (i, c) in given.iter().flatten().enumerate() {
+            if c.trim().is_empty() {
+                ctx.issue(doc, &format!("spec.{field}[{i}]"), "a class name is empty");
+            } else {
+                out.push(c.trim().to_owned());
+            }
         }
     }
     if let Some(a) = &spec.gateway_address {

@@ -123,6 +123,8 @@ pub(super) fn route(
         target: target?,
         timeouts: RouteTimeouts::default(),
         scope: Vec::new(),
+        max_body: None,
+        steer: Vec::new(),
     })
 }
 

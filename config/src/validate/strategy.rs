@@ -89,6 +89,8 @@ pub(super) fn canary(
             }
             managed = Some(set);
         }
+        // trafficRouting.nginx names the Ingresses weir splits: validated with them
+        // (validate::canary); the other routers are not needed.
         for router in tr.routers.keys() {
             ctx.notice(
                 doc,

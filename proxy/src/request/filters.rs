@@ -121,7 +121,46 @@ fn new_path(rw: &PathRewrite, path: &str, matched: &PathMatch) -> String {
                 format!("/{joined}")
             }
         }
+        PathRewrite::Captures(template) => {
+            // nginx's `rewrite REGEX TEMPLATE`: the whole path becomes the template, its
+            // `$N` the groups the route's expression captured.
+            let mut out = String::new();
+            match matched {
+                PathMatch::Regex(r) => match r.captures(path) {
+                    Some(c) => c.expand(&braced_groups(template), &mut out),
+                    None => out.push_str(template),
+                },
+                _ => out.push_str(template),
+            }
+            if out.starts_with('/') {
+                out
+            } else {
+                format!("/{out}")
+            }
+        }
     }
+}
+
+/// nginx's `$1` as the regex crate's `${1}`, so that a group number followed by letters
+/// (`$1abc`) stays a number, as in nginx.
+fn braced_groups(template: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 8);
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push_str("${");
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                out.push(d);
+                chars.next();
+            }
+            out.push('}');
+        } else if c == '$' {
+            out.push_str("$$");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `Location` of a redirect, as the Gateway API composes it: each part not given
@@ -135,6 +174,9 @@ pub(crate) fn location(
     listener_port: u16,
     matched: &PathMatch,
 ) -> String {
+    if let Some(url) = &rd.url {
+        return url.clone();
+    }
     let scheme = rd
         .scheme
         .as_deref()
@@ -262,6 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn rewrite_targets_take_the_groups_the_path_captured() {
+        let re = |p: &str| PathMatch::Regex(regex::Regex::new(p).unwrap());
+        let cap = |t: &str| PathRewrite::Captures(t.to_owned());
+        // ingress-nginx's documented example.
+        let m = re("(?i)^/something(/|$)(.*)");
+        assert_eq!(new_path(&cap("/$2"), "/something", &m), "/");
+        assert_eq!(new_path(&cap("/$2"), "/something/", &m), "/");
+        assert_eq!(new_path(&cap("/$2"), "/something/new", &m), "/new");
+        assert_eq!(new_path(&cap("/$2"), "/SOMETHING/new", &m), "/new");
+        // Without groups the whole path becomes the target, as nginx's rewrite does.
+        assert_eq!(new_path(&cap("/"), "/foo/bar", &re("(?i)^/foo")), "/");
+        // A group number followed by letters stays a number; a lone $ stays itself.
+        assert_eq!(
+            new_path(&cap("/v$1abc/$"), "/x/7", &re("^/x/(\\d+)")),
+            "/v7abc/$"
+        );
+        assert_eq!(new_path(&cap("$1"), "/a/b", &re("^/a/(.*)")), "/b");
+    }
+
+    #[test]
     fn prefix_rewrites_leave_no_double_slash() {
         let seg = |p: &str| PathMatch::Segments(p.to_owned());
         let pre = |p: &str| PathRewrite::Prefix(p.to_owned());
@@ -293,6 +355,7 @@ mod tests {
             path: None,
             port: None,
             status: 301,
+            url: None,
         };
         let m = PathMatch::Segments("/".into());
         let l = line("/a", "/a?x=1");
@@ -306,6 +369,7 @@ mod tests {
             path: Some(PathRewrite::Full("/b".into())),
             port: None,
             status: 302,
+            url: None,
         };
         assert_eq!(
             location(&rd, &l, "example.com", false, 8080, &m),

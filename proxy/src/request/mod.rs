@@ -215,14 +215,9 @@ pub(crate) fn route(
     };
     let route = found.route;
     let routed = match &route.target {
-        Target::Unavailable { reason, status } => {
+        Target::Unavailable { reason, kind } => {
             tracing::debug!(route = %route.name, "{reason}");
-            let kind = if *status == 500 {
-                Kind::InvalidBackend
-            } else {
-                Kind::Unavailable
-            };
-            Err(Refused::error(kind, Some(route.name.clone()), None))
+            Err(Refused::error(*kind, Some(route.name.clone()), None))
         }
         Target::Redirect(rd) => {
             let location = filters::location(rd, req, host, conn.tls, conn.port, found.path);
@@ -234,6 +229,25 @@ pub(crate) fn route(
         }
         Target::Split(t) => 'split: {
             let mut edit = None;
+            if let Some(f) = &route.filters
+                && let Some(s) = &f.source
+                && !s.admits(conn.client.ip())
+            {
+                break 'split Err(Refused::error(
+                    Kind::Forbidden,
+                    Some(route.name.clone()),
+                    None,
+                ));
+            }
+            if let Some(max) = route.max_body
+                && declared_length(headers).is_some_and(|n| n > max)
+            {
+                break 'split Err(Refused::error(
+                    Kind::BodyTooLarge,
+                    Some(route.name.clone()),
+                    None,
+                ));
+            }
             if let Some(f) = &route.filters {
                 let mut e = Edit {
                     route: Some(f.clone()),
@@ -295,6 +309,19 @@ pub(crate) fn route(
         }
     };
     (routed, table.access_log.clone())
+}
+
+/// The request's `Content-Length`, when it sends one that reads as a number.
+fn declared_length(headers: &impl Headers) -> Option<u64> {
+    let n = std::cell::Cell::new(None);
+    headers.any_value("content-length", |v| {
+        n.set(
+            v.and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok()),
+        );
+        true
+    });
+    n.get()
 }
 
 impl Refused {

@@ -17,7 +17,7 @@ use super::{
     Target,
 };
 use crate::access_log::AccessLogSink;
-use crate::error::BuildError;
+use crate::error::{BuildError, Kind};
 use crate::stats::{CellKey, Role, Stats};
 use crate::tls::TlsAcceptor;
 use crate::upstream::Upstreams;
@@ -181,15 +181,21 @@ pub fn build(
                 if backends.iter().all(|(_, w)| *w == 0) {
                     // The Gateway API: a rule whose weights are all zero answers 500.
                     Target::Unavailable {
-                        status: 500,
+                        kind: Kind::InvalidBackend,
                         reason: Arc::from("every backend of this route has weight 0"),
                     }
                 } else {
+                    // ingress-nginx's canary rules: a main leg and a canary leg.
+                    let pins = if backends.len() == 2 {
+                        steer_pins(&r.steer)
+                    } else {
+                        Vec::new()
+                    };
                     split_target_with_mirrors(
                         ctx,
                         &r.name,
                         backends,
-                        Vec::new(),
+                        pins,
                         mirrors,
                         &mut used_counters,
                     )
@@ -203,12 +209,17 @@ pub fn build(
                     name,
                     traffic.get(name),
                     &r.name,
-                    mirrors,
+                    (mirrors, &r.steer),
                     &mut used_counters,
                 )
             }
             RouteTarget::Respond { status, message } => Target::Unavailable {
-                status: *status,
+                kind: match status {
+                    500 => Kind::InvalidBackend,
+                    404 => Kind::NoRoute,
+                    403 => Kind::Forbidden,
+                    _ => Kind::Unavailable,
+                },
                 reason: Arc::from(message.as_str()),
             },
         };
@@ -229,6 +240,7 @@ pub fn build(
             target,
             filters,
             request_timeout: request_timeout(model.proxy.upstream.request_timeout, r.timeouts),
+            max_body: r.max_body,
         });
         let scope: Box<[Claim]> = r
             .scope
@@ -292,6 +304,7 @@ pub fn build(
                 target,
                 filters: None,
                 request_timeout: model.proxy.upstream.request_timeout,
+                max_body: None,
             });
             matchers.push((
                 vec![HostMatch::Exact(host.to_ascii_lowercase())],
@@ -405,6 +418,14 @@ fn specificity(
     )
 }
 
+/// ingress-nginx's canary rules as pins: to leg 1 (the canary) or leg 0 (the main one).
+fn steer_pins(steer: &[weir_config::model::Steer]) -> Vec<(super::Pin, usize)> {
+    steer
+        .iter()
+        .map(|s| (super::Pin::Steer(s.when.clone()), usize::from(s.to_canary)))
+        .collect()
+}
+
 /// The header changes, rewrite and CORS policy of `filters`, merged in order; `None`
 /// when there are none (redirects and mirrors are built apart).
 fn compile_filters(filters: &[Filter]) -> Option<Arc<RouteFilters>> {
@@ -426,6 +447,10 @@ fn compile_filters(filters: &[Filter]) -> Option<Arc<RouteFilters>> {
             }
             Filter::Cors(c) => {
                 out.cors = Some(c.clone());
+                any = true;
+            }
+            Filter::Source(s) => {
+                out.source = Some(s.clone());
                 any = true;
             }
             Filter::Redirect(_) | Filter::Mirror(_) => {}
@@ -517,7 +542,7 @@ fn split_target(
     ctx: &mut BuildContext,
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
-    header_routes: Vec<(super::HeaderRoute, usize)>,
+    header_routes: Vec<(super::Pin, usize)>,
     used: &mut std::collections::HashSet<String>,
 ) -> Target {
     split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new(), used)
@@ -527,7 +552,7 @@ fn split_target_with_mirrors(
     ctx: &mut BuildContext,
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
-    header_routes: Vec<(super::HeaderRoute, usize)>,
+    header_routes: Vec<(super::Pin, usize)>,
     mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
     used: &mut std::collections::HashSet<String>,
 ) -> Target {
@@ -573,7 +598,10 @@ fn rollout_target(
     rollout: &str,
     traffic: Option<&RolloutTraffic>,
     route: &str,
-    rule_mirrors: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
+    (rule_mirrors, steer): (
+        Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
+        &[weir_config::model::Steer],
+    ),
     used: &mut std::collections::HashSet<String>,
 ) -> Target {
     // A Rollout the control loop has not decided on yet (one a reload just added): its
@@ -597,7 +625,7 @@ fn rollout_target(
             }
             _ => {
                 return Target::Unavailable {
-                    status: 503,
+                    kind: Kind::Unavailable,
                     reason: Arc::from(format!("rollout {rollout} has no revision yet")),
                 };
             }
@@ -617,9 +645,16 @@ fn rollout_target(
                 .iter()
                 .map(|m| (Some(m.clone()), m.percentage, c.clone())),
         );
-        if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() {
+        if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() || !steer.is_empty() {
             legs.push((c, t.canary_weight.basis_points()));
-            header_routes = t.header_routes.iter().map(|h| (h.clone(), 1)).collect();
+            // Argo's header routes, then the route's own canary rules
+            // (`additionalIngressAnnotations`), which apply only while there is a canary.
+            header_routes = t
+                .header_routes
+                .iter()
+                .map(|h| (super::Pin::Header(h.clone()), 1))
+                .chain(steer_pins(steer))
+                .collect();
         }
     }
     if legs.len() == 1 {

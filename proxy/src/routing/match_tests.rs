@@ -40,6 +40,8 @@ fn route(name: &str, hosts: &[&str], matches: Vec<RouteMatch>) -> Route {
         }]),
         timeouts: RouteTimeouts::default(),
         scope: Vec::new(),
+        max_body: None,
+        steer: Vec::new(),
     }
 }
 
@@ -223,6 +225,7 @@ fn redirects_and_invalid_backends_are_answered_without_an_upstream() {
         path: None,
         port: None,
         status: 301,
+        url: None,
     })];
     let mut invalid = route("invalid", &[], vec![m(PathMatch::Segments("/bad".into()))]);
     invalid.target = RouteTarget::Respond {
@@ -253,11 +256,17 @@ fn redirects_and_invalid_backends_are_answered_without_an_upstream() {
     assert!(matches!(target("/old/x"), Target::Redirect(r) if r.status == 301));
     assert!(matches!(
         target("/bad"),
-        Target::Unavailable { status: 500, .. }
+        Target::Unavailable {
+            kind: crate::error::Kind::InvalidBackend,
+            ..
+        }
     ));
     assert!(matches!(
         target("/zero"),
-        Target::Unavailable { status: 500, .. }
+        Target::Unavailable {
+            kind: crate::error::Kind::InvalidBackend,
+            ..
+        }
     ));
 }
 

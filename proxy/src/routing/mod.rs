@@ -19,6 +19,7 @@ use weir_config::model::{
 };
 
 use crate::access_log::AccessLogSink;
+use crate::error::Kind;
 use crate::stats::{Cell, CellKey, Role};
 use crate::tls::TlsAcceptor;
 use crate::upstream::EndpointPool;
@@ -100,6 +101,8 @@ pub struct RouteEntry {
     /// How long its upstream has to answer: the proxy's `requestTimeout`, or the
     /// route's own shorter one. Worked out when the table is built, not per request.
     pub request_timeout: std::time::Duration,
+    /// The largest request body it takes (a larger one gets 413).
+    pub max_body: Option<u64>,
 }
 
 /// A route's filters, merged in the order written.
@@ -113,6 +116,8 @@ pub struct RouteFilters {
     pub rewrite: Option<Rewrite>,
     /// CORS: preflights answered here, headers added to responses.
     pub cors: Option<Cors>,
+    /// The client addresses let in (others get 403).
+    pub source: Option<weir_config::model::SourceRanges>,
 }
 
 /// One way a request matches a route.
@@ -260,8 +265,9 @@ pub enum Target {
     /// Nothing can serve it now (a Rollout whose revision has no endpoints; an
     /// HTTPRoute rule with no valid backend): this status and message.
     Unavailable {
-        /// The status to send (503, or 500 for an invalid backend).
-        status: u16,
+        /// What the client is told: 503 ([`Kind::Unavailable`]), 500 for an invalid
+        /// backend, 404 where an Ingress host has no such path.
+        kind: Kind,
         /// Why, for the short body and the log.
         reason: Arc<str>,
     },
@@ -276,11 +282,49 @@ pub struct SplitTarget {
     pub legs: Vec<Arc<Backend>>,
     /// Each leg's configured weight.
     pub weights: Vec<Weight>,
-    /// Requests matching any of these go to the given leg whatever the weights
-    /// (Argo's setHeaderRoute).
-    pub header_routes: Vec<(HeaderRoute, usize)>,
+    /// Requests matching one of these go to the given leg whatever the weights: Argo's
+    /// setHeaderRoute, and ingress-nginx's canary rules. The first that matches decides.
+    pub header_routes: Vec<(Pin, usize)>,
     /// Copies of matching requests go to these (Argo's setMirrorRoute).
     pub mirrors: Vec<Mirror>,
+}
+
+/// A condition that sends a request to a given leg, before the weights.
+#[derive(Debug)]
+pub enum Pin {
+    /// Argo's setHeaderRoute.
+    Header(HeaderRoute),
+    /// An ingress-nginx canary rule (its leg is the canary's or the main one's).
+    Steer(weir_config::model::SteerWhen),
+}
+
+impl Pin {
+    /// Whether a request with these headers meets it.
+    #[inline]
+    pub fn matches(&self, headers: &impl Headers) -> bool {
+        use weir_config::model::SteerWhen;
+        match self {
+            Pin::Header(h) => h.matches(headers),
+            Pin::Steer(SteerWhen::Header(h)) => headers.any_value(&h.name, |v| h.kind.matches(v)),
+            Pin::Steer(SteerWhen::Cookie { name, value }) => {
+                headers.any_value("cookie", |v| v.is_some_and(|v| cookie_is(v, name, value)))
+            }
+        }
+    }
+}
+
+/// Whether a `Cookie` header value holds cookie `name` with exactly `value` (the first
+/// cookie of that name decides, as nginx's `$cookie_NAME` does).
+fn cookie_is(header: &[u8], name: &str, value: &str) -> bool {
+    for pair in header.split(|b| *b == b';') {
+        let pair = pair.trim_ascii();
+        if let Some(rest) = pair.strip_prefix(name.as_bytes())
+            && let Some(v) = rest.strip_prefix(b"=")
+        {
+            return v == value.as_bytes();
+        }
+    }
+    false
 }
 
 /// One mirror route in the snapshot.
