@@ -621,7 +621,7 @@ fn to_yaml_doc(v: &Value, note: &str) -> String {
 
 /// A self-signed CA and a leaf for the names the suite's requests use, as a
 /// `kubernetes.io/tls` Secret; returns (the Secret's YAML, the CA's DER).
-fn tls_secret(ns: &str, name: &str, names: &[&str]) -> (String, Vec<u8>) {
+pub(crate) fn tls_secret(ns: &str, name: &str, names: &[&str]) -> (String, Vec<u8>) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -911,7 +911,7 @@ struct Target {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-fn tls_client(ca_der: &[u8]) -> Arc<rustls::ClientConfig> {
+pub(crate) fn tls_client(ca_der: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(ca_der.to_vec()))

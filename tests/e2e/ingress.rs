@@ -388,6 +388,12 @@ async fn annotations_behave_as_in_ingress_nginx() {
         path("/", "Prefix", "echo"),
     ));
     yaml.push_str(&ing(
+        "slow",
+        "slow.test",
+        a("proxy-read-timeout", "1"),
+        path("/", "Prefix", "echo"),
+    ));
+    yaml.push_str(&ing(
         "cors",
         "cors.test",
         a("enable-cors", "true")
@@ -496,6 +502,11 @@ async fn annotations_behave_as_in_ingress_nginx() {
     assert_eq!(s, 200);
     let (s, _, _) = echo(web, "POST", "body.test", "/", &[], &[b'x'; 1025]).await;
     assert_eq!(s, 413);
+    // proxy-read-timeout 1: a backend 3 s late is a 504 after one.
+    let (s, _, _) = echo(web, "GET", "slow.test", "/?delay=3s", &[], b"").await;
+    assert_eq!(s, 504);
+    let (s, _, _) = echo(web, "GET", "slow.test", "/?delay=10ms", &[], b"").await;
+    assert_eq!(s, 200);
     // upstream-vhost and x-forwarded-prefix.
     let (s, e, _) = echo(web, "GET", "vhost.test", "/", &[], b"").await;
     assert_eq!(s, 200);
@@ -722,5 +733,94 @@ spec:
         who(web, "app.test", &[]).await == (200, "v2".into())
     })
     .await;
+    assert!(w.shutdown().await);
+}
+
+/// An Ingress's `tls` Secret is served by SNI on the Proxy's TLS listener, and plain HTTP
+/// to its host redirects there (308, `ssl-redirect`), unless the Ingress turns that off;
+/// a host without TLS is served on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_by_sni_and_ssl_redirect() {
+    use crate::gateway_conformance::{tls_client, tls_secret};
+    let pod = EchoBackend::start(EchoContext {
+        pod: "echo".into(),
+        ..EchoContext::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The listener's own certificate, for names no Secret claims.
+    let own = rcgen::generate_simple_self_signed(vec!["default.test".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("default.pem"), own.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("default-key.pem"),
+        own.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let (secret, ca) = tls_secret("default", "secure-tls", &["secure.test"]);
+    let mut yaml = edge(
+        "    - {name: websecure, address: \"127.0.0.1:0\", tls: {certificates: [{certFile: default.pem, keyFile: default-key.pem}]}}\n",
+    );
+    yaml.push_str(&kube_service("echo", pod.http_addr()));
+    yaml.push_str("---\n");
+    yaml.push_str(&secret);
+    let tls = |name: &str, host: &str, ann: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations: {{{ann}}}\nspec:\n  ingressClassName: nginx\n  tls: [{{hosts: [{host}], secretName: secure-tls}}]\n  rules:\n    - host: {host}\n      http:\n        paths:\n          - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{number: 80}}}}}}}}\n"
+        )
+    };
+    yaml.push_str(&tls("secure", "secure.test", ""));
+    yaml.push_str(&tls(
+        "lax",
+        "lax.test",
+        "nginx.ingress.kubernetes.io/ssl-redirect: \"false\"",
+    ));
+    yaml.push_str(&ingress("plain", "plain.test", "echo", ""));
+    let w = Weir::start_in(dir, "weir.yaml", &yaml).await;
+    let web = w.web();
+    let secure = w.app().listener("websecure").expect("websecure");
+
+    let (s, _, h) = echo(web, "GET", "secure.test", "/a?b=1", &[], b"").await;
+    assert_eq!(
+        (s, h["location"].to_str().unwrap()),
+        (308, "https://secure.test/a?b=1")
+    );
+    assert_eq!(echo(web, "GET", "lax.test", "/", &[], b"").await.0, 200);
+    assert_eq!(echo(web, "GET", "plain.test", "/", &[], b"").await.0, 200);
+
+    // Over TLS with SNI secure.test: the Secret's certificate (the client trusts only its
+    // CA), and the request served.
+    let tcp = tokio::net::TcpStream::connect(secure).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls_client(&ca))
+        .connect(
+            rustls::pki_types::ServerName::try_from("secure.test").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("the Secret's certificate for secure.test");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri("/over-tls")
+        .header(http::header::HOST, "secure.test")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let e: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(e["path"], "/over-tls");
+    // Another name gets the listener's own certificate, which that CA did not sign.
+    let tcp = tokio::net::TcpStream::connect(secure).await.unwrap();
+    let other = tokio_rustls::TlsConnector::from(tls_client(&ca))
+        .connect(
+            rustls::pki_types::ServerName::try_from("default.test").unwrap(),
+            tcp,
+        )
+        .await;
+    assert!(other.is_err(), "default.test is not served the Secret");
     assert!(w.shutdown().await);
 }

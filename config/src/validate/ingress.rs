@@ -459,11 +459,14 @@ pub(super) fn ingresses(
             }
         }
     } else {
+        // A listener's certificates are read by the load stage: validation knows a TLS
+        // listener by the certificates it asks for.
+        let with_tls: BTreeSet<usize> = ctx.io.certificates.iter().map(|c| c.listener).collect();
         for (i, l) in proxy.listeners.iter().enumerate() {
             if l.name.starts_with("gateway:") {
                 continue;
             }
-            if l.tls.is_some() {
+            if l.tls.is_some() || with_tls.contains(&i) {
                 secure.push((i, l.name.clone()));
             } else {
                 plain.push(l.name.clone());

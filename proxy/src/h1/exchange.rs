@@ -202,7 +202,7 @@ where
     }
     // Send the head and the body. The client's body is paced: no more than
     // `bodyTimeout` between reads, and `minBodyRate` on average after that grace.
-    let pace = request::client_body_pace(settings, r.request_timeout);
+    let pace = request::client_body_pace(settings, r.send_timeout);
     let mut sent = if has_body {
         let sent = forward_body(
             rbuf,

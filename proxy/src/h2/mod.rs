@@ -170,7 +170,7 @@ async fn handle(
     // The client's body is paced (`bodyTimeout`, `minBodyRate`), each write upstream
     // has `requestTimeout`, and `requestTimeout` for the response head starts once the
     // request has gone: an upload may take as long as it steadily moves.
-    let pace = request::client_body_pace(&settings, r.request_timeout);
+    let pace = request::client_body_pace(&settings, r.send_timeout);
     let sent = async {
         let mut up = r
             .endpoint

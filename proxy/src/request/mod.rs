@@ -55,6 +55,8 @@ pub(crate) struct Routed {
     pub(crate) ticket: Option<Option<u64>>,
     pub(crate) pool: PoolSettings,
     pub(crate) request_timeout: Duration,
+    /// How long each write of the request upstream may take.
+    pub(crate) send_timeout: Duration,
     /// Where copies go (mirror routes and filters): target and endpoint. Empty, and not
     /// allocated, for most requests.
     pub(crate) mirror: Vec<(Arc<Backend>, Arc<EndpointPool>)>,
@@ -297,11 +299,12 @@ pub(crate) fn route(
                     endpoint,
                     ticket: table.debug_headers.then_some(ticket),
                     pool: PoolSettings {
-                        connect_timeout: table.upstream.connect_timeout,
+                        connect_timeout: route.connect_timeout,
                         idle_timeout: table.upstream.idle_timeout,
                         max_idle: table.upstream.max_idle_per_endpoint as usize,
                     },
                     request_timeout: route.request_timeout,
+                    send_timeout: route.send_timeout,
                     mirror,
                     edit,
                 }),

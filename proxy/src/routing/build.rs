@@ -240,6 +240,14 @@ pub fn build(
             target,
             filters,
             request_timeout: request_timeout(model.proxy.upstream.request_timeout, r.timeouts),
+            send_timeout: r
+                .timeouts
+                .send
+                .unwrap_or(model.proxy.upstream.request_timeout),
+            connect_timeout: r
+                .timeouts
+                .connect
+                .unwrap_or(model.proxy.upstream.connect_timeout),
             max_body: r.max_body,
         });
         let scope: Box<[Claim]> = r
@@ -304,6 +312,8 @@ pub fn build(
                 target,
                 filters: None,
                 request_timeout: model.proxy.upstream.request_timeout,
+                send_timeout: model.proxy.upstream.request_timeout,
+                connect_timeout: model.proxy.upstream.connect_timeout,
                 max_body: None,
             });
             matchers.push((
@@ -378,9 +388,10 @@ pub fn build(
 }
 
 /// The proxy's response timeout, shortened by a route's `timeouts` (the Gateway API's:
-/// 0s means none).
+/// 0s means none; ingress-nginx's `proxy-read-timeout`, which nginx applies to every
+/// read of the response, its head included).
 fn request_timeout(proxy: std::time::Duration, route: RouteTimeouts) -> std::time::Duration {
-    [route.request, route.backend_request]
+    [route.request, route.backend_request, route.read]
         .into_iter()
         .flatten()
         .filter(|t| !t.is_zero())

@@ -101,6 +101,12 @@ pub struct RouteEntry {
     /// How long its upstream has to answer: the proxy's `requestTimeout`, or the
     /// route's own shorter one. Worked out when the table is built, not per request.
     pub request_timeout: std::time::Duration,
+    /// How long each write of the request upstream may take (ingress-nginx's
+    /// `proxy-send-timeout`; else the proxy's `requestTimeout`).
+    pub send_timeout: std::time::Duration,
+    /// How long connecting to an endpoint may take (`proxy-connect-timeout`; else the
+    /// proxy's `connectTimeout`).
+    pub connect_timeout: std::time::Duration,
     /// The largest request body it takes (a larger one gets 413).
     pub max_body: Option<u64>,
 }
