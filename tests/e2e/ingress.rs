@@ -824,3 +824,109 @@ async fn tls_secrets_by_sni_and_ssl_redirect() {
     assert!(other.is_err(), "default.test is not served the Secret");
     assert!(w.shutdown().await);
 }
+
+fn ingress_example() -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingress-canary.yaml");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// examples/ingress-canary.yaml loads with no warning, and its Ingress path is the
+/// Rollout's.
+#[test]
+fn the_ingress_canary_example_loads() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ingress-canary.yaml");
+    let m = weir_config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    let warnings: Vec<&str> = m
+        .notices
+        .iter()
+        .filter(|n| n.warning)
+        .map(|n| n.message.as_str())
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let rollout: Vec<&str> = m
+        .proxy
+        .routes
+        .iter()
+        .filter(|r| r.target == weir_config::model::RouteTarget::Rollout("my-app".into()))
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(rollout, ["default/my-app/my-app.example.com/"]);
+}
+
+/// examples/ingress-canary.yaml: "edit the Rollout's image to my-app:v2.0.0 and save: the
+/// canary begins". Fixed addresses are swapped for free ones, time is compressed and load
+/// is driven; nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_canary_example_runs() {
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use weir_fixtures::load::{LoadSpec, Mode, run};
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let yaml = ingress_example()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("127.0.0.1:9001", &v1.addr().to_string())
+        .replace("127.0.0.1:9002", &v2.addr().to_string())
+        .replace("duration: 10s", "duration: 1s")
+        .replace("interval: 2s", "interval: 500ms");
+    let w = Weir::start(&yaml).await;
+    let web = w.web();
+    let st = || {
+        let a = w.admin();
+        async move {
+            serde_json::from_slice::<Value>(
+                &get(a, "127.0.0.1", "/api/v1/rollouts/my-app").await.body,
+            )
+            .unwrap_or_default()
+        }
+    };
+    let host = "my-app.example.com";
+    eventually("v1 is stable at once", Duration::from_secs(5), || async {
+        st().await["phase"] == "Healthy"
+    })
+    .await;
+    assert_eq!(get(web, host, "/").await.header("x-backend"), Some("v1"));
+    let stop = CancellationToken::new();
+    let spec = LoadSpec {
+        connections: 4,
+        mode: Mode::Open { rate: 200.0 },
+        duration: Duration::from_secs(600),
+        host: host.into(),
+        ..LoadSpec::new(web)
+    };
+    let load = tokio::spawn(run(spec, stop.clone()));
+    let i = yaml.find("kind: Rollout").unwrap();
+    let edited = format!(
+        "{}{}",
+        &yaml[..i],
+        yaml[i..].replacen("image: my-app:v1.0.0", "image: my-app:v2.0.0", 1)
+    );
+    w.write_config(&edited);
+    eventually(
+        "the canary begins at 10%",
+        Duration::from_secs(10),
+        || async { st().await["canaryWeight"] == 10.0 },
+    )
+    .await;
+    let c = client();
+    let r = get_with(&c, web, host, "/", &[("X-Canary", "always")]).await;
+    assert_eq!(r.header("x-backend"), Some("v2"));
+    let r = get_with(&c, web, host, "/", &[("X-Canary", "never")]).await;
+    assert_eq!(r.header("x-backend"), Some("v1"));
+    eventually("promoted", Duration::from_secs(30), || async {
+        let s = st().await;
+        s["phase"] == "Healthy" && s["stableRevision"] == "my-app:v2.0.0"
+    })
+    .await;
+    stop.cancel();
+    let report = load.await.unwrap();
+    assert!(
+        report.by_status.keys().all(|s| *s == 200),
+        "{:?}",
+        report.by_status
+    );
+    assert!(report.by_backend.get("v2").copied().unwrap_or(0) > 0);
+    assert_eq!(get(web, host, "/").await.header("x-backend"), Some("v2"));
+    assert!(w.shutdown().await);
+}
