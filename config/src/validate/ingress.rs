@@ -513,6 +513,11 @@ pub(super) fn ingresses(
         }
     }
     let mut names = BTreeSet::new();
+    // What each Ingress serves, said once per Ingress (`weir check -v`: the migration
+    // report, object by object).
+    let mut report: Vec<Vec<String>> = vec![Vec::new(); served.len()];
+    // Every path: a host's default in regex mode, and the default backend.
+    let any_path = regex::Regex::new("^/").expect("a valid expression");
     for host in &hosts {
         let locs: Vec<&Loc> = main.iter().filter(|l| &l.host == host).collect();
         let regex = locs
@@ -581,6 +586,7 @@ pub(super) fn ingresses(
                 Some(p) => p,
                 None => continue,
             };
+            report[l.ing].push(describe(l, shown, regex, s, has_tls));
             let name = format!("{}/{}/{shown}{}", s.ns, s.name, l.path);
             let route = Route {
                 name,
@@ -623,7 +629,7 @@ pub(super) fn ingresses(
                 ),
             };
             let path = if regex {
-                PathMatch::Regex(regex::Regex::new("^/").expect("valid"))
+                PathMatch::Regex(any_path.clone())
             } else {
                 PathMatch::Segments("/".into())
             };
@@ -650,6 +656,20 @@ pub(super) fn ingresses(
             );
         }
     }
+    for (s, lines) in served.iter().zip(&report) {
+        if s.ann.canary.is_some() {
+            continue;
+        }
+        let mut text = format!("Ingress {}/{} is served:", s.ns, s.name);
+        for l in lines {
+            text.push_str("\n    ");
+            text.push_str(l);
+        }
+        if let Some((d, _)) = &s.default {
+            text.push_str(&format!("\n    defaultBackend -> {}", dest_name(d)));
+        }
+        ctx.notice(s.doc, "kind", text);
+    }
     // Requests for hosts no rule names: the first Ingress's defaultBackend.
     if let Some(s) = served.iter().find(|s| s.default.is_some()) {
         let (d, _) = s.default.as_ref().expect("found");
@@ -660,7 +680,7 @@ pub(super) fn ingresses(
                 name: format!("{}/{}/default-backend", s.ns, s.name),
                 hosts: Vec::new(),
                 matches: vec![RouteMatch {
-                    path: PathMatch::Regex(regex::Regex::new("^/").expect("valid")),
+                    path: PathMatch::Regex(any_path.clone()),
                     headers: Vec::new(),
                     query: Vec::new(),
                     method: None,
@@ -685,6 +705,50 @@ pub(super) fn ingresses(
             );
         }
     }
+}
+
+fn dest_name(d: &Dest) -> String {
+    match d {
+        Dest::Service(s) => s.clone(),
+        Dest::Unavailable(status, _) => format!("answered {status}"),
+    }
+}
+
+/// One line of an Ingress's report: host, path, how it matches, where it goes.
+fn describe(l: &Loc, host: &str, regex: bool, s: &Served<'_>, tls: bool) -> String {
+    let how = if regex {
+        "regular expression, case-insensitive".to_owned()
+    } else {
+        l.ty.name().to_owned()
+    };
+    let to = match (&l.rollout, &l.canary) {
+        (Some((r, steer)), _) => format!(
+            "Rollout {r} (stable and canary by its steps{})",
+            if steer.is_empty() {
+                ""
+            } else {
+                ", with its header and cookie rules"
+            }
+        ),
+        (None, Some((c, rules))) => format!(
+            "{}, canary {} at {}/{}{}",
+            dest_name(&l.dest),
+            dest_name(c),
+            rules.weight,
+            rules.total,
+            if rules.steer.is_empty() {
+                ""
+            } else {
+                " with its header and cookie rules"
+            }
+        ),
+        _ => dest_name(&l.dest),
+    };
+    let mut out = format!("{host}{} ({how}) -> {to}", l.path);
+    if (tls && s.ann.ssl_redirect) || s.ann.force_ssl_redirect {
+        out.push_str("; plain HTTP redirects to HTTPS (308)");
+    }
+    out
 }
 
 /// Adds `route`, its name made unique.

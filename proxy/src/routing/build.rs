@@ -603,16 +603,17 @@ fn split_target_with_mirrors(
     })
 }
 
+/// A mirror of a route: its Argo mirror route (None for a Gateway API mirror), its
+/// share, where copies go.
+type LegMirror = (Option<MirrorRoute>, Weight, Arc<Backend>);
+
 fn rollout_target(
     ctx: &mut BuildContext,
     model: &Model,
     rollout: &str,
     traffic: Option<&RolloutTraffic>,
     route: &str,
-    (rule_mirrors, steer): (
-        Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
-        &[weir_config::model::Steer],
-    ),
+    (rule_mirrors, steer): (Vec<LegMirror>, &[weir_config::model::Steer]),
     used: &mut std::collections::HashSet<String>,
 ) -> Target {
     // A Rollout the control loop has not decided on yet (one a reload just added): its
