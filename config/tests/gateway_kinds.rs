@@ -478,3 +478,34 @@ stringData:
         ServedFor::Host(HostMatch::Suffix(".secure.example".into()))
     );
 }
+
+/// A Gateway's `Hostname` address: its listeners bind what the name resolves to, when no
+/// `IPAddress` is given; a name that is not one is an error at its field.
+#[test]
+fn a_hostname_address_binds_what_it_resolves_to() {
+    let gw = |addresses: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  gatewayClassName: weir\n  addresses: {addresses}\n  listeners:\n    - {{name: http, port: 8080, protocol: HTTP}}\n"
+        )
+    };
+    let m = ok(&gw("[{type: Hostname, value: localhost}]"));
+    let l: Vec<_> = m
+        .proxy
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.address))
+        .collect();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].0, "gateway:localhost:8080");
+    assert!(l[0].1.ip().is_loopback() && l[0].1.port() == 8080, "{l:?}");
+    // An IPAddress, wherever it is, wins.
+    let m = ok(&gw(
+        "[{type: Hostname, value: localhost}, {type: IPAddress, value: 127.0.0.2}]",
+    ));
+    assert_eq!(
+        m.proxy.listeners[0].address,
+        "127.0.0.2:8080".parse().unwrap()
+    );
+    let got = issues(&gw("[{type: Hostname, value: \"*.example.com\"}]"));
+    at(&got, 6, "spec.addresses[0].value", "is not a host name");
+}

@@ -141,11 +141,13 @@ pub(super) fn gateways(
     }
     // Model listeners by address: the Proxy's own, then those Gateways add; with whether
     // they terminate TLS.
-    let mut sockets: BTreeMap<SocketAddr, (usize, bool)> = BTreeMap::new();
+    // Keyed by address as written (`IP:port`, or `host:port` for a Hostname address,
+    // resolved by the load stage).
+    let mut sockets: BTreeMap<String, (usize, bool)> = BTreeMap::new();
     for (i, l) in proxy.listeners.iter().enumerate() {
         if l.address.port() != 0 {
             let tls = ctx.io.certificates.iter().any(|c| c.listener == i);
-            sockets.entry(l.address).or_insert((i, tls));
+            sockets.entry(l.address.to_string()).or_insert((i, tls));
         }
     }
     let mut out = Gateways::new();
@@ -188,7 +190,7 @@ pub(super) fn gateways(
             out.insert((ns, name), gw);
             continue;
         }
-        let ip = gateway_ip(ctx, doc, &spec, proxy.gateway_address);
+        let addr = gateway_address(ctx, doc, &spec, proxy.gateway_address);
         let at = status.len();
         status.push(GatewayStatus {
             kind: StatusKind::Gateway,
@@ -327,7 +329,16 @@ pub(super) fn gateways(
                 continue;
             }
             // The model listener.
-            let socket = SocketAddr::new(ip, port);
+            let (socket, resolved) = match &addr {
+                GatewayAddress::Ip(ip) => {
+                    let s = SocketAddr::new(*ip, port);
+                    (s.to_string(), Address::Ip(s))
+                }
+                GatewayAddress::Host(h) => {
+                    let s = format!("{h}:{port}");
+                    (s.clone(), Address::Host(s))
+                }
+            };
             let mut model = None;
             if ok {
                 match sockets.get(&socket) {
@@ -355,18 +366,21 @@ pub(super) fn gateways(
                 }
                 if ok {
                     hosts_on.insert(key, lname.clone());
-                    let (index, _) = *sockets.entry(socket).or_insert_with(|| {
+                    let (index, _) = *sockets.entry(socket.clone()).or_insert_with(|| {
                         let index = proxy.listeners.len();
                         proxy.listeners.push(Listener {
                             name: format!("gateway:{socket}"),
-                            address: socket,
+                            address: match &resolved {
+                                Address::Ip(s) => *s,
+                                Address::Host(_) => super::io::UNRESOLVED,
+                            },
                             tls: None,
                             role_hosts: None,
                         });
                         ctx.io.addresses.push(AddressUse {
                             slot: Slot::Listener(index),
-                            address: Address::Ip(socket),
-                            written: socket.to_string(),
+                            address: resolved.clone(),
+                            written: socket.clone(),
                             at: doc.location(&format!("{field}.port")),
                         });
                         (index, https)
@@ -441,7 +455,7 @@ pub(super) fn gateways(
 }
 
 /// The conditions every listener gets besides its problems.
-fn finish_listener(conditions: &mut Vec<Condition>, ok: bool, https: bool, socket: &SocketAddr) {
+fn finish_listener(conditions: &mut Vec<Condition>, ok: bool, https: bool, socket: &str) {
     let has = |c: &Vec<Condition>, t: &str| c.iter().any(|x| x.type_ == t);
     if !has(conditions, ty::ACCEPTED) {
         conditions.insert(0, Condition::yes(ty::ACCEPTED, reason::ACCEPTED, ""));
@@ -509,30 +523,53 @@ fn certificate(
     }
 }
 
-/// The address a Gateway's listeners bind: its first `IPAddress`, else `default`.
-fn gateway_ip(ctx: &mut Ctx, doc: &Document, spec: &raw::GatewaySpec, default: IpAddr) -> IpAddr {
+/// Where a Gateway's listeners bind.
+enum GatewayAddress {
+    Ip(IpAddr),
+    /// A `Hostname` address: the listeners bind what it resolves to when the
+    /// configuration loads (again at each reload).
+    Host(String),
+}
+
+/// The address a Gateway's listeners bind: its first `IPAddress`, else its first
+/// `Hostname`, else `default`.
+fn gateway_address(
+    ctx: &mut Ctx,
+    doc: &Document,
+    spec: &raw::GatewaySpec,
+    default: IpAddr,
+) -> GatewayAddress {
+    let mut host = None;
     for (i, a) in spec.addresses.iter().enumerate() {
         let field = format!("spec.addresses[{i}]");
+        let value = a.value.as_deref().unwrap_or("");
         match a.type_.as_deref().unwrap_or("IPAddress") {
-            "IPAddress" => match a.value.as_deref().map(str::parse::<IpAddr>) {
-                Some(Ok(ip)) => return ip,
+            "IPAddress" => match value.parse::<IpAddr>() {
+                Ok(ip) => return GatewayAddress::Ip(ip),
+                Err(_) => ctx.issue(
+                    doc,
+                    &format!("{field}.value"),
+                    format!("{value:?} is not an IP address"),
+                ),
+            },
+            "Hostname" => match hostnames::check(value) {
+                Ok(()) if !value.starts_with("*.") => {
+                    host.get_or_insert_with(|| value.to_owned());
+                }
                 _ => ctx.issue(
                     doc,
                     &format!("{field}.value"),
-                    format!(
-                        "{:?} is not an IP address",
-                        a.value.as_deref().unwrap_or("")
-                    ),
+                    format!("{value:?} is not a host name: write a DNS name such as gw.example.com (the listeners bind the address it resolves to)"),
                 ),
             },
             other => ctx.notice(
                 doc,
                 &field,
-                format!("an address of type {other:?} is not used: weir binds IPAddress addresses"),
+                format!("an address of type {other:?} is not used: weir binds IPAddress and Hostname addresses"),
             ),
         }
     }
-    default
+    host.map_or(GatewayAddress::Ip(default), GatewayAddress::Host)
 }
 
 /// `allowedRoutes.namespaces`, checked.
