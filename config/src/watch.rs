@@ -189,8 +189,21 @@ impl ConfigWatcher {
         drop(suspect);
         match loaded {
             Ok(model) => {
+                // A warning is logged once: at start, or by the reload that brings it.
+                let before: std::collections::HashSet<(Arc<std::path::Path>, String)> = self
+                    .tx
+                    .borrow()
+                    .notices
+                    .iter()
+                    .filter(|n| n.warning)
+                    .map(|n| (n.file.clone(), n.message.clone()))
+                    .collect();
                 for n in &model.notices {
-                    tracing::debug!(notice = %n, "config notice");
+                    if n.warning && !before.contains(&(n.file.clone(), n.message.clone())) {
+                        tracing::warn!("{n}");
+                    } else {
+                        tracing::debug!(notice = %n, "config notice");
+                    }
                 }
                 self.stats.successes.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut last) = self.stats.last_issues.lock() {
