@@ -4,8 +4,9 @@
 //!
 //! The request body is read from the client's connection by this task, as on the
 //! HTTP/1.1 path (paced, chunked decoded), and handed to the HTTP/2 stream through a
-//! small channel; the response is read once the request body is whole (the client's
-//! connection is one byte stream). The response goes back chunked to an HTTP/1.1
+//! small channel; the response is relayed as soon as it comes, while the body is still
+//! read (the client's connection split in its two halves), so an upstream that answers
+//! as it reads does not wait on the client. The response goes back chunked to an HTTP/1.1
 //! client unless the upstream gave a length and the client did not ask for trailers;
 //! trailers (`grpc-status`) are sent only to a client that sent `TE: trailers`, as
 //! RFC 9110 §6.5.1 allows a proxy to drop them otherwise. An HTTP/1.0 client gets a
@@ -28,7 +29,7 @@ use crate::request::forward::{
     self, H2Headers, Outgoing, debug_headers, forward_headers, put_header, write_head,
 };
 use crate::request::{self, Exchange, LogLine, Routed};
-use crate::upstream::client::{BodyError, Pace, forward_body, send_to};
+use crate::upstream::client::{BodyError, forward_body, send_to};
 use crate::upstream::h2c::{self, UpBody};
 use crate::upstream::mirror::{MirrorTee, spawn_mirror_copy};
 
@@ -146,54 +147,181 @@ where
             return Next::Close;
         }
     }
-    // The client's body was read to its end: the connection may carry another request.
-    let mut body_whole = true;
-    if let Some(mut w) = writer {
-        let pace = request::client_body_pace(settings, r.request_timeout);
-        wbuf.clear();
-        let sent = forward_body(rbuf, io, &mut w, wbuf, req_framing, true, pace, &mut None).await;
-        match sent {
-            Ok(()) => {
-                w.finish().await;
-            }
-            // The upstream stopped taking the body (it answered early, or broke): its
-            // answer, if any, says why; the rest of the client's body is not read.
-            Err(BodyError::Write(_)) => body_whole = false,
-            Err(BodyError::Chunked) => {
-                return fail(&mut ex, io, wbuf, Kind::BadRequest, true, settings).await;
-            }
-            Err(BodyError::Timeout) => {
-                return fail(&mut ex, io, wbuf, Kind::BodyTimeout, true, settings).await;
-            }
-            Err(BodyError::Read(_) | BodyError::Truncated) => {
-                ex.client_gone();
-                return Next::Close;
-            }
-        }
-    }
     let timeout = r.request_timeout;
-    let resp = match tokio::time::timeout(timeout, resp).await {
-        Err(_) => return fail(&mut ex, io, wbuf, Kind::ResponseTimeout, true, settings).await,
+    let endpoint = r.endpoint.addr;
+    let pace = request::client_body_pace(settings, timeout);
+
+    // The request body is read from the client while the response comes back: an
+    // upstream that answers as it reads (gRPC streaming, an echo) would otherwise wait
+    // for window space the client's unread response holds.
+    let (mut rd, mut wr) = tokio::io::split(&mut *io);
+    let mut pump_buf = Vec::new();
+    let pump = async {
+        let Some(mut w) = writer else {
+            return Ok(());
+        };
+        let r = forward_body(
+            rbuf,
+            &mut rd,
+            &mut w,
+            &mut pump_buf,
+            req_framing,
+            true,
+            pace,
+            &mut None,
+        )
+        .await;
+        if r.is_ok() {
+            w.finish().await;
+        }
+        r
+    };
+    tokio::pin!(pump);
+    tokio::pin!(resp);
+    let mut pumped: Option<Result<(), BodyError>> = None;
+    // The response head: `requestTimeout` once the request body has gone (its own pace
+    // bounds it until then).
+    let head = loop {
+        if pumped.is_some() {
+            break tokio::time::timeout(timeout, resp.as_mut()).await;
+        }
+        tokio::select! {
+            p = pump.as_mut() => {
+                match p {
+                    // The client's own body was garbled or too slow: its fault.
+                    Err(BodyError::Chunked) => {
+                        return fail(&mut ex, &mut wr, wbuf, Kind::BadRequest, true, settings).await;
+                    }
+                    Err(BodyError::Timeout) => {
+                        return fail(&mut ex, &mut wr, wbuf, Kind::BodyTimeout, true, settings).await;
+                    }
+                    Err(BodyError::Read(_) | BodyError::Truncated) => {
+                        ex.client_gone();
+                        return Next::Close;
+                    }
+                    // Whole, or the upstream stopped taking it (it answered early, or
+                    // broke): its answer, if any, says which.
+                    Ok(()) | Err(BodyError::Write(_)) => pumped = Some(p),
+                }
+            }
+            h = resp.as_mut() => break Ok(h),
+        }
+    };
+    let body_whole = matches!(pumped, Some(Ok(())));
+    let resp = match head {
+        Err(_) => {
+            return fail(
+                &mut ex,
+                &mut wr,
+                wbuf,
+                Kind::ResponseTimeout,
+                true,
+                settings,
+            )
+            .await;
+        }
         Ok(Err(e)) => {
-            tracing::debug!(endpoint = %r.endpoint.addr, "upstream response: {e}");
+            tracing::debug!(%endpoint, "upstream response: {e}");
             let close = !client_keep || !body_whole;
-            return fail(&mut ex, io, wbuf, Kind::UpstreamProtocol, close, settings).await;
+            return fail(
+                &mut ex,
+                &mut wr,
+                wbuf,
+                Kind::UpstreamProtocol,
+                close,
+                settings,
+            )
+            .await;
         }
         Ok(Ok(resp)) => resp,
     };
+    ex.status = resp.status().as_u16();
+    // The connection goes on only if the client's body was read whole before the
+    // response began.
+    let st = Reply {
+        is_head,
+        minor,
+        wants_trailers,
+        client_keep: client_keep && body_whole && !stop.is_cancelled(),
+        timeout,
+        send_timeout: settings.send_timeout,
+    };
+    let relay = relay(&mut wr, wbuf, resp, &ex.routed, st);
+    let (outcome, keep) = if pumped.is_none() {
+        let (p, out) = tokio::join!(pump.as_mut(), relay);
+        pumped = Some(p);
+        out
+    } else {
+        relay.await
+    };
+    let client_fault = matches!(
+        pumped,
+        Some(Err(BodyError::Chunked
+            | BodyError::Timeout
+            | BodyError::Read(_)
+            | BodyError::Truncated))
+    );
+    match outcome {
+        Relayed::Done if !client_fault => {
+            ex.complete(None);
+            if keep { Next::KeepAlive } else { Next::Close }
+        }
+        Relayed::UpstreamBroke if !client_fault => {
+            ex.broken();
+            Next::Close
+        }
+        // The client went away, or its body failed, while the response was on its way:
+        // the outcome is what the upstream said.
+        _ => {
+            ex.abandon();
+            Next::Close
+        }
+    }
+}
 
+/// What the response side needs to know of the request.
+struct Reply {
+    is_head: bool,
+    minor: u8,
+    wants_trailers: bool,
+    /// The connection may carry another request, as far as the request goes.
+    client_keep: bool,
+    /// The upstream's time between frames.
+    timeout: std::time::Duration,
+    /// The client's time for each write.
+    send_timeout: std::time::Duration,
+}
+
+/// How a relayed response ended.
+enum Relayed {
+    Done,
+    /// A write to the client failed.
+    ClientGone,
+    /// The upstream broke off mid-body, or went quiet too long.
+    UpstreamBroke,
+}
+
+/// Writes the response head (hop-by-hop headers out, the filters' changes and debug
+/// headers in, framing for the client), then the body and trailers as they come.
+/// Returns how it ended and whether the client's connection may go on.
+async fn relay<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    wbuf: &mut Vec<u8>,
+    resp: http::Response<hyper::body::Incoming>,
+    routed: &Routed,
+    st: Reply,
+) -> (Relayed, bool) {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status.as_u16();
-    ex.status = status;
-    let no_body = is_head || status == 204 || status == 304 || (100..200).contains(&status);
+    let no_body = st.is_head || status == 204 || status == 304 || (100..200).contains(&status);
     let length = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let chunked = !no_body && minor == 1 && (length.is_none() || wants_trailers);
+    let chunked = !no_body && st.minor == 1 && (length.is_none() || st.wants_trailers);
     let until_close = !no_body && !chunked && length.is_none();
-    let client_keep = client_keep && body_whole && !stop.is_cancelled() && !until_close;
+    let keep = st.client_keep && !until_close;
 
     wbuf.clear();
     wbuf.extend_from_slice(b"HTTP/1.1 ");
@@ -208,7 +336,7 @@ where
             .as_bytes(),
     );
     wbuf.extend_from_slice(b"\r\n");
-    let edit = ex.routed.edit.as_deref();
+    let edit = routed.edit.as_deref();
     for (n, v) in &parts.headers {
         if h2c::hop_by_hop(n)
             || (chunked && n == http::header::CONTENT_LENGTH)
@@ -224,50 +352,31 @@ where
     if chunked {
         wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !client_keep {
+    if !keep {
         wbuf.extend_from_slice(b"connection: close\r\n");
-    } else if minor == 0 {
+    } else if st.minor == 0 {
         wbuf.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    if let Some(ticket) = ex.routed.ticket {
-        debug_headers(&ex.routed, ticket, |n, v| put_header(wbuf, n.as_bytes(), v));
+    if let Some(ticket) = routed.ticket {
+        debug_headers(routed, ticket, |n, v| put_header(wbuf, n.as_bytes(), v));
     }
     wbuf.extend_from_slice(b"\r\n");
     // The head goes at once: a streamed response (gRPC server streaming) may be slow to
     // send its first bytes.
-    let send_timeout = settings.send_timeout;
-    if send_to(io, wbuf, send_timeout).await.is_err() {
-        ex.abandon();
-        return Next::Close;
+    if send_to(wr, wbuf, st.send_timeout).await.is_err() {
+        return (Relayed::ClientGone, false);
     }
-    let next = if client_keep {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    };
     if no_body {
-        ex.complete(None);
-        return next;
+        return (Relayed::Done, keep);
     }
-
     // The upstream has `requestTimeout` between frames, as between reads on the
     // HTTP/1.1 path; the client `sendTimeout` for each write.
-    let pace = Pace {
-        read_idle: timeout,
-        min_rate: 0,
-        grace: timeout,
-        write: send_timeout,
-    };
     let mut trailers = None;
     loop {
-        let frame = match tokio::time::timeout(pace.read_idle, body.frame()).await {
+        let frame = match tokio::time::timeout(st.timeout, body.frame()).await {
             Ok(None) => break,
             Ok(Some(Ok(f))) => f,
-            Err(_) | Ok(Some(Err(_))) => {
-                // The upstream broke off mid-body: the client cannot be told any more.
-                ex.broken();
-                return Next::Close;
-            }
+            Err(_) | Ok(Some(Err(_))) => return (Relayed::UpstreamBroke, false),
         };
         let data = match frame.into_data() {
             Ok(d) => d,
@@ -291,14 +400,15 @@ where
         } else {
             wbuf.extend_from_slice(&data);
         }
-        if send_to(io, wbuf, pace.write).await.is_err() {
-            ex.abandon();
-            return Next::Close;
+        if send_to(wr, wbuf, st.send_timeout).await.is_err() {
+            return (Relayed::ClientGone, false);
         }
     }
     if chunked {
         wbuf.extend_from_slice(b"0\r\n");
-        if wants_trailers && let Some(t) = &trailers {
+        if st.wants_trailers
+            && let Some(t) = &trailers
+        {
             for (n, v) in t {
                 if !h2c::hop_by_hop(n) {
                     put_header(wbuf, n.as_str().as_bytes(), v.as_bytes());
@@ -306,13 +416,11 @@ where
             }
         }
         wbuf.extend_from_slice(b"\r\n");
-        if send_to(io, wbuf, pace.write).await.is_err() {
-            ex.abandon();
-            return Next::Close;
+        if send_to(wr, wbuf, st.send_timeout).await.is_err() {
+            return (Relayed::ClientGone, false);
         }
     }
-    ex.complete(None);
-    next
+    (Relayed::Done, keep)
 }
 
 /// Writes `n` in lowercase hexadecimal into `out`; its length.
