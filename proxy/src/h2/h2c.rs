@@ -83,7 +83,7 @@ pub(super) async fn handle(
     let state = Arc::new(BodyState::default());
     let body = if has_body {
         let pace = request::client_body_pace(&settings, routed.request_timeout);
-        Paced::new(body, pace, state.clone(), tee)
+        Paced::body(body, pace, state.clone(), tee)
     } else {
         UpBody::Empty
     };

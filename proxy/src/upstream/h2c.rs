@@ -455,9 +455,9 @@ pub(crate) struct Paced {
 }
 
 impl Paced {
-    /// `inner` paced by `pace`, reporting to `state`; `tee` is a mirror route's copy,
-    /// sent when the body has gone whole.
-    pub(crate) fn new(
+    /// The upstream body of `inner`, paced by `pace`, reporting to `state`; `tee` is a
+    /// mirror route's copy, sent when the body has gone whole.
+    pub(crate) fn body(
         inner: Incoming,
         pace: Pace,
         state: Arc<BodyState>,
