@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::model::weir::{AccessLog, LoadBalancer, Weight};
+use crate::model::weir::{AccessLog, LoadBalancer, UpstreamProtocol, Weight};
 
 // ---- weir.dev/v1alpha1 Proxy ----
 
@@ -93,6 +93,10 @@ pub const GATEWAY_PATH_PREFIX: &str = "/";
 /// A Service's endpoints take requests in turn unless `loadBalancer` says otherwise (also
 /// `LoadBalancer::default()`).
 pub const LOAD_BALANCER: LoadBalancer = LoadBalancer::RoundRobin;
+/// A Service's endpoints speak HTTP/1.1 unless `protocol` (a weir Service) or
+/// `appProtocol` (a Kubernetes Service port) says otherwise (also
+/// `UpstreamProtocol::default()`).
+pub const UPSTREAM_PROTOCOL: UpstreamProtocol = UpstreamProtocol::Http1;
 
 // ---- argoproj.io/v1alpha1 Rollout (Argo's own defaults) ----
 
@@ -169,6 +173,7 @@ mod tests {
     #[test]
     fn model_defaults_agree() {
         assert_eq!(LoadBalancer::default(), LOAD_BALANCER);
+        assert_eq!(UpstreamProtocol::default(), UPSTREAM_PROTOCOL);
         assert_eq!(AccessLog::default(), ACCESS_LOG);
     }
 }

@@ -362,3 +362,65 @@ fn rewrites() {
         })]
     );
 }
+
+/// A Service port's `appProtocol` decides what weir speaks to its endpoints:
+/// `kubernetes.io/h2c` (and `grpc`, `h2c`, `http2`) HTTP/2 with prior knowledge,
+/// `kubernetes.io/ws` and no appProtocol HTTP/1.1; a value weir does not know is
+/// HTTP/1.1 with a warning.
+#[test]
+fn app_protocol_picks_the_upstream_protocol() {
+    let m = model("httproute-backend-protocol-h2c.yaml");
+    let svc = &m.services["gateway-conformance-infra/infra-backend-v1:8081"];
+    assert_eq!(svc.protocol, UpstreamProtocol::H2c);
+    assert!(!svc.endpoints.is_empty());
+    let m = model("httproute-simple-same-namespace.yaml");
+    let svc = &m.services["gateway-conformance-infra/infra-backend-v1:8080"];
+    assert_eq!(svc.protocol, UpstreamProtocol::Http1);
+
+    for (ap, want) in [
+        ("kubernetes.io/h2c", Some(UpstreamProtocol::H2c)),
+        ("grpc", Some(UpstreamProtocol::H2c)),
+        ("h2c", Some(UpstreamProtocol::H2c)),
+        ("http2", Some(UpstreamProtocol::H2c)),
+        ("kubernetes.io/ws", Some(UpstreamProtocol::Http1)),
+        ("http", Some(UpstreamProtocol::Http1)),
+        ("https", None),
+    ] {
+        assert_eq!(UpstreamProtocol::from_app_protocol(ap), want, "{ap}");
+    }
+
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: weir
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: s, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec:
+  ports: [{port: 80, appProtocol: example.com/thrift}]
+"#;
+    let m = weir_config::load_str(std::path::Path::new("/cfg/k.yaml"), yaml).unwrap();
+    assert_eq!(m.services["default/s:80"].protocol, UpstreamProtocol::Http1);
+    let warned: Vec<String> = m
+        .notices
+        .iter()
+        .map(|n| n.to_string())
+        .filter(|n| n.contains("appProtocol"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("example.com/thrift is not one weir knows"),
+        "{warned:?}"
+    );
+}

@@ -286,3 +286,27 @@ fn role_hosts_default_to_loopback_listeners_and_public_ones_are_noted() {
         "{notes:?}"
     );
 }
+
+/// A Service's `protocol`: HTTP/1.1 by default, `h2c` for HTTP/2 with prior knowledge;
+/// anything else is an issue at the field.
+#[test]
+fn a_service_says_what_its_endpoints_speak() {
+    use weir_config::model::UpstreamProtocol;
+    let doc = |protocol: &str| {
+        format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {{name: edge}}\nspec:\n  listeners: [{{name: web, address: \"127.0.0.1:0\"}}]\n  admin: {{address: \"127.0.0.1:0\"}}\n  routes: [{{name: r, backends: [{{service: grpc, weight: 100}}]}}]\n---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: grpc}}\nspec:\n  {protocol}endpoints: [\"127.0.0.1:9001\"]\n"
+        )
+    };
+    let m = load_str(Path::new("/cfg/weir.yaml"), &doc("")).unwrap();
+    assert_eq!(m.services["grpc"].protocol, UpstreamProtocol::Http1);
+    let m = load_str(Path::new("/cfg/weir.yaml"), &doc("protocol: h2c\n  ")).unwrap();
+    assert_eq!(m.services["grpc"].protocol, UpstreamProtocol::H2c);
+    let m = load_str(Path::new("/cfg/weir.yaml"), &doc("protocol: http1\n  ")).unwrap();
+    assert_eq!(m.services["grpc"].protocol, UpstreamProtocol::Http1);
+    let errs = issues(&doc("protocol: http3\n  "));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("spec.protocol") && errs[0].contains("use http1"),
+        "{errs:?}"
+    );
+}

@@ -367,15 +367,23 @@ impl Collector for ProxyCollector {
             weights,
         ));
         let pools = self.upstreams.pools();
+        // One sample per address: an address spoken to in both HTTP/1.1 and h2c (two
+        // pools, sorted next to each other) is summed.
         let by_pool = |f: &dyn Fn(&crate::upstream::EndpointPool) -> f64, as_counter: bool| {
-            pools
-                .iter()
-                .map(|p| {
-                    let labels = vec![label("endpoint", &p.addr.to_string())];
+            let mut sums: Vec<(std::net::SocketAddr, f64)> = Vec::with_capacity(pools.len());
+            for p in &pools {
+                match sums.last_mut() {
+                    Some((a, v)) if *a == p.addr => *v += f(p),
+                    _ => sums.push((p.addr, f(p))),
+                }
+            }
+            sums.into_iter()
+                .map(|(addr, v)| {
+                    let labels = vec![label("endpoint", &addr.to_string())];
                     if as_counter {
-                        counter(labels, f(p))
+                        counter(labels, v)
                     } else {
-                        gauge(labels, f(p))
+                        gauge(labels, v)
                     }
                 })
                 .collect::<Vec<_>>()

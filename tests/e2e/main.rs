@@ -15,6 +15,7 @@ mod first_errors;
 mod gateway_canary;
 mod gateway_conformance;
 mod h1;
+mod h2c_upstream;
 mod ingress;
 mod limits;
 mod no_watch;

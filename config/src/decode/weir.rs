@@ -302,6 +302,8 @@ pub struct ServiceSpec {
     pub endpoints: Vec<Endpoint>,
     /// `roundRobin` (default) or `leastRequest`.
     pub load_balancer: Option<String>,
+    /// What the endpoints speak: `http1` (default) or `h2c`.
+    pub protocol: Option<String>,
 }
 
 /// An endpoint: `"host:port"` or `{address, image}`.

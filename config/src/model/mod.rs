@@ -23,7 +23,7 @@ pub use http::{
 pub use weir::{
     AccessLog, AdminToken, CertificateSource, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch,
     Limits, Listener, LoadBalancer, Notifier, Proxy, Route, RouteTarget, ServedFor, Service, Tls,
-    TlsCertificate, UpstreamSettings, Weight, WeightedService,
+    TlsCertificate, UpstreamProtocol, UpstreamSettings, Weight, WeightedService,
 };
 
 /// Everything weir runs from.

@@ -393,6 +393,45 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// How load spreads over them.
     pub load_balancer: LoadBalancer,
+    /// The protocol its endpoints speak.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol weir speaks to a service's endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (with Upgrade for WebSocket).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c, RFC 9113 §3.3): a Kubernetes
+    /// Service port's `appProtocol` `kubernetes.io/h2c` (or `h2c`, `grpc`, `http2`), a
+    /// weir Service's `protocol: h2c`. gRPC backends are this.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The protocol a Kubernetes Service port's `appProtocol` asks for, when weir knows
+    /// it: `kubernetes.io/h2c` (the Gateway API's standard name for HTTP/2 with prior
+    /// knowledge), and the values Istio and Envoy Gateway take for HTTP/2 backends (`h2c`,
+    /// `grpc`, `http2`); `kubernetes.io/ws`, `kubernetes.io/wss`, `http` and `websocket` are
+    /// HTTP/1.1. None for a value weir does not know (then HTTP/1.1).
+    pub fn from_app_protocol(app_protocol: &str) -> Option<Self> {
+        match app_protocol {
+            "kubernetes.io/h2c" | "h2c" | "grpc" | "http2" => Some(UpstreamProtocol::H2c),
+            "kubernetes.io/ws" | "kubernetes.io/wss" | "http" | "websocket" => {
+                Some(UpstreamProtocol::Http1)
+            }
+            _ => None,
+        }
+    }
+
+    /// The name as weir writes it (`http1`, `h2c`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
 }
 
 /// One endpoint.

@@ -17,7 +17,7 @@ use crate::decode::scalar::{Int, IntOrString};
 use crate::defaults;
 use crate::error::Location;
 use crate::model::gateway::reason;
-use crate::model::{Endpoint, Service};
+use crate::model::{Endpoint, Service, UpstreamProtocol};
 use crate::read::Document;
 
 use super::address;
@@ -88,8 +88,17 @@ pub(super) struct BackendRef {
 struct KubeService<'a> {
     doc: &'a Document,
     external_name: Option<String>,
-    /// (name, port, targetPort).
-    ports: Vec<(String, u16, Option<IntOrString>)>,
+    ports: Vec<KubePort>,
+}
+
+/// A Service port, checked.
+#[derive(Clone)]
+struct KubePort {
+    name: String,
+    port: u16,
+    target: Option<IntOrString>,
+    /// What its `appProtocol` asks weir to speak (HTTP/1.1 when not written).
+    protocol: UpstreamProtocol,
 }
 
 struct Grant {
@@ -217,26 +226,30 @@ impl<'a> Cluster<'a> {
                     );
                 }
             }
-            if ports.iter().any(|(_, q, _)| *q == port) {
+            if ports.iter().any(|q: &KubePort| q.port == port) {
                 ctx.issue(
                     doc,
                     &format!("{f}.port"),
                     format!("port {port} is listed twice"),
                 );
             }
-            // weir's upstream client speaks HTTP/1.1: say so rather than ignore a port
-            // that asks for HTTP/2.
-            if let Some(ap) = p.app_protocol.as_deref()
-                && matches!(ap, "kubernetes.io/h2c" | "h2c" | "grpc" | "http2")
-            {
-                ctx.warn(
-                    doc,
-                    &format!("{f}.appProtocol"),
-                    format!("appProtocol {ap} is not honoured: weir speaks HTTP/1.1 to every backend, so a backend that only speaks HTTP/2 will refuse its requests"),
-                );
-            }
-            let pname = p.name.clone().unwrap_or_default();
-            ports.push((pname, port, p.target_port.clone()));
+            let protocol = match p.app_protocol.as_deref() {
+                None => UpstreamProtocol::Http1,
+                Some(ap) => UpstreamProtocol::from_app_protocol(ap).unwrap_or_else(|| {
+                    ctx.warn(
+                        doc,
+                        &format!("{f}.appProtocol"),
+                        format!("appProtocol {ap} is not one weir knows: it speaks HTTP/1.1 to this port (kubernetes.io/h2c, h2c, grpc and http2 ask for HTTP/2 with prior knowledge)"),
+                    );
+                    UpstreamProtocol::Http1
+                }),
+            };
+            ports.push(KubePort {
+                name: p.name.clone().unwrap_or_default(),
+                port,
+                target: p.target_port.clone(),
+                protocol,
+            });
         }
         let external_name = match spec.type_.as_deref() {
             Some("ExternalName") => match spec.external_name.clone() {
@@ -490,7 +503,12 @@ impl<'a> Cluster<'a> {
                 ),
             });
         };
-        let Some((pname, _, target)) = svc.ports.iter().find(|(_, p, _)| *p == port).cloned()
+        let Some(KubePort {
+            name: pname,
+            target,
+            protocol,
+            ..
+        }) = svc.ports.iter().find(|p| p.port == port).cloned()
         else {
             return Err(Unresolved {
                 reason: reason::BACKEND_NOT_FOUND,
@@ -584,6 +602,7 @@ impl<'a> Cluster<'a> {
                 name: id.clone(),
                 endpoints,
                 load_balancer: defaults::LOAD_BALANCER,
+                protocol,
             }),
         );
         Ok(id)
@@ -601,17 +620,21 @@ impl<'a> Cluster<'a> {
         let Some(svc) = self.services.get(&(ns.to_owned(), name.to_owned())) else {
             return Ok(None);
         };
-        match svc.ports.iter().find(|(n, _, _)| n == port) {
-            Some((_, p, _)) => Ok(Some(*p)),
+        match svc.ports.iter().find(|p| p.name == port) {
+            Some(p) => Ok(Some(p.port)),
             None => Err(format!(
                 "Service {ns}/{name} has no port named {port:?}: its ports are {}",
                 svc.ports
                     .iter()
-                    .map(|(n, p, _)| if n.is_empty() {
-                        p.to_string()
-                    } else {
-                        format!("{n} ({p})")
-                    })
+                    .map(
+                        |KubePort {
+                             name: n, port: p, ..
+                         }| if n.is_empty() {
+                            p.to_string()
+                        } else {
+                            format!("{n} ({p})")
+                        }
+                    )
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -638,7 +661,7 @@ fn port_list(s: &KubeService<'_>) -> String {
     }
     s.ports
         .iter()
-        .map(|(_, p, _)| p.to_string())
+        .map(|p| p.port.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }

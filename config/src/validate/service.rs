@@ -1,11 +1,11 @@
-//! `Service`s: a name, endpoints and a load balancer.
+//! `Service`s: a name, endpoints, a load balancer and the protocol the endpoints speak.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::decode::weir as raw;
 use crate::defaults;
-use crate::model::{Endpoint, LoadBalancer, Service};
+use crate::model::{Endpoint, LoadBalancer, Service, UpstreamProtocol};
 use crate::read::Document;
 
 use super::address;
@@ -43,6 +43,19 @@ pub(super) fn services(
                 defaults::LOAD_BALANCER
             }
         };
+        let protocol = match raw.spec.protocol.as_deref() {
+            None => defaults::UPSTREAM_PROTOCOL,
+            Some("http1") => UpstreamProtocol::Http1,
+            Some("h2c") => UpstreamProtocol::H2c,
+            Some(other) => {
+                ctx.issue(
+                    &doc,
+                    "spec.protocol",
+                    format!("{other:?} is not an upstream protocol: use http1 (HTTP/1.1) or h2c (HTTP/2 with prior knowledge, as gRPC servers speak)"),
+                );
+                defaults::UPSTREAM_PROTOCOL
+            }
+        };
         let mut endpoints = Vec::new();
         for (i, ep) in raw.spec.endpoints.iter().enumerate() {
             let field = format!("spec.endpoints[{i}]");
@@ -78,6 +91,7 @@ pub(super) fn services(
                 name,
                 endpoints,
                 load_balancer,
+                protocol,
             }),
         );
     }

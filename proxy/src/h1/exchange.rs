@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use weir_config::model::UpstreamProtocol;
 
 use super::Next;
 use crate::codec::head::{self, Common, Framing, RequestHead, Span};
@@ -107,6 +108,13 @@ where
     let (routed, sink) = request::route(conn, &line, &view);
     let log = LogLine::new(sink, &line);
     let routed = match routed {
+        Ok(r) if r.endpoint.protocol == UpstreamProtocol::H2c => {
+            // Boxed: the HTTP/1.1 path's future stays the size it was.
+            return Box::pin(super::h2c::exchange(
+                conn, io, rbuf, wbuf, spans, head, r, log, start, settings, stop,
+            ))
+            .await;
+        }
         Ok(r) => r,
         Err(refused) => {
             refused.record(conn, start, log);
@@ -490,7 +498,7 @@ where
 
 /// Answers with the proxy's own error response for `kind` and records it; a client's
 /// fault mid-request (a garbled or stalled body) closes the connection (`close`).
-async fn fail<S: AsyncWrite + Unpin>(
+pub(super) async fn fail<S: AsyncWrite + Unpin>(
     ex: &mut Exchange,
     io: &mut S,
     wbuf: &mut Vec<u8>,
@@ -581,7 +589,7 @@ async fn write_short<S: AsyncWrite + Unpin>(
 }
 
 /// Splits a request target into (authority of an absolute form, origin-form part).
-fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
+pub(super) fn split_target(target: &[u8]) -> (Option<&[u8]>, &[u8]) {
     for scheme in [&b"http://"[..], b"https://"] {
         if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
             let rest = &target[scheme.len()..];

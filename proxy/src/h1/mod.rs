@@ -16,9 +16,11 @@
 //! responses and `Expect: 100-continue`, Upgrade (WebSocket) tunnels, HTTP/1.0 clients,
 //! request smuggling guards (CL+TE, conflicting lengths, unknown codings refused), a
 //! retry on a fresh connection when a pooled one turns out closed before a safe request
-//! was answered.
+//! was answered. An endpoint that speaks h2c is reached through hyper's HTTP/2 client
+//! instead ([`h2c`]), from the same request core.
 
 mod exchange;
+mod h2c;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

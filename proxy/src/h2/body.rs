@@ -1,18 +1,25 @@
 //! The response body of the HTTP/2 path: read from a raw upstream HTTP/1.1 connection
-//! (sized, chunked or close-delimited) and handed to hyper frame by frame, or a short
-//! body made by the proxy. An enum, not a boxed trait object: no allocation per request
-//! for the body itself.
+//! (sized, chunked or close-delimited) and handed to hyper frame by frame, passed on
+//! from an h2c upstream frame by frame (trailers too), or a short body made by the
+//! proxy. An enum, not a boxed trait object: no allocation per request for the body
+//! itself.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::codec::chunked::Chunked;
 use crate::codec::head::Framing;
 use crate::request::Exchange;
 use crate::upstream::UpConn;
+use crate::upstream::h2c::{BodyState, StreamSlot};
 
 /// Bytes read from an upstream at once.
 const READ: usize = 16 * 1024;
@@ -29,7 +36,44 @@ pub(crate) struct RespBody {
 #[derive(Debug)]
 enum Inner {
     Upstream(Upstream),
+    H2c(Box<H2cUpstream>),
     Full(Option<Bytes>),
+}
+
+/// A response body from an h2c upstream, with the stream's slot on its connection.
+#[derive(Debug)]
+struct H2cUpstream {
+    body: Incoming,
+    /// Longest wait for the upstream's next frame (the route's `requestTimeout`, as
+    /// between reads on the HTTP/1.1 path).
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// How the request body fared: a client that reset its own request is not the
+    /// upstream's failure.
+    request: Arc<BodyState>,
+    _slot: StreamSlot,
+}
+
+impl H2cUpstream {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<Frame<Bytes>>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Pending => {
+                if self.timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the upstream sent nothing within the request timeout",
+                    ))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(f))) => {
+                self.timer.as_mut().reset(Instant::now() + self.idle);
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -59,6 +103,27 @@ impl RespBody {
                 keep,
                 done: framing == Framing::None,
             }),
+            finish: Some(finish),
+        }
+    }
+
+    /// The body of an h2c upstream's response; `request` tells how the request body
+    /// fared, `slot` is the stream's place on its connection.
+    pub(crate) fn h2c(
+        body: Incoming,
+        idle: Duration,
+        request: Arc<BodyState>,
+        slot: StreamSlot,
+        finish: Exchange,
+    ) -> Self {
+        RespBody {
+            inner: Inner::H2c(Box::new(H2cUpstream {
+                body,
+                idle,
+                timer: Box::pin(tokio::time::sleep(idle)),
+                request,
+                _slot: slot,
+            })),
             finish: Some(finish),
         }
     }
@@ -181,13 +246,20 @@ impl Body for RespBody {
                 Some(Err(e)) => Some(Err(e)),
                 None => None,
             },
+            Inner::H2c(u) => ready!(u.poll_next(cx)),
             Inner::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
         };
         match &out {
             None => this.settle(true),
             Some(Err(_)) => {
+                let client_fault = matches!(&this.inner, Inner::H2c(u)
+                    if matches!(u.request.state(), BodyState::CLIENT_GONE | BodyState::CLIENT_SLOW));
                 if let Some(mut f) = this.finish.take() {
-                    f.broken();
+                    if client_fault {
+                        f.abandon();
+                    } else {
+                        f.broken();
+                    }
                 }
             }
             Some(Ok(_)) => {}
@@ -198,6 +270,7 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Upstream(u) => u.done,
+            Inner::H2c(u) => u.body.is_end_stream(),
             Inner::Full(data) => data.is_none(),
         }
     }
@@ -209,6 +282,7 @@ impl Body for RespBody {
                 Framing::None => SizeHint::with_exact(0),
                 _ => SizeHint::default(),
             },
+            Inner::H2c(u) => u.body.size_hint(),
             Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -1,9 +1,11 @@
 //! HTTP/2 from clients: hyper's HTTP/2 server speaks the wire format; each request goes
 //! through the request core ([`crate::request`]) and upstream over the same raw HTTP/1.1
-//! connections as the HTTP/1.1 path. The response body ([`body::RespBody`]) carries the
+//! connections as the HTTP/1.1 path, or over HTTP/2 to an endpoint that speaks h2c
+//! ([`h2c`]). The response body ([`body::RespBody`]) carries the
 //! request's [`Exchange`], which records the outcome when the body ends.
 
 pub(crate) mod body;
+mod h2c;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use weir_config::model::UpstreamProtocol;
 
 use crate::codec::head::{Framing, valid_host};
 use crate::conn::ConnInfo;
@@ -110,6 +113,9 @@ async fn handle(
     let (routed, sink) = request::route(&conn, &line, req.headers());
     let log = LogLine::new(sink, &line);
     let routed = match routed {
+        Ok(r) if r.endpoint.protocol == UpstreamProtocol::H2c => {
+            return h2c::handle(conn, req, &host, r, start, log, settings).await;
+        }
         Ok(r) => r,
         Err(refused) => {
             refused.record(&conn, start, log);

@@ -44,6 +44,68 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Where the forwarded request headers go: an HTTP/1.1 head being written (`Vec<u8>`,
+/// the fast path, no allocation), or an HTTP/2 request's header map ([`H2Headers`]).
+pub(crate) trait HeaderSink {
+    /// One header.
+    fn put(&mut self, name: &[u8], value: &[u8]);
+    /// One header whose value is written in parts (X-Forwarded-For), so that the
+    /// HTTP/1.1 head need not build it first.
+    fn put_parts(&mut self, name: &[u8], parts: &[&[u8]]);
+    /// The host the request is for: Host in HTTP/1.1, `:authority` in HTTP/2.
+    fn host(&mut self, host: &[u8]);
+}
+
+impl HeaderSink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, name: &[u8], value: &[u8]) {
+        put_header(self, name, value);
+    }
+
+    #[inline]
+    fn put_parts(&mut self, name: &[u8], parts: &[&[u8]]) {
+        self.extend_from_slice(name);
+        self.extend_from_slice(b": ");
+        for p in parts {
+            self.extend_from_slice(p);
+        }
+        self.extend_from_slice(b"\r\n");
+    }
+
+    #[inline]
+    fn host(&mut self, host: &[u8]) {
+        put_header(self, b"host", host);
+    }
+}
+
+/// The headers of a request to an HTTP/2 upstream, and its `:authority`.
+#[derive(Debug, Default)]
+pub(crate) struct H2Headers {
+    pub(crate) map: http::HeaderMap,
+    pub(crate) authority: Option<http::uri::Authority>,
+}
+
+impl HeaderSink for H2Headers {
+    fn put(&mut self, name: &[u8], value: &[u8]) {
+        // Names and values come from a parsed head or a header map, or from the
+        // configuration, all checked already; what would not make a header is left out.
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            self.map.append(n, v);
+        }
+    }
+
+    fn put_parts(&mut self, name: &[u8], parts: &[&[u8]]) {
+        self.put(name, &parts.concat());
+    }
+
+    fn host(&mut self, host: &[u8]) {
+        self.authority = http::uri::Authority::try_from(host).ok();
+    }
+}
+
 /// Writes the upstream request head into `out`. `headers` are the client's, in order;
 /// `named_in_connection` tells the headers the client's Connection header names
 /// (HTTP/1.1), which are hop-by-hop too. `edit` is what the route's filters change:
@@ -59,17 +121,34 @@ pub(crate) fn write_head<'h>(
 ) {
     out.extend_from_slice(req.method);
     out.push(b' ');
-    out.extend_from_slice(
-        edit.and_then(|e| e.target.as_deref())
-            .map_or(req.target, str::as_bytes),
-    );
+    out.extend_from_slice(target(req, edit));
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    forward_headers(out, conn, req, headers, named_in_connection, edit);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The target sent upstream: the filters' rewrite, else the client's.
+pub(crate) fn target<'a>(req: &Outgoing<'a>, edit: Option<&'a Edit>) -> &'a [u8] {
+    edit.and_then(|e| e.target.as_deref())
+        .map_or(req.target, str::as_bytes)
+}
+
+/// Gives `sink` the upstream request's headers, by the rules of [`write_head`], which
+/// hold for HTTP/2 upstreams too.
+pub(crate) fn forward_headers<'h, S: HeaderSink>(
+    sink: &mut S,
+    conn: &ConnInfo,
+    req: &Outgoing<'_>,
+    headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    named_in_connection: impl Fn(&[u8]) -> bool,
+    edit: Option<&Edit>,
+) {
     let mut xff: Option<&[u8]> = None;
     for (name, value) in headers {
         if name.eq_ignore_ascii_case(b"te") {
             // The one TE value a proxy passes on: it forwards trailers verbatim.
             if value.eq_ignore_ascii_case(b"trailers") {
-                put_header(out, name, b"trailers");
+                sink.put(name, b"trailers");
             }
             continue;
         }
@@ -82,7 +161,7 @@ pub(crate) fn write_head<'h>(
                 && (name.eq_ignore_ascii_case(b"upgrade")
                     || name.eq_ignore_ascii_case(b"connection"))
             {
-                put_header(out, name, value);
+                sink.put(name, value);
             }
             continue;
         }
@@ -98,36 +177,33 @@ pub(crate) fn write_head<'h>(
         if edit.is_some_and(|e| e.drops(false, name)) {
             continue;
         }
-        put_header(out, name, value);
+        sink.put(name, value);
     }
     if let Some(e) = edit {
-        e.extra(false, |n, v| put_header(out, n, v));
+        e.extra(false, |n, v| sink.put(n, v));
     }
     if let Some(h) = edit
         .and_then(|e| e.host.as_deref())
         .map(str::as_bytes)
         .or(req.host)
     {
-        put_header(out, b"host", h);
+        sink.host(h);
     }
     if req.chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        sink.put(b"transfer-encoding", b"chunked");
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prev) = xff.filter(|p| !p.is_empty()) {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+    let ip = conn.client_ip.as_bytes();
+    match xff.filter(|p| !p.is_empty()) {
+        Some(prev) => sink.put_parts(b"x-forwarded-for", &[prev, b", ", ip]),
+        None => sink.put(b"x-forwarded-for", ip),
     }
-    out.extend_from_slice(conn.client_ip.as_bytes());
-    out.extend_from_slice(if conn.tls {
-        b"\r\nx-forwarded-proto: https\r\n"
-    } else {
-        b"\r\nx-forwarded-proto: http\r\n"
-    });
+    sink.put(
+        b"x-forwarded-proto",
+        if conn.tls { b"https" } else { b"http" },
+    );
     if let Some(h) = req.host {
-        put_header(out, b"x-forwarded-host", h);
+        sink.put(b"x-forwarded-host", h);
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The `x-weir-*` response headers of `debugHeaders`, given to `put` one by one.

@@ -540,7 +540,7 @@ fn backend(
             s.endpoints
                 .iter()
                 .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
-                .map(|e| ctx.upstreams.pool(e.address, &e.authority))
+                .map(|e| ctx.upstreams.pool(e.address, &e.authority, s.protocol))
                 .collect(),
             s.load_balancer,
         ),

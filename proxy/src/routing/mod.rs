@@ -551,8 +551,8 @@ mod tests {
         use crate::stats::Stats;
         use crate::upstream::Upstreams;
         let ups = Upstreams::default();
-        let a = ups.pool("127.0.0.1:1".parse().unwrap(), "a");
-        let b = ups.pool("127.0.0.1:2".parse().unwrap(), "b");
+        let a = ups.pool("127.0.0.1:1".parse().unwrap(), "a", Default::default());
+        let b = ups.pool("127.0.0.1:2".parse().unwrap(), "b", Default::default());
         let key = CellKey {
             service: "s".into(),
             role: Role::None,

@@ -1,9 +1,10 @@
 //! The upstream side: a keep-alive pool of raw HTTP/1.1 connections per endpoint
 //! ([`pool`]), the client that speaks over them (response heads, the body pump with its
-//! pace, the retry of a stale pooled connection: [`client`]), and mirror copies
-//! ([`mirror`]).
+//! pace, the retry of a stale pooled connection: [`client`]), HTTP/2 with prior knowledge
+//! for the endpoints that ask for it ([`h2c`]), and mirror copies ([`mirror`]).
 
 pub(crate) mod client;
+pub(crate) mod h2c;
 pub(crate) mod mirror;
 mod pool;
 

@@ -1,9 +1,12 @@
-//! Upstream connections: a keep-alive pool of raw HTTP/1.1 connections per endpoint.
+//! Upstream connections: per endpoint, a keep-alive pool of raw HTTP/1.1 connections, or
+//! for an endpoint that speaks h2c, its multiplexed HTTP/2 connections
+//! ([`super::h2c`]).
 //!
-//! Hand-written rather than hyper-util's client because the hot path wants what that
-//! client does not give: no task and channel per connection, no per-request URI parsing
-//! or pool-key hashing, and the connection driven by the request that uses it, then
-//! handed back when its response has been read to the end.
+//! The HTTP/1.1 pool is hand-written rather than hyper-util's client because the hot path
+//! wants what that client does not give: no task and channel per connection, no
+//! per-request URI parsing or pool-key hashing, and the connection driven by the request
+//! that uses it, then handed back when its response has been read to the end. HTTP/2 is
+//! hyper's client: multiplexing needs a task per connection anyway.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,21 +16,29 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::{Kind, ProxyError};
+use weir_config::model::UpstreamProtocol;
 
-/// The pools of every endpoint, by address. Pools outlive routing snapshots.
+use crate::error::{Kind, ProxyError};
+use crate::upstream::h2c::H2Conns;
+
+/// The pools of every endpoint, by address and protocol. Pools outlive routing snapshots.
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    pools: Mutex<HashMap<SocketAddr, Arc<EndpointPool>>>,
+    pools: Mutex<HashMap<(SocketAddr, UpstreamProtocol), Arc<EndpointPool>>>,
 }
 
 impl Upstreams {
-    /// The pool for `addr`, created on first use.
-    pub fn pool(&self, addr: SocketAddr, authority: &str) -> Arc<EndpointPool> {
+    /// The pool for `addr` spoken to in `protocol`, created on first use.
+    pub fn pool(
+        &self,
+        addr: SocketAddr,
+        authority: &str,
+        protocol: UpstreamProtocol,
+    ) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools
-            .entry(addr)
-            .or_insert_with(|| Arc::new(EndpointPool::new(addr, authority)))
+            .entry((addr, protocol))
+            .or_insert_with(|| Arc::new(EndpointPool::new(addr, authority, protocol)))
             .clone()
     }
 
@@ -46,7 +57,7 @@ impl Upstreams {
     pub fn pools(&self) -> Vec<Arc<EndpointPool>> {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = pools.values().cloned().collect();
-        v.sort_by_key(|p| p.addr);
+        v.sort_by_key(|p| (p.addr, p.protocol.as_str()));
         v
     }
 }
@@ -75,7 +86,11 @@ pub struct EndpointPool {
     pub addr: SocketAddr,
     /// The address as written in the config.
     pub authority: Arc<str>,
+    /// What weir speaks to it.
+    pub protocol: UpstreamProtocol,
     raw_idle: Mutex<Vec<(UpConn, Instant)>>,
+    /// The HTTP/2 connections of an h2c endpoint (none for HTTP/1.1).
+    pub(crate) h2: H2Conns,
     in_flight: AtomicUsize,
     /// Connections opened.
     pub connects: AtomicU64,
@@ -87,6 +102,7 @@ impl std::fmt::Debug for EndpointPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointPool")
             .field("addr", &self.addr)
+            .field("protocol", &self.protocol)
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
@@ -104,11 +120,13 @@ pub struct PoolSettings {
 }
 
 impl EndpointPool {
-    fn new(addr: SocketAddr, authority: &str) -> Self {
+    fn new(addr: SocketAddr, authority: &str, protocol: UpstreamProtocol) -> Self {
         EndpointPool {
             addr,
             authority: Arc::from(authority),
+            protocol,
             raw_idle: Mutex::new(Vec::new()),
+            h2: H2Conns::default(),
             in_flight: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
@@ -120,9 +138,9 @@ impl EndpointPool {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Idle connections now.
+    /// Idle connections now (HTTP/2 ones without a stream included).
     pub fn idle_count(&self) -> usize {
-        self.raw_idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.raw_idle.lock().map(|v| v.len()).unwrap_or(0) + self.h2.idle()
     }
 
     /// A raw connection: a pooled one that is still open, else a new one.
@@ -169,7 +187,10 @@ impl EndpointPool {
         }
     }
 
-    async fn tcp_connect(&self, s: &PoolSettings) -> Result<tokio::net::TcpStream, ProxyError> {
+    pub(super) async fn tcp_connect(
+        &self,
+        s: &PoolSettings,
+    ) -> Result<tokio::net::TcpStream, ProxyError> {
         match tokio::time::timeout(s.connect_timeout, tokio::net::TcpStream::connect(self.addr))
             .await
         {
@@ -197,6 +218,7 @@ impl EndpointPool {
     }
 
     fn prune(&self, now: Instant, idle_timeout: Duration) {
+        self.h2.prune(now, idle_timeout);
         let mut raw = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
         raw.retain(|(c, since)| now.duration_since(*since) < idle_timeout && still_open(&c.stream));
     }
