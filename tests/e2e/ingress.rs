@@ -930,3 +930,29 @@ async fn the_ingress_canary_example_runs() {
     assert_eq!(get(web, host, "/").await.header("x-backend"), Some("v2"));
     assert!(w.shutdown().await);
 }
+
+/// `backend-protocol: GRPC`: the Ingress's backend is spoken to over HTTP/2 (h2c), whatever
+/// the client speaks; without the annotation, an h2c-only backend cannot answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_protocol_grpc_speaks_h2c() {
+    let grpc = weir_fixtures::h2c::H2cBackend::start("grpc").await.unwrap();
+    let mut yaml = edge("");
+    yaml.push_str(&kube_service("grpc", grpc.addr()));
+    yaml.push_str(&ingress(
+        "grpc",
+        "grpc.test",
+        "grpc",
+        "    nginx.ingress.kubernetes.io/backend-protocol: GRPC\n",
+    ));
+    yaml.push_str(&ingress("plain", "plain.test", "grpc", ""));
+    let w = Weir::start(&yaml).await;
+    let (s, e, h) = echo(w.web(), "GET", "grpc.test", "/hello", &[], b"").await;
+    assert_eq!((s, h["x-backend"].to_str().unwrap()), (200, "grpc"));
+    assert_eq!(e["version"], "HTTP/2.0");
+    assert_eq!(e["path"], "/hello");
+    assert_eq!(
+        echo(w.web(), "GET", "plain.test", "/", &[], b"").await.0,
+        502
+    );
+    assert!(w.shutdown().await);
+}

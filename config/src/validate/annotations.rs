@@ -218,11 +218,8 @@ pub(super) fn read(ctx: &mut Ctx, doc: &Document, meta: &ObjectMeta, prefix: &st
         let p = v.trim().to_ascii_uppercase();
         match p.as_str() {
             "HTTP" | "AUTO_HTTP" => {}
-            "GRPC" => r.ctx.warn(
-                doc,
-                &field(&format!("{prefix}backend-protocol")),
-                "backend-protocol GRPC is not honoured here: weir speaks HTTP/2 to a backend when its Service port's appProtocol is kubernetes.io/h2c; set that on the Service",
-            ),
+            // gRPC over cleartext HTTP/2 (h2c) to the Ingress's backends.
+            "GRPC" => {}
             "HTTPS" | "GRPCS" => r.ctx.warn(
                 doc,
                 &field(&format!("{prefix}backend-protocol")),

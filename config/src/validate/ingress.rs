@@ -22,7 +22,7 @@ use crate::decode::ingress::{
 use crate::model::{
     Filter, HeaderModifier, HostMatch, Listener, PathMatch, PathRewrite, Proxy, Redirect, Rewrite,
     Route, RouteMatch, RouteTarget, RouteTimeouts, ServedFor, Service, SourceRanges, Steer,
-    WeightedService,
+    UpstreamProtocol, WeightedService,
 };
 use crate::read::Document;
 
@@ -505,6 +505,23 @@ pub(super) fn ingresses(
     let secure: Vec<String> = secure.into_iter().map(|(_, n)| n).collect();
     let every: Vec<String> = plain.iter().chain(secure.iter()).cloned().collect();
 
+    // backend-protocol GRPC: the Ingress's Services spoken to over h2c.
+    for l in main.iter_mut() {
+        if served[l.ing].ann.backend_protocol == "GRPC" {
+            h2c(place.services, &mut l.dest);
+            if let Some((c, _)) = &mut l.canary {
+                h2c(place.services, c);
+            }
+        }
+    }
+    for s in served.iter_mut() {
+        if s.ann.backend_protocol == "GRPC"
+            && let Some((d, _)) = &mut s.default
+        {
+            h2c(place.services, d);
+        }
+    }
+
     // Routes, host by host, in the order hosts first appear.
     let mut hosts: Vec<Option<String>> = Vec::new();
     for l in &main {
@@ -749,6 +766,29 @@ fn describe(l: &Loc, host: &str, regex: bool, s: &Served<'_>, tls: bool) -> Stri
         out.push_str("; plain HTTP redirects to HTTPS (308)");
     }
     out
+}
+
+/// Points `d` at a copy of its Service spoken to over h2c (ingress-nginx's
+/// `backend-protocol: GRPC`), keyed `KEY+h2c`.
+fn h2c(services: &mut BTreeMap<String, Arc<Service>>, d: &mut Dest) {
+    let Dest::Service(key) = d else { return };
+    if key.is_empty() {
+        return;
+    }
+    let Some(svc) = services.get(key.as_str()) else {
+        return;
+    };
+    if svc.protocol == UpstreamProtocol::H2c {
+        return;
+    }
+    let id = format!("{key}+h2c");
+    let copy = Service {
+        name: id.clone(),
+        protocol: UpstreamProtocol::H2c,
+        ..(**svc).clone()
+    };
+    services.entry(id.clone()).or_insert_with(|| Arc::new(copy));
+    *key = id;
 }
 
 /// Adds `route`, its name made unique.
