@@ -507,6 +507,12 @@ async fn annotations_behave_as_in_ingress_nginx() {
     assert_eq!(s, 504);
     let (s, _, _) = echo(web, "GET", "slow.test", "/?delay=10ms", &[], b"").await;
     assert_eq!(s, 200);
+    // A body without a length is counted as it comes: 413 once past the limit (over
+    // HTTP/1.1 chunked, and over HTTP/2), and nothing past it goes upstream.
+    assert_eq!(chunked_post(web, "body.test", 2).await, 200);
+    assert_eq!(chunked_post(web, "body.test", 3).await, 413);
+    assert_eq!(h2_post(web, "body.test", 2).await, 200);
+    assert_eq!(h2_post(web, "body.test", 3).await, 413);
     // upstream-vhost and x-forwarded-prefix.
     let (s, e, _) = echo(web, "GET", "vhost.test", "/", &[], b"").await;
     assert_eq!(s, 200);
@@ -942,7 +948,7 @@ async fn backend_protocol_grpc_speaks_h2c() {
         "grpc",
         "grpc.test",
         "grpc",
-        "    nginx.ingress.kubernetes.io/backend-protocol: GRPC\n",
+        "    nginx.ingress.kubernetes.io/backend-protocol: GRPC\n    nginx.ingress.kubernetes.io/proxy-body-size: 1k\n",
     ));
     yaml.push_str(&ingress("plain", "plain.test", "grpc", ""));
     let w = Weir::start(&yaml).await;
@@ -955,4 +961,51 @@ async fn backend_protocol_grpc_speaks_h2c() {
         502
     );
     assert!(w.shutdown().await);
+}
+
+/// POSTs `chunks` chunks of 512 bytes, chunked, over HTTP/1.1; the response's status.
+async fn chunked_post(addr: SocketAddr, host: &str, chunks: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .into_bytes();
+    for _ in 0..chunks {
+        req.extend_from_slice(b"200\r\n");
+        req.extend_from_slice(&[b'x'; 512]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&req).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a response head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&got);
+    line[9..12].parse().unwrap()
+}
+
+/// POSTs `chunks` DATA frames of 512 bytes (no content-length) over HTTP/2 with prior
+/// knowledge; the response's status.
+async fn h2_post(addr: SocketAddr, host: &str, chunks: usize) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..chunks)
+        .map(|_| Ok(hyper::body::Frame::data(Bytes::from(vec![b'x'; 512]))))
+        .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{host}/"))
+        .body(body)
+        .unwrap();
+    send.send_request(req).await.unwrap().status().as_u16()
 }

@@ -38,6 +38,7 @@ pub(crate) struct Chunked {
     size: u64,
     digits: u8,
     line: usize,
+    data: u64,
 }
 
 impl Default for Chunked {
@@ -47,11 +48,17 @@ impl Default for Chunked {
             size: 0,
             digits: 0,
             line: 0,
+            data: 0,
         }
     }
 }
 
 impl Chunked {
+    /// Chunk data seen so far, in bytes (sizes, extensions and trailers not counted).
+    pub(crate) fn data(&self) -> u64 {
+        self.data
+    }
+
     /// Whether the last chunk and trailers have been seen.
     pub(crate) fn done(&self) -> bool {
         self.state == State::Done
@@ -114,6 +121,7 @@ impl Chunked {
                         out.extend_from_slice(&input[i..i + n]);
                     }
                     self.size -= n as u64;
+                    self.data += n as u64;
                     i += n;
                     if self.size == 0 {
                         self.state = State::DataCr;

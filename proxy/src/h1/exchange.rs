@@ -210,7 +210,7 @@ where
     }
     // Send the head and the body. The client's body is paced: no more than
     // `bodyTimeout` between reads, and `minBodyRate` on average after that grace.
-    let pace = request::client_body_pace(settings, r.send_timeout);
+    let pace = request::client_body_pace(settings, r);
     let mut sent = if has_body {
         let sent = forward_body(
             rbuf,
@@ -264,6 +264,9 @@ where
             // The client's own body was garbled or too slow: its fault, answered as such.
             BodyError::Chunked => fail(&mut ex, io, wbuf, Kind::BadRequest, true, settings).await,
             BodyError::Timeout => fail(&mut ex, io, wbuf, Kind::BodyTimeout, true, settings).await,
+            BodyError::TooLarge => {
+                fail(&mut ex, io, wbuf, Kind::BodyTooLarge, true, settings).await
+            }
             // The client went away mid-body.
             BodyError::Read(_) | BodyError::Truncated => {
                 ex.client_gone();
@@ -465,6 +468,7 @@ where
         min_rate: 0,
         grace: timeout,
         write: send_timeout,
+        max_body: u64::MAX,
     };
     let relayed = forward_body(
         &mut up.buf,

@@ -149,7 +149,7 @@ where
     }
     let timeout = r.request_timeout;
     let endpoint = r.endpoint.addr;
-    let pace = request::client_body_pace(settings, r.send_timeout);
+    let pace = request::client_body_pace(settings, r);
 
     // The request body is read from the client while the response comes back: an
     // upstream that answers as it reads (gRPC streaming, an echo) would otherwise wait
@@ -194,6 +194,9 @@ where
                     }
                     Err(BodyError::Timeout) => {
                         return fail(&mut ex, &mut wr, wbuf, Kind::BodyTimeout, true, settings).await;
+                    }
+                    Err(BodyError::TooLarge) => {
+                        return fail(&mut ex, &mut wr, wbuf, Kind::BodyTooLarge, true, settings).await;
                     }
                     Err(BodyError::Read(_) | BodyError::Truncated) => {
                         ex.client_gone();
@@ -258,6 +261,7 @@ where
         pumped,
         Some(Err(BodyError::Chunked
             | BodyError::Timeout
+            | BodyError::TooLarge
             | BodyError::Read(_)
             | BodyError::Truncated))
     );

@@ -82,7 +82,7 @@ pub(super) async fn handle(
     }
     let state = Arc::new(BodyState::default());
     let body = if has_body {
-        let pace = request::client_body_pace(&settings, routed.send_timeout);
+        let pace = request::client_body_pace(&settings, &routed);
         Paced::body(body, pace, state.clone(), tee)
     } else {
         UpBody::Empty
@@ -139,6 +139,10 @@ pub(super) async fn handle(
                 BodyState::CLIENT_SLOW => {
                     ex.fail(Kind::BodyTimeout);
                     short_response(Kind::BodyTimeout)
+                }
+                BodyState::TOO_LARGE => {
+                    ex.fail(Kind::BodyTooLarge);
+                    short_response(Kind::BodyTooLarge)
                 }
                 BodyState::CLIENT_GONE => {
                     ex.client_gone();

@@ -176,7 +176,7 @@ async fn handle(
     // The client's body is paced (`bodyTimeout`, `minBodyRate`), each write upstream
     // has `requestTimeout`, and `requestTimeout` for the response head starts once the
     // request has gone: an upload may take as long as it steadily moves.
-    let pace = request::client_body_pace(&settings, r.send_timeout);
+    let pace = request::client_body_pace(&settings, r);
     let sent = async {
         let mut up = r
             .endpoint
@@ -231,6 +231,10 @@ async fn handle(
         Err(Sent::ClientGone) => {
             ex.client_gone();
             return short_response(Kind::BadRequest);
+        }
+        Err(Sent::TooLarge) => {
+            ex.fail(Kind::BodyTooLarge);
+            return short_response(Kind::BodyTooLarge);
         }
     };
     // Interim responses mean nothing to an HTTP/2 client here: skip them.
@@ -306,6 +310,8 @@ enum Sent {
     ClientSlow,
     /// The client reset the stream mid-body.
     ClientGone,
+    /// The client's body grew past the route's limit.
+    TooLarge,
 }
 
 /// Writes `data` upstream within `limit`.
@@ -348,6 +354,9 @@ async fn send(
                 continue;
             }
             received += data.len() as u64;
+            if received > pace.max_body {
+                return Err(Sent::TooLarge);
+            }
             if chunked {
                 let size = format!("{:x}\r\n", data.len());
                 tee_extend(tee, size.as_bytes());

@@ -57,6 +57,8 @@ pub(crate) struct Routed {
     pub(crate) request_timeout: Duration,
     /// How long each write of the request upstream may take.
     pub(crate) send_timeout: Duration,
+    /// The largest request body the route takes.
+    pub(crate) max_body: Option<u64>,
     /// Where copies go (mirror routes and filters): target and endpoint. Empty, and not
     /// allocated, for most requests.
     pub(crate) mirror: Vec<(Arc<Backend>, Arc<EndpointPool>)>,
@@ -305,6 +307,7 @@ pub(crate) fn route(
                     },
                     request_timeout: route.request_timeout,
                     send_timeout: route.send_timeout,
+                    max_body: route.max_body,
                     mirror,
                     edit,
                 }),
@@ -360,8 +363,10 @@ impl Refused {
 /// How fast a client's request body must come (`bodyTimeout`, `minBodyRate`), each
 /// write upstream within `write` (the route's `requestTimeout`); the same for both
 /// protocols.
-pub(crate) fn client_body_pace(settings: &crate::conn::ServerSettings, write: Duration) -> Pace {
+pub(crate) fn client_body_pace(settings: &crate::conn::ServerSettings, r: &Routed) -> Pace {
+    let write = r.send_timeout;
     Pace {
+        max_body: r.max_body.unwrap_or(u64::MAX),
         read_idle: settings.body_timeout,
         min_rate: settings.min_body_rate,
         grace: settings.body_timeout,

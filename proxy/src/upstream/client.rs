@@ -113,6 +113,8 @@ pub(crate) enum BodyError {
     Timeout,
     /// Bad chunked coding.
     Chunked,
+    /// The body grew past [`Pace::max_body`]; nothing past it was sent.
+    TooLarge,
 }
 
 /// How fast a body must move through [`forward_body`].
@@ -126,6 +128,8 @@ pub(crate) struct Pace {
     pub(crate) grace: Duration,
     /// Longest time one write to the destination may take.
     pub(crate) write: Duration,
+    /// Most body bytes taken (a route's `proxy-body-size`; `u64::MAX`: no limit).
+    pub(crate) max_body: u64,
 }
 
 impl Pace {
@@ -170,6 +174,8 @@ where
     // The clock for the rate floor starts at the first read that has to wait.
     let mut began: Option<Instant> = None;
     let mut received: u64 = 0;
+    // Body bytes (without chunk framing), for the limit.
+    let mut body: u64 = 0;
     loop {
         let (take, done) = match framing {
             Framing::None => (0, true),
@@ -199,6 +205,13 @@ where
             }
         };
         src_buf.advance(take);
+        body = match framing {
+            Framing::Chunked => chunked.data(),
+            _ => body + take as u64,
+        };
+        if body > pace.max_body {
+            return Err(BodyError::TooLarge);
+        }
         if !out.is_empty() {
             tee_extend(tee, out);
             send_to(dst, out, pace.write)

@@ -275,6 +275,9 @@ pub(crate) enum BodyAborted {
     /// The client's body came too slowly.
     #[error("the client's request body came too slowly")]
     ClientSlow,
+    /// The client's body grew past the route's limit.
+    #[error("the client's request body is larger than the route takes")]
+    TooLarge,
 }
 
 impl Body for UpBody {
@@ -428,6 +431,8 @@ impl BodyState {
     pub(crate) const CLIENT_GONE: u8 = 2;
     /// The client's body came too slowly.
     pub(crate) const CLIENT_SLOW: u8 = 3;
+    /// The client's body grew past the route's limit.
+    pub(crate) const TOO_LARGE: u8 = 4;
 
     /// One of the constants above.
     pub(crate) fn state(&self) -> u8 {
@@ -513,6 +518,9 @@ impl Paced {
                         .received
                         .fetch_add(d.len() as u64, Ordering::Relaxed)
                         + d.len() as u64;
+                    if n > self.pace.max_body {
+                        return self.fail(BodyState::TOO_LARGE, BodyAborted::TooLarge);
+                    }
                     if let Some(t) = &mut self.tee
                         && !t.data(d)
                     {

@@ -204,6 +204,7 @@ async fn mirror_copy_h1(
             min_rate: 0,
             grace: timeout,
             write: timeout,
+            max_body: u64::MAX,
         };
         forward_body(
             &mut up.buf,
