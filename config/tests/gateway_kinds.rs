@@ -509,3 +509,67 @@ fn a_hostname_address_binds_what_it_resolves_to() {
     let got = issues(&gw("[{type: Hostname, value: \"*.example.com\"}]"));
     at(&got, 6, "spec.addresses[0].value", "is not a host name");
 }
+
+/// The legacy `v1` `Endpoints`: read for a Service without EndpointSlices (ready
+/// addresses only, ports by name), ignored with a notice where the Service has some, and
+/// checked at its fields.
+#[test]
+fn legacy_endpoints_stand_in_for_endpoint_slices() {
+    let yaml = r#"apiVersion: v1
+kind: Service
+metadata: {name: old}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: old}
+subsets:
+  - addresses: [{ip: 10.0.0.1}, {ip: "::1", hostname: pod-b}]
+    notReadyAddresses: [{ip: 10.0.0.2}]
+    ports: [{name: http, port: 9001}, {name: other, port: 9002}]
+  - addresses: [{ip: 10.0.0.3}]
+    ports: [{name: other, port: 9002}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: app}
+subsets:
+  - addresses: [{ip: 10.9.9.9}]
+    ports: [{name: web, port: 9999}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - backendRefs: [{name: old, port: 80}]
+    - backendRefs: [{name: app, port: 80}]
+"#;
+    let m = ok(&with(yaml));
+    let eps = |k: &str| -> Vec<String> {
+        m.services[k]
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect()
+    };
+    assert_eq!(eps("default/old:80"), ["10.0.0.1:9001", "[::1]:9001"]);
+    // Service app has an EndpointSlice: its Endpoints is not read.
+    assert_eq!(eps("default/app:80"), ["127.0.0.1:9001"]);
+    assert!(m.notices.iter().any(|n| {
+        n.message
+            .contains("has EndpointSlices: they are used, and this Endpoints is not")
+    }));
+
+    let bad = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: bad}\nsubsets:\n  - addresses: [{ip: 10.0.0.1}, {ip: nowhere}]\n    ports: [{port: 70000}]\n";
+    let got = issues(&with(bad));
+    at(
+        &got,
+        line(5),
+        "subsets[0].addresses[1].ip",
+        "\"nowhere\" is not an IP address",
+    );
+    at(&got, line(6), "subsets[0].ports[0].port", "is not a port");
+}

@@ -198,3 +198,46 @@ pub struct SlicePort {
     /// The application protocol.
     pub app_protocol: Option<String>,
 }
+
+/// A Kubernetes `Endpoints` (`v1`, the kind EndpointSlices replaced): the addresses behind
+/// the Service of the same name, in subsets of addresses sharing ports. Read where a
+/// Service has no EndpointSlice.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointsDoc {
+    /// Metadata: the name is the Service's.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The subsets.
+    #[serde(default)]
+    pub subsets: Vec<EndpointSubset>,
+}
+
+/// One subset of an `Endpoints`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSubset {
+    /// Ready addresses.
+    #[serde(default)]
+    pub addresses: Vec<EndpointAddress>,
+    /// Addresses not ready (not used).
+    #[serde(default)]
+    pub not_ready_addresses: Vec<EndpointAddress>,
+    /// The ports every address of the subset serves.
+    #[serde(default)]
+    pub ports: Vec<SlicePort>,
+}
+
+/// One address of an `Endpoints` subset.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointAddress {
+    /// The IP address.
+    pub ip: Option<String>,
+    /// The pod's host name: no meaning without pods.
+    pub hostname: Option<String>,
+    /// The node: no meaning without nodes.
+    pub node_name: Option<String>,
+    /// The pod: no meaning without pods.
+    pub target_ref: Option<Ignored>,
+}

@@ -86,6 +86,8 @@ pub struct Documents {
     pub kube_services: Vec<(Document, kube::KubeServiceDoc)>,
     /// `EndpointSlice` documents.
     pub endpoint_slices: Vec<(Document, kube::EndpointSliceDoc)>,
+    /// `Endpoints` (`v1`) documents.
+    pub endpoints: Vec<(Document, kube::EndpointsDoc)>,
     /// `GatewayClass` documents.
     pub gateway_classes: Vec<(Document, gateway::GatewayClassDoc)>,
     /// `Gateway` documents.
@@ -162,6 +164,11 @@ pub fn decode(docs: Vec<Document>, f: &mut Findings) -> Documents {
             ("v1", "Namespace") => {
                 if let Some(raw) = decode_doc(f, &doc) {
                     out.namespaces.push((doc, raw));
+                }
+            }
+            ("v1", "Endpoints") => {
+                if let Some(raw) = decode_doc(f, &doc) {
+                    out.endpoints.push((doc, raw));
                 }
             }
             ("v1", "Service") => {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use crate::decode::gateway::{GATEWAY_GROUP, ReferenceGrantDoc};
 use crate::decode::kube::{
-    EndpointSliceDoc, KubeServiceDoc, NamespaceDoc, SERVICE_NAME_LABEL, SecretDoc, TLS_SECRET_TYPE,
+    EndpointSliceDoc, EndpointsDoc, KubeServiceDoc, NamespaceDoc, SERVICE_NAME_LABEL, SecretDoc,
+    SlicePort, TLS_SECRET_TYPE,
 };
 use crate::decode::scalar::{Int, IntOrString};
 use crate::defaults;
@@ -101,6 +102,19 @@ struct KubePort {
     protocol: UpstreamProtocol,
 }
 
+/// The ready addresses of one EndpointSlice, or of one subset of an `Endpoints`, with the
+/// ports they serve and where each is written.
+struct AddressSet<'a> {
+    doc: &'a Document,
+    /// `EndpointSlice` or `Endpoints`.
+    kind: &'static str,
+    /// Where its ports are written.
+    ports_field: String,
+    ports: &'a [SlicePort],
+    /// (the host part of an address, IPv6 in brackets; its field; its entry's field).
+    addresses: Vec<(String, String, String)>,
+}
+
 struct Grant {
     namespace: String,
     from: Vec<(String, String, String)>,
@@ -111,7 +125,9 @@ struct Grant {
 pub(super) struct Cluster<'a> {
     labels: BTreeMap<String, BTreeMap<String, String>>,
     services: BTreeMap<(String, String), KubeService<'a>>,
-    slices: BTreeMap<(String, String), Vec<&'a (Document, EndpointSliceDoc)>>,
+    /// By Service: the addresses of its EndpointSlices, else of its `Endpoints`.
+    slices: BTreeMap<(String, String), Vec<AddressSet<'a>>>,
+    legacy: BTreeMap<(String, String), Vec<AddressSet<'a>>>,
     secrets: BTreeMap<(String, String), &'a (Document, SecretDoc)>,
     grants: Vec<Grant>,
     /// Rollout role Services (`stableService`, `canaryService`) by (namespace, name):
@@ -135,7 +151,10 @@ impl<'a> Cluster<'a> {
         ctx: &mut Ctx,
         namespaces: &'a [(Document, NamespaceDoc)],
         services: &'a [(Document, KubeServiceDoc)],
-        slices: &'a [(Document, EndpointSliceDoc)],
+        (slices, legacy): (
+            &'a [(Document, EndpointSliceDoc)],
+            &'a [(Document, EndpointsDoc)],
+        ),
         secrets: &'a [(Document, SecretDoc)],
         grants: &'a [(Document, ReferenceGrantDoc)],
         roles: BTreeMap<(String, String), String>,
@@ -144,6 +163,7 @@ impl<'a> Cluster<'a> {
             labels: BTreeMap::new(),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
+            legacy: BTreeMap::new(),
             secrets: BTreeMap::new(),
             grants: Vec::new(),
             roles,
@@ -167,6 +187,9 @@ impl<'a> Cluster<'a> {
         }
         for pair in slices {
             c.slice(ctx, pair);
+        }
+        for pair in legacy {
+            c.endpoints(ctx, pair);
         }
         for pair @ (doc, s) in secrets {
             if s.type_.as_deref() != Some(TLS_SECRET_TYPE) {
@@ -286,6 +309,62 @@ impl<'a> Cluster<'a> {
         );
     }
 
+    /// A `v1` `Endpoints`: its subsets' ready addresses, for the Service of its name.
+    fn endpoints(&mut self, ctx: &mut Ctx, pair: &'a (Document, EndpointsDoc)) {
+        let (doc, e) = pair;
+        let Some(name) = check_name(ctx, doc, e.metadata.name.as_deref()) else {
+            return;
+        };
+        let ns = namespace_of(e.metadata.namespace.as_deref());
+        let before = ctx.issue_count();
+        let mut sets = Vec::new();
+        for (k, subset) in e.subsets.iter().enumerate() {
+            for (i, p) in subset.ports.iter().enumerate() {
+                match &p.port {
+                    Some(port) => {
+                        port_field(ctx, doc, &format!("subsets[{k}].ports[{i}].port"), port);
+                    }
+                    None => ctx.issue(
+                        doc,
+                        &format!("subsets[{k}].ports[{i}]"),
+                        "an Endpoints port needs a port",
+                    ),
+                }
+            }
+            let mut addresses = Vec::new();
+            for (j, a) in subset.addresses.iter().enumerate() {
+                let f = format!("subsets[{k}].addresses[{j}]");
+                match a.ip.as_deref().map(str::parse::<std::net::IpAddr>) {
+                    Some(Ok(std::net::IpAddr::V6(v6))) => {
+                        addresses.push((format!("[{v6}]"), format!("{f}.ip"), f))
+                    }
+                    Some(Ok(v4)) => addresses.push((v4.to_string(), format!("{f}.ip"), f)),
+                    _ => ctx.issue(
+                        doc,
+                        &format!("{f}.ip"),
+                        format!("{:?} is not an IP address", a.ip.as_deref().unwrap_or("")),
+                    ),
+                }
+            }
+            sets.push(AddressSet {
+                doc,
+                kind: "Endpoints",
+                ports_field: format!("subsets[{k}].ports"),
+                ports: &subset.ports,
+                addresses,
+            });
+        }
+        if ctx.issue_count() > before {
+            return;
+        }
+        let key = (ns, name);
+        if self.slices.contains_key(&key) {
+            ctx.notice(doc, "kind", format!("Service {}/{} has EndpointSlices: they are used, and this Endpoints is not (as Kubernetes does)", key.0, key.1));
+            return;
+        }
+        self.legacy.entry(key).or_default().extend(sets);
+    }
+
     fn slice(&mut self, ctx: &mut Ctx, pair: &'a (Document, EndpointSliceDoc)) {
         let (doc, s) = pair;
         if check_name(ctx, doc, s.metadata.name.as_deref()).is_none() {
@@ -326,8 +405,30 @@ impl<'a> Cluster<'a> {
         if ctx.issue_count() > before {
             return;
         }
+        let ipv6 = kind == "IPv6";
+        let set = AddressSet {
+            doc,
+            kind: "EndpointSlice",
+            ports_field: "ports".into(),
+            ports: &s.ports,
+            addresses: s
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .filter_map(|(i, e)| {
+                    let a = e.addresses.first()?;
+                    let host = if ipv6 { format!("[{a}]") } else { a.clone() };
+                    Some((
+                        host,
+                        format!("endpoints[{i}].addresses[0]"),
+                        format!("endpoints[{i}]"),
+                    ))
+                })
+                .collect(),
+        };
         match s.metadata.labels.get(SERVICE_NAME_LABEL) {
-            Some(svc) => self.slices.entry((ns, svc.clone())).or_default().push(pair),
+            Some(svc) => self.slices.entry((ns, svc.clone())).or_default().push(set),
             None => ctx.notice(
                 doc,
                 "metadata.labels",
@@ -543,14 +644,19 @@ impl<'a> Cluster<'a> {
             }
         }
         let mut seen = BTreeSet::new();
-        for (doc, slice) in self.slices.get(&key).into_iter().flatten() {
-            let number = match slice
+        let sets = match self.slices.get(&key) {
+            Some(s) if !s.is_empty() => Some(s),
+            _ => self.legacy.get(&key),
+        };
+        for set in sets.into_iter().flatten() {
+            let doc = set.doc;
+            let number = match set
                 .ports
                 .iter()
                 .find(|p| p.name.clone().unwrap_or_default() == pname)
             {
                 Some(p) => p.port.as_ref().and_then(Int::as_i64).map(|n| n as u16),
-                None if slice.ports.is_empty() => match &target {
+                None if set.ports.is_empty() => match &target {
                     None => Some(port),
                     Some(IntOrString::Int(n)) => Some(*n as u16),
                     Some(_) => None,
@@ -560,35 +666,28 @@ impl<'a> Cluster<'a> {
             let Some(number) = number else {
                 ctx.notice(
                     doc,
-                    "ports",
-                    format!("EndpointSlice serves no port named {pname:?} of Service {id}: not used for it"),
+                    &set.ports_field,
+                    format!(
+                        "{} serves no port named {pname:?} of Service {id}: not used for it",
+                        set.kind
+                    ),
                 );
                 continue;
             };
-            let ipv6 = slice.address_type.as_deref() == Some("IPv6");
-            for (i, e) in slice.endpoints.iter().enumerate() {
-                let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                let Some(a) = e.addresses.first().filter(|_| ready) else {
-                    continue;
-                };
-                let written = if ipv6 {
-                    format!("[{a}]:{number}")
-                } else {
-                    format!("{a}:{number}")
-                };
+            for (host, field, entry) in &set.addresses {
+                let written = format!("{host}:{number}");
                 if !seen.insert(written.clone()) {
                     continue;
                 }
-                let field = format!("endpoints[{i}].addresses[0]");
-                let Some(parsed) = address::parse(ctx, doc, &field, &written) else {
+                let Some(parsed) = address::parse(ctx, doc, field, &written) else {
                     continue;
                 };
                 let slot = Slot::Endpoint {
                     service: id.clone(),
                     index: endpoints.len(),
-                    entry: doc.location(&format!("endpoints[{i}]")),
+                    entry: doc.location(entry),
                 };
-                let address = address::record(ctx, doc, &field, &written, parsed, slot);
+                let address = address::record(ctx, doc, field, &written, parsed, slot);
                 endpoints.push(Endpoint {
                     address,
                     authority: written,

@@ -103,7 +103,7 @@ pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validat
         &mut ctx,
         &docs.namespaces,
         &docs.kube_services,
-        &docs.endpoint_slices,
+        (&docs.endpoint_slices, &docs.endpoints),
         &docs.secrets,
         &docs.reference_grants,
         roles,
