@@ -259,3 +259,37 @@ fn the_docs_list_every_annotation() {
         assert!(row.contains(status), "{name}: {row} does not say {status}");
     }
 }
+
+/// The timeout and body-size annotations land on the Ingress's routes.
+#[test]
+fn timeouts_and_body_size_reach_the_routes() {
+    let yaml = svc("apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: t
+  annotations:
+    nginx.ingress.kubernetes.io/proxy-connect-timeout: \"3\"
+    nginx.ingress.kubernetes.io/proxy-read-timeout: 30s
+    nginx.ingress.kubernetes.io/proxy-send-timeout: \"20\"
+    nginx.ingress.kubernetes.io/proxy-body-size: 8m
+spec:
+  ingressClassName: weir
+  rules:
+    - host: t.test
+      http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+");
+    let m = ok(&yaml);
+    let r = m
+        .proxy
+        .routes
+        .iter()
+        .find(|r| r.name == "default/t/t.test/")
+        .unwrap();
+    let s = std::time::Duration::from_secs;
+    assert_eq!(r.timeouts.connect, Some(s(3)));
+    assert_eq!(r.timeouts.read, Some(s(30)));
+    assert_eq!(r.timeouts.send, Some(s(20)));
+    assert_eq!(r.max_body, Some(8 << 20));
+}

@@ -1009,3 +1009,64 @@ async fn h2_post(addr: SocketAddr, host: &str, chunks: usize) -> u16 {
         .unwrap();
     send.send_request(req).await.unwrap().status().as_u16()
 }
+
+/// Editing the Ingresses applies at once, as in ingress-nginx's "mainline/canary ingress
+/// is modified" cases: the canary's weight raised, its header changed, the main Ingress's
+/// backend changed; a second canary on the same path is not applied (one per path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_ingresses_apply_and_one_canary_per_path() {
+    use std::time::Duration;
+    let main = backend("main").await;
+    let other = backend("other").await;
+    let can = backend("canary").await;
+    let second = backend("second").await;
+    let config = |main_svc: &str, ann: &[(&str, &str)]| {
+        let mut yaml = edge("");
+        for (n, b) in [
+            ("main", &main),
+            ("other", &other),
+            ("canary", &can),
+            ("second", &second),
+        ] {
+            yaml.push_str(&kube_service(n, b.addr()));
+        }
+        yaml.push_str(&ingress("app", "app.test", main_svc, ""));
+        yaml.push_str(&ingress("app-canary", "app.test", "canary", &canary(ann)));
+        yaml.push_str(&ingress(
+            "app-second",
+            "app.test",
+            "second",
+            &canary(&[("canary-weight", "100")]),
+        ));
+        yaml
+    };
+    let w = Weir::start(&config("main", &[("canary-by-header", "X-A")])).await;
+    let web = w.web();
+    assert_eq!(who(web, "app.test", &[]).await.1, "main");
+    assert_eq!(who(web, "app.test", &[("x-a", "always")]).await.1, "canary");
+    // The second canary (weight 100) is not applied: never "second".
+    for _ in 0..20 {
+        assert_ne!(who(web, "app.test", &[]).await.1, "second");
+    }
+    w.write_config(&config(
+        "main",
+        &[("canary-by-header", "X-B"), ("canary-weight", "100")],
+    ));
+    eventually(
+        "the canary's weight is 100",
+        Duration::from_secs(5),
+        || async { who(web, "app.test", &[]).await.1 == "canary" },
+    )
+    .await;
+    assert_eq!(who(web, "app.test", &[("x-b", "never")]).await.1, "main");
+    assert_eq!(who(web, "app.test", &[("x-a", "never")]).await.1, "canary");
+    w.write_config(&config("other", &[("canary-by-header", "X-B")]));
+    eventually(
+        "the main Ingress's new backend",
+        Duration::from_secs(5),
+        || async { who(web, "app.test", &[]).await.1 == "other" },
+    )
+    .await;
+    assert_eq!(who(web, "app.test", &[("x-b", "always")]).await.1, "canary");
+    assert!(w.shutdown().await);
+}
