@@ -24,6 +24,7 @@ mod prometheus;
 mod reload;
 mod restart;
 mod rollout;
+mod route_deadline;
 mod shutdown;
 mod split;
 mod tls;

@@ -184,7 +184,7 @@ where
                 copy,
                 mirror,
                 routed.pool,
-                routed.request_timeout,
+                routed.request_timeout(),
                 is_head,
             );
         }
@@ -233,7 +233,7 @@ where
                 copy,
                 mirror,
                 r.pool,
-                r.request_timeout,
+                r.request_timeout(),
                 is_head,
             );
         }
@@ -246,7 +246,7 @@ where
     };
     if matches!(sent, Err(BodyError::Write(_))) && safe && !up.fresh {
         // A stale pooled connection: once more on a fresh one.
-        match retry_head(&r.endpoint, &r.pool, wbuf, r.request_timeout).await {
+        match retry_head(&r.endpoint, &r.pool, wbuf, r.request_timeout()).await {
             Ok(fresh) => {
                 up = fresh;
                 sent = Ok(());
@@ -266,6 +266,10 @@ where
             BodyError::Timeout => fail(&mut ex, io, wbuf, Kind::BodyTimeout, true, settings).await,
             BodyError::TooLarge => {
                 fail(&mut ex, io, wbuf, Kind::BodyTooLarge, true, settings).await
+            }
+            // The route's whole-exchange deadline passed with the upload under way.
+            BodyError::Deadline => {
+                fail(&mut ex, io, wbuf, Kind::ResponseTimeout, true, settings).await
             }
             // The client went away mid-body.
             BodyError::Read(_) | BodyError::Truncated => {
@@ -325,7 +329,7 @@ async fn respond<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let timeout = ex.routed.request_timeout;
+    let timeout = ex.routed.request_timeout();
     let send_timeout = st.settings.send_timeout;
     // Response head, skipping (and relaying) interim 1xx responses.
     let mut resp = loop {
@@ -354,7 +358,7 @@ where
                 tracing::debug!(endpoint = %ex.routed.endpoint.addr, "pooled connection closed before answering; retrying on a fresh one");
                 st.retry = false;
                 let r = &ex.routed;
-                match retry_head(&r.endpoint, &r.pool, wbuf, r.request_timeout).await {
+                match retry_head(&r.endpoint, &r.pool, wbuf, r.request_timeout()).await {
                     Ok(fresh) => {
                         up = fresh;
                         continue;
@@ -469,6 +473,7 @@ where
         grace: timeout,
         write: send_timeout,
         max_body: u64::MAX,
+        deadline: ex.routed.deadline,
     };
     let relayed = forward_body(
         &mut up.buf,

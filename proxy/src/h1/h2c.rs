@@ -95,7 +95,7 @@ where
                 routed.mirror.clone(),
                 conn.shared.tasks.clone(),
                 routed.pool,
-                routed.request_timeout,
+                routed.request_timeout(),
             ));
         } else {
             spawn_mirror_copy(
@@ -103,7 +103,7 @@ where
                 copy,
                 &routed.mirror,
                 routed.pool,
-                routed.request_timeout,
+                routed.request_timeout(),
                 is_head,
             );
         }
@@ -147,7 +147,7 @@ where
             return Next::Close;
         }
     }
-    let timeout = r.request_timeout;
+    let timeout = r.request_timeout();
     let endpoint = r.endpoint.addr;
     let pace = request::client_body_pace(settings, r);
 
@@ -197,6 +197,9 @@ where
                     }
                     Err(BodyError::TooLarge) => {
                         return fail(&mut ex, &mut wr, wbuf, Kind::BodyTooLarge, true, settings).await;
+                    }
+                    Err(BodyError::Deadline) => {
+                        return fail(&mut ex, &mut wr, wbuf, Kind::ResponseTimeout, true, settings).await;
                     }
                     Err(BodyError::Read(_) | BodyError::Truncated) => {
                         ex.client_gone();
@@ -377,7 +380,9 @@ async fn relay<W: AsyncWrite + Unpin>(
     // HTTP/1.1 path; the client `sendTimeout` for each write.
     let mut trailers = None;
     loop {
-        let frame = match tokio::time::timeout(st.timeout, body.frame()).await {
+        // Cut to what is left before the route's deadline, when it has one.
+        let gap = st.timeout.min(routed.request_timeout());
+        let frame = match tokio::time::timeout(gap, body.frame()).await {
             Ok(None) => break,
             Ok(Some(Ok(f))) => f,
             Err(_) | Ok(Some(Err(_))) => return (Relayed::UpstreamBroke, false),

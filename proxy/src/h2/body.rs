@@ -31,6 +31,9 @@ const READ: usize = 16 * 1024;
 pub(crate) struct RespBody {
     inner: Inner,
     finish: Option<Exchange>,
+    /// The route's whole-exchange deadline (an HTTPRoute's `timeouts.request`): past it
+    /// the response is cut off. Allocated only for routes that have one.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug)]
@@ -103,6 +106,7 @@ impl RespBody {
                 keep,
                 done: framing == Framing::None,
             }),
+            deadline: deadline_of(&finish),
             finish: Some(finish),
         }
     }
@@ -124,6 +128,7 @@ impl RespBody {
                 request,
                 _slot: slot,
             })),
+            deadline: deadline_of(&finish),
             finish: Some(finish),
         }
     }
@@ -134,6 +139,7 @@ impl RespBody {
         RespBody {
             inner: Inner::Full((!data.is_empty()).then_some(data)),
             finish: None,
+            deadline: None,
         }
     }
 
@@ -151,6 +157,12 @@ impl RespBody {
             f.abandon();
         }
     }
+}
+
+fn deadline_of(ex: &Exchange) -> Option<Pin<Box<Sleep>>> {
+    ex.routed
+        .deadline
+        .map(|at| Box::pin(tokio::time::sleep_until(at)))
 }
 
 impl Drop for RespBody {
@@ -240,6 +252,18 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
+        if let Some(d) = this.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            this.deadline = None;
+            if let Some(mut f) = this.finish.take() {
+                f.fail(crate::error::Kind::ResponseTimeout);
+            }
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the route's request timeout passed with the response under way",
+            ))));
+        }
         let out = match &mut this.inner {
             Inner::Upstream(u) => match ready!(u.poll_next(cx)) {
                 Some(Ok(d)) => Some(Ok(Frame::data(d))),

@@ -67,7 +67,7 @@ pub(super) async fn handle(
                 routed.mirror.clone(),
                 conn.shared.tasks.clone(),
                 routed.pool,
-                routed.request_timeout,
+                routed.request_timeout(),
             ));
         } else {
             spawn_mirror_copy(
@@ -75,7 +75,7 @@ pub(super) async fn handle(
                 copy,
                 &routed.mirror,
                 routed.pool,
-                routed.request_timeout,
+                routed.request_timeout(),
                 parts.method == http::Method::HEAD,
             );
         }
@@ -119,7 +119,7 @@ pub(super) async fn handle(
     tokio::pin!(resp);
     let mut seen = state.received();
     let resp = loop {
-        match tokio::time::timeout(r.request_timeout, resp.as_mut()).await {
+        match tokio::time::timeout(r.request_timeout(), resp.as_mut()).await {
             Ok(x) => break x,
             Err(_) => {
                 let now = state.received();
@@ -136,6 +136,10 @@ pub(super) async fn handle(
         Ok(resp) => resp,
         Err(e) => {
             return match state.state() {
+                BodyState::CLIENT_SLOW if ex.routed.past_deadline() => {
+                    ex.fail(Kind::ResponseTimeout);
+                    short_response(Kind::ResponseTimeout)
+                }
                 BodyState::CLIENT_SLOW => {
                     ex.fail(Kind::BodyTimeout);
                     short_response(Kind::BodyTimeout)
@@ -185,7 +189,7 @@ pub(super) async fn handle(
         debug_headers(r, ticket, |n, v| append(h, n.as_bytes(), v));
     }
     ex.status = parts.status.as_u16();
-    let idle = r.request_timeout;
+    let idle = r.request_timeout();
     http::Response::from_parts(parts, RespBody::h2c(body, idle, state, slot, ex))
 }
 

@@ -164,7 +164,7 @@ async fn handle(
                 head.clone(),
                 mirror,
                 routed.pool,
-                routed.request_timeout,
+                routed.request_timeout(),
                 is_head,
             );
         }
@@ -186,19 +186,19 @@ async fn handle(
         match send(&mut up, &head, body, chunked, &mut tee, pace).await {
             Ok(()) => {}
             Err(Sent::Upstream(_)) if safe && !up.fresh => {
-                up = retry_head(&r.endpoint, &r.pool, &head, r.request_timeout)
+                up = retry_head(&r.endpoint, &r.pool, &head, r.request_timeout())
                     .await
                     .map_err(Sent::Upstream)?;
             }
             Err(e) => return Err(e),
         }
-        match read_response_head(&mut up, r.request_timeout).await {
+        match read_response_head(&mut up, r.request_timeout()).await {
             Ok(h) => Ok((up, h)),
             Err(UpError::Closed) if safe && !up.fresh => {
-                let mut fresh = retry_head(&r.endpoint, &r.pool, &head, r.request_timeout)
+                let mut fresh = retry_head(&r.endpoint, &r.pool, &head, r.request_timeout())
                     .await
                     .map_err(Sent::Upstream)?;
-                let h = read_response_head(&mut fresh, r.request_timeout)
+                let h = read_response_head(&mut fresh, r.request_timeout())
                     .await
                     .map_err(|e| Sent::Upstream(up_error(e)))?;
                 Ok((fresh, h))
@@ -213,7 +213,7 @@ async fn handle(
             copy,
             &r.mirror,
             r.pool,
-            r.request_timeout,
+            r.request_timeout(),
             is_head,
         );
     }
@@ -241,7 +241,7 @@ async fn handle(
     while (100..200).contains(&resp_head.status) {
         let len = resp_head.common.len;
         bytes::Buf::advance(&mut up.buf, len);
-        resp_head = match read_response_head(&mut up, r.request_timeout).await {
+        resp_head = match read_response_head(&mut up, r.request_timeout()).await {
             Ok(h) => h,
             Err(e) => {
                 let kind = up_error(e).kind;
@@ -342,6 +342,10 @@ async fn send(
         loop {
             let until = pace.read_deadline(began, received);
             let frame = match tokio::time::timeout_at(until, body.frame()).await {
+                // The route's whole-exchange deadline, not the client's pace.
+                Err(_) if pace.past_deadline() => {
+                    return Err(Sent::Upstream(ProxyError::new(Kind::ResponseTimeout)));
+                }
                 Err(_) => return Err(Sent::ClientSlow),
                 Ok(None) => break,
                 Ok(Some(Err(_))) => return Err(Sent::ClientGone),

@@ -54,9 +54,14 @@ pub(crate) struct Routed {
     /// header route).
     pub(crate) ticket: Option<Option<u64>>,
     pub(crate) pool: PoolSettings,
-    pub(crate) request_timeout: Duration,
-    /// How long each write of the request upstream may take.
-    pub(crate) send_timeout: Duration,
+    /// The route's response timeout (see [`Routed::request_timeout`]).
+    timeout: Duration,
+    /// How long each write of the request upstream may take (see
+    /// [`Routed::send_timeout`]).
+    send: Duration,
+    /// The route's whole-exchange deadline (an HTTPRoute's `timeouts.request`), from the
+    /// moment the request was routed.
+    pub(crate) deadline: Option<Instant>,
     /// The largest request body the route takes.
     pub(crate) max_body: Option<u64>,
     /// Where copies go (mirror routes and filters): target and endpoint. Empty, and not
@@ -65,6 +70,34 @@ pub(crate) struct Routed {
     /// What the route's filters do to the request and its response; `None` on a route
     /// without filters.
     pub(crate) edit: Option<Box<Edit>>,
+}
+
+impl Routed {
+    /// How long the upstream has to answer (each wait for its response head, and between
+    /// reads of its body): the route's timeout, cut to what is left before the deadline.
+    #[inline]
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.until_deadline(self.timeout)
+    }
+
+    /// How long each write of the request upstream may take, cut likewise.
+    #[inline]
+    pub(crate) fn send_timeout(&self) -> Duration {
+        self.until_deadline(self.send)
+    }
+
+    #[inline]
+    fn until_deadline(&self, d: Duration) -> Duration {
+        match self.deadline {
+            None => d,
+            Some(at) => d.min(at.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|at| Instant::now() >= at)
+    }
 }
 
 /// A request the proxy answers itself: one that could not be routed (`kind`), or one
@@ -305,8 +338,9 @@ pub(crate) fn route(
                         idle_timeout: table.upstream.idle_timeout,
                         max_idle: table.upstream.max_idle_per_endpoint as usize,
                     },
-                    request_timeout: route.request_timeout,
-                    send_timeout: route.send_timeout,
+                    timeout: route.request_timeout,
+                    send: route.send_timeout,
+                    deadline: route.deadline.map(|d| Instant::now() + d),
                     max_body: route.max_body,
                     mirror,
                     edit,
@@ -364,8 +398,9 @@ impl Refused {
 /// write upstream within `write` (the route's `requestTimeout`); the same for both
 /// protocols.
 pub(crate) fn client_body_pace(settings: &crate::conn::ServerSettings, r: &Routed) -> Pace {
-    let write = r.send_timeout;
+    let write = r.send_timeout();
     Pace {
+        deadline: r.deadline,
         max_body: r.max_body.unwrap_or(u64::MAX),
         read_idle: settings.body_timeout,
         min_rate: settings.min_body_rate,

@@ -249,6 +249,7 @@ pub fn build(
                 .connect
                 .unwrap_or(model.proxy.upstream.connect_timeout),
             max_body: r.max_body,
+            deadline: r.timeouts.request.filter(|d| !d.is_zero()),
         });
         let scope: Box<[Claim]> = r
             .scope
@@ -315,6 +316,7 @@ pub fn build(
                 send_timeout: model.proxy.upstream.request_timeout,
                 connect_timeout: model.proxy.upstream.connect_timeout,
                 max_body: None,
+                deadline: None,
             });
             matchers.push((
                 vec![HostMatch::Exact(host.to_ascii_lowercase())],

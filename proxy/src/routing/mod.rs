@@ -109,6 +109,9 @@ pub struct RouteEntry {
     pub connect_timeout: std::time::Duration,
     /// The largest request body it takes (a larger one gets 413).
     pub max_body: Option<u64>,
+    /// The whole exchange's limit (an HTTPRoute's `timeouts.request`): past it, a
+    /// request not yet answered gets 504, and a response on its way is cut off.
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// A route's filters, merged in the order written.

@@ -115,6 +115,8 @@ pub(crate) enum BodyError {
     Chunked,
     /// The body grew past [`Pace::max_body`]; nothing past it was sent.
     TooLarge,
+    /// The exchange's deadline ([`Pace::deadline`]) passed.
+    Deadline,
 }
 
 /// How fast a body must move through [`forward_body`].
@@ -130,18 +132,26 @@ pub(crate) struct Pace {
     pub(crate) write: Duration,
     /// Most body bytes taken (a route's `proxy-body-size`; `u64::MAX`: no limit).
     pub(crate) max_body: u64,
+    /// The exchange's deadline (an HTTPRoute's `timeouts.request`): no read waits past it.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Pace {
     /// When the next read must have completed, given `received` bytes since `began`.
     pub(crate) fn read_deadline(&self, began: Instant, received: u64) -> Instant {
         let idle = Instant::now() + self.read_idle;
+        let idle = self.deadline.map_or(idle, |d| idle.min(d));
         if self.min_rate == 0 {
             return idle;
         }
         let due =
             began + self.grace + Duration::from_secs_f64(received as f64 / self.min_rate as f64);
         idle.min(due)
+    }
+
+    /// Whether the exchange's deadline has passed.
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }
 
@@ -225,6 +235,7 @@ where
         let began = *began.get_or_insert_with(Instant::now);
         let until = pace.read_deadline(began, received);
         match tokio::time::timeout_at(until, src.read_buf(src_buf)).await {
+            Err(_) if pace.past_deadline() => return Err(BodyError::Deadline),
             Err(_) => return Err(BodyError::Timeout),
             Ok(Ok(0)) => {
                 return if framing == Framing::UntilClose {

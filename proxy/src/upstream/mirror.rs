@@ -205,6 +205,7 @@ async fn mirror_copy_h1(
             grace: timeout,
             write: timeout,
             max_body: u64::MAX,
+            deadline: None,
         };
         forward_body(
             &mut up.buf,
