@@ -115,6 +115,12 @@ struct AddressSet<'a> {
     addresses: Vec<(String, String, String)>,
 }
 
+/// The documents addresses come from: EndpointSlices, and the legacy `Endpoints`.
+pub(super) type AddressDocs<'a> = (
+    &'a [(Document, EndpointSliceDoc)],
+    &'a [(Document, EndpointsDoc)],
+);
+
 struct Grant {
     namespace: String,
     from: Vec<(String, String, String)>,
@@ -151,10 +157,7 @@ impl<'a> Cluster<'a> {
         ctx: &mut Ctx,
         namespaces: &'a [(Document, NamespaceDoc)],
         services: &'a [(Document, KubeServiceDoc)],
-        (slices, legacy): (
-            &'a [(Document, EndpointSliceDoc)],
-            &'a [(Document, EndpointsDoc)],
-        ),
+        (slices, legacy): AddressDocs<'a>,
         secrets: &'a [(Document, SecretDoc)],
         grants: &'a [(Document, ReferenceGrantDoc)],
         roles: BTreeMap<(String, String), String>,
