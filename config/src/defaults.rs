@@ -46,6 +46,13 @@ pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const ADMIN_ADDRESS: &str = "127.0.0.1:9901";
 /// The path matched when a route gives none.
 pub const PATH_PREFIX: &str = "/";
+
+/// The cookie of an HTTPRoute rule's `sessionPersistence` without a `sessionName`.
+pub const AFFINITY_COOKIE: &str = "weir-session";
+
+/// How long a `sessionAffinity` cookie lives when `maxAge` is not written: Flagger's
+/// default, six hours.
+pub const AFFINITY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// No access log unless `spec.accessLog` asks for one (also `AccessLog::default()`).
 pub const ACCESS_LOG: AccessLog = AccessLog::Off;
 /// The access log, when `spec.accessLog` is given without `enabled`, is on.

@@ -6,6 +6,7 @@ mod kit;
 mod abuse;
 mod abuse_h2;
 mod access_log;
+mod affinity;
 mod crash;
 mod dashboard;
 mod demo;

@@ -244,8 +244,25 @@ pub struct HttpRouteRule {
     pub timeouts: Option<HttpRouteTimeouts>,
     /// Retries: not yet.
     pub retry: Option<Ignored>,
-    /// Session persistence: not yet.
-    pub session_persistence: Option<Ignored>,
+    /// Session persistence: keeps a user on one backend (weir: one leg of the split).
+    pub session_persistence: Option<SessionPersistence>,
+}
+
+/// `rules[].sessionPersistence`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPersistence {
+    /// The cookie's or header's name.
+    pub session_name: Option<String>,
+    /// How long the session lasts (the cookie's `Max-Age`).
+    pub absolute_timeout: Option<String>,
+    /// Idle timeout: not supported (reported).
+    pub idle_timeout: Option<String>,
+    /// `Cookie` (the default) or `Header`.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// `lifetimeType`: `Permanent` or `Session`.
+    pub cookie_config: Option<Ignored>,
 }
 
 /// One match of a rule: every condition must hold.

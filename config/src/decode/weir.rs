@@ -190,6 +190,21 @@ pub struct Route {
     pub backends: Option<Vec<Backend>>,
     /// Only on these listeners (by name); all when unset.
     pub listeners: Option<Vec<String>>,
+    /// Keeps each user on one revision across requests.
+    pub session_affinity: Option<SessionAffinity>,
+}
+
+/// `sessionAffinity`: a cookie weir sets (Flagger's names), or a header the client sends
+/// (a user id).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SessionAffinity {
+    /// The cookie that carries the user's id.
+    pub cookie_name: Option<String>,
+    /// How long the cookie lives (a duration, or seconds as Flagger writes it).
+    pub max_age: Option<super::scalar::Text>,
+    /// Or: the request header whose value identifies the user.
+    pub header: Option<String>,
 }
 
 /// A route's match.

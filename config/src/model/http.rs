@@ -271,6 +271,25 @@ pub struct RouteTimeouts {
     pub send: Option<Duration>,
 }
 
+/// Keeps each user on one revision (a route's `sessionAffinity`): the user's id (a cookie
+/// weir sets, or a header the client sends) is hashed to a bucket of 10,000 with a fixed
+/// function, and the bucket picks the leg. The canary (the last leg) takes the lowest
+/// buckets, as many as its weight in hundredths of a percent: raising its weight only
+/// moves users onto it, and every process agrees on every user's revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Affinity {
+    /// A cookie: read when the client sends it, set (with a new id) when it does not.
+    Cookie {
+        /// Its name.
+        name: String,
+        /// Its `Max-Age`.
+        max_age: Duration,
+    },
+    /// A request header whose value identifies the user; a request without it is split
+    /// by the weights.
+    Header(String),
+}
+
 /// ingress-nginx's canary rules on a route between a main and a canary backend (the
 /// two legs of a split, or a Rollout's stable and canary revisions): tried in order
 /// before the weights, the first that holds decides where the request goes.

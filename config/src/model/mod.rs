@@ -17,8 +17,8 @@ use crate::error::Notice;
 
 pub use gateway::{Condition, GatewayStatus, SectionStatus, StatusKind};
 pub use http::{
-    Cors, Filter, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch, Redirect, Rewrite,
-    RouteMatch, RouteTimeouts, SourceRanges, Steer, SteerWhen, ValueMatch,
+    Affinity, Cors, Filter, HeaderModifier, Mirror, PathMatch, PathRewrite, QueryMatch, Redirect,
+    Rewrite, RouteMatch, RouteTimeouts, SourceRanges, Steer, SteerWhen, ValueMatch,
 };
 pub use weir::{
     AccessLog, AdminToken, CertificateSource, Endpoint, HeaderMatch, HeaderMatchKind, HostMatch,

@@ -230,6 +230,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// ingress-nginx's canary rules, for a route between a main and a canary backend.
     pub steer: Vec<Steer>,
+    /// Keeps each user on one revision (`sessionAffinity`).
+    pub affinity: Option<super::http::Affinity>,
     /// For an HTTPRoute rule: the hostnames of the Gateway listeners it is attached
     /// through (`None`: a listener without a hostname). On a socket, a request is taken
     /// only by the routes of the listener whose hostname matches its host most

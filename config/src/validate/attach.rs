@@ -397,6 +397,7 @@ fn emit(
                 timeouts: rule.timeouts,
                 max_body: None,
                 steer: Vec::new(),
+                affinity: rule.affinity.clone(),
                 scope: scope
                     .iter()
                     .map(|h| h.as_deref().map(hostnames::host_match))

@@ -79,6 +79,8 @@ pub(super) struct ParsedRule {
     pub(super) backends: Vec<ParsedBackend>,
     /// Its timeouts.
     pub(super) timeouts: RouteTimeouts,
+    /// Its `sessionPersistence`.
+    pub(super) affinity: Option<crate::model::Affinity>,
 }
 
 /// A checked backendRef.
@@ -273,10 +275,11 @@ fn parse_rule(
         });
     }
     let timeouts = timeouts(ctx, doc, &field, rule.timeouts.as_ref());
-    for (f, given) in [
-        ("retry", rule.retry.is_some()),
-        ("sessionPersistence", rule.session_persistence.is_some()),
-    ] {
+    let affinity = rule
+        .session_persistence
+        .as_ref()
+        .and_then(|s| session_persistence(ctx, doc, &format!("{field}.sessionPersistence"), s));
+    for (f, given) in [("retry", rule.retry.is_some())] {
         if given {
             ctx.notice(
                 doc,
@@ -295,7 +298,64 @@ fn parse_rule(
         filters,
         backends,
         timeouts,
+        affinity,
     })
+}
+
+/// `sessionPersistence`: a cookie weir sets (`Cookie`, the default) or a header the
+/// client sends (`Header`), keeping a user on one leg of the rule's split.
+fn session_persistence(
+    ctx: &mut Ctx,
+    doc: &Document,
+    field: &str,
+    s: &crate::decode::gateway::SessionPersistence,
+) -> Option<crate::model::Affinity> {
+    use crate::model::Affinity;
+    if s.idle_timeout.is_some() {
+        ctx.notice(
+            doc,
+            &format!("{field}.idleTimeout"),
+            "idleTimeout is not supported: the session lasts its absoluteTimeout",
+        );
+    }
+    let name = s.session_name.clone().filter(|n| !n.is_empty());
+    match s.type_.as_deref().unwrap_or("Cookie") {
+        "Cookie" => {
+            let max_age = match &s.absolute_timeout {
+                Some(t) => match crate::duration::parse_gateway(t) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        ctx.issue(doc, &format!("{field}.absoluteTimeout"), e.to_string());
+                        return None;
+                    }
+                },
+                None => defaults::AFFINITY_MAX_AGE,
+            };
+            Some(Affinity::Cookie {
+                name: name.unwrap_or_else(|| defaults::AFFINITY_COOKIE.to_owned()),
+                max_age,
+            })
+        }
+        "Header" => match name {
+            Some(h) => Some(Affinity::Header(h.to_ascii_lowercase())),
+            None => {
+                ctx.issue(
+                    doc,
+                    &format!("{field}.sessionName"),
+                    "a Header session needs sessionName: the header that identifies the user",
+                );
+                None
+            }
+        },
+        other => {
+            ctx.issue(
+                doc,
+                &format!("{field}.type"),
+                format!("{other:?} is not a session persistence type: Cookie or Header"),
+            );
+            None
+        }
+    }
 }
 
 fn is_label(s: &str) -> bool {

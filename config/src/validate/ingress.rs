@@ -584,6 +584,7 @@ pub(super) fn ingresses(
                     scope: Vec::new(),
                     max_body: None,
                     steer: Vec::new(),
+                    affinity: None,
                 },
             );
         }
@@ -630,6 +631,7 @@ pub(super) fn ingresses(
                     (None, Some((_, c))) => c.steer.clone(),
                     _ => Vec::new(),
                 },
+                affinity: None,
             };
             push_secure(&mut names, proxy, route, &s.ann, has_tls, &plain, &secure);
         }
@@ -669,6 +671,7 @@ pub(super) fn ingresses(
                     scope: Vec::new(),
                     max_body: None,
                     steer: Vec::new(),
+                    affinity: None,
                 },
             );
         }
@@ -709,6 +712,7 @@ pub(super) fn ingresses(
                 scope: Vec::new(),
                 max_body: None,
                 steer: Vec::new(),
+                affinity: None,
             },
         );
         for other in served.iter().filter(|o| o.default.is_some()).skip(1) {

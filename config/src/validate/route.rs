@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::decode::scalar::Text;
 use crate::decode::weir as raw;
 use crate::defaults;
 use crate::model::{
-    HeaderMatch, HeaderMatchKind, HostMatch, PathMatch, Route, RouteMatch, RouteTarget,
+    Affinity, HeaderMatch, HeaderMatchKind, HostMatch, PathMatch, Route, RouteMatch, RouteTarget,
     RouteTimeouts, Service, Weight, WeightedService,
 };
 use crate::read::Document;
@@ -106,6 +107,10 @@ pub(super) fn route(
         }
         (None, Some(backends)) => split_target(ctx, doc, &field, backends, services),
     };
+    let affinity = r
+        .session_affinity
+        .as_ref()
+        .and_then(|a| affinity(ctx, doc, &format!("{field}.sessionAffinity"), a));
     if ctx.issue_count() > before {
         return None;
     }
@@ -125,7 +130,84 @@ pub(super) fn route(
         scope: Vec::new(),
         max_body: None,
         steer: Vec::new(),
+        affinity,
     })
+}
+
+/// `sessionAffinity`: exactly one of `cookieName` (with `maxAge`, default
+/// [`defaults::AFFINITY_MAX_AGE`]) and `header`.
+fn affinity(
+    ctx: &mut Ctx,
+    doc: &Document,
+    field: &str,
+    a: &raw::SessionAffinity,
+) -> Option<Affinity> {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match (&a.cookie_name, &a.header) {
+        (Some(name), None) => {
+            if !token(name) {
+                ctx.issue(
+                    doc,
+                    &format!("{field}.cookieName"),
+                    format!("{name:?} is not a cookie name: letters, digits and !#$%&'*+-.^_`|~"),
+                );
+                return None;
+            }
+            let max_age = match &a.max_age {
+                None => defaults::AFFINITY_MAX_AGE,
+                // Flagger writes seconds; weir also takes a duration.
+                Some(Text::Text(s)) => match s.trim().parse::<u64>() {
+                    Ok(n) => std::time::Duration::from_secs(n),
+                    Err(_) => ctx.duration(
+                        doc,
+                        &format!("{field}.maxAge"),
+                        Some(s),
+                        defaults::AFFINITY_MAX_AGE,
+                    ),
+                },
+                Some(other) => {
+                    ctx.issue(
+                        doc,
+                        &format!("{field}.maxAge"),
+                        format!(
+                            "{other} is not a duration: write seconds (21600) or a duration (6h)"
+                        ),
+                    );
+                    return None;
+                }
+            };
+            Some(Affinity::Cookie {
+                name: name.clone(),
+                max_age,
+            })
+        }
+        (None, Some(h)) => {
+            if !token(h) {
+                ctx.issue(
+                    doc,
+                    &format!("{field}.header"),
+                    format!("{h:?} is not a header name"),
+                );
+                return None;
+            }
+            if a.max_age.is_some() {
+                ctx.issue(
+                    doc,
+                    &format!("{field}.maxAge"),
+                    "maxAge goes with cookieName: a header is the client's",
+                );
+            }
+            Some(Affinity::Header(h.to_ascii_lowercase()))
+        }
+        _ => {
+            ctx.issue(doc, field, "sessionAffinity needs exactly one of cookieName (weir sets the cookie) and header (the client sends a user id)");
+            None
+        }
+    }
 }
 
 fn split_target(

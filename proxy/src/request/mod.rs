@@ -300,7 +300,21 @@ pub(crate) fn route(
                 }
                 edit = Some(Box::new(e));
             }
-            let (backend, ticket) = t.pick(headers);
+            let (backend, ticket, new_user) = t.pick(headers);
+            if let Some(id) = new_user
+                && let Some(weir_config::model::Affinity::Cookie { name, max_age }) = &t.affinity
+            {
+                // A new user: the cookie that keeps them on this leg from now on.
+                edit.get_or_insert_with(Default::default)
+                    .response_headers
+                    .push((
+                        "set-cookie",
+                        format!(
+                            "{name}={id:016x}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+                            max_age.as_secs()
+                        ),
+                    ));
+            }
             if backend.invalid {
                 break 'split Err(Refused::error(
                     Kind::InvalidBackend,

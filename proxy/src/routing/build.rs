@@ -223,6 +223,10 @@ pub fn build(
                 reason: Arc::from(message.as_str()),
             },
         };
+        let mut target = target;
+        if let (Target::Split(t), Some(a)) = (&mut target, &r.affinity) {
+            t.affinity = Some(a.clone());
+        }
         let target = match r.filters.iter().find_map(|f| match f {
             Filter::Redirect(rd) => Some(rd),
             _ => None,
@@ -602,6 +606,7 @@ fn split_target_with_mirrors(
         legs: legs.into_iter().map(|(b, _)| b).collect(),
         header_routes,
         mirrors,
+        affinity: None,
     })
 }
 

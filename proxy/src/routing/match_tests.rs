@@ -42,6 +42,7 @@ fn route(name: &str, hosts: &[&str], matches: Vec<RouteMatch>) -> Route {
         scope: Vec::new(),
         max_body: None,
         steer: Vec::new(),
+        affinity: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! traffic state, only ever by the updater task; the hot path does one `load()` and a
 //! lookup. No I/O here.
 
+pub mod affinity;
 pub mod build;
 #[cfg(test)]
 mod match_tests;
@@ -296,6 +297,17 @@ pub struct SplitTarget {
     pub header_routes: Vec<(Pin, usize)>,
     /// Copies of matching requests go to these (Argo's setMirrorRoute).
     pub mirrors: Vec<Mirror>,
+    /// Keeps each user on one leg (`sessionAffinity`).
+    pub affinity: Option<weir_config::model::Affinity>,
+}
+
+/// A request's leg under `sessionAffinity`.
+#[derive(Debug)]
+pub struct Sticky<'t> {
+    /// The leg.
+    pub backend: &'t Arc<Backend>,
+    /// A new user: the id to set in the affinity cookie.
+    pub new_id: Option<u64>,
 }
 
 /// A condition that sends a request to a given leg, before the weights.
@@ -372,17 +384,84 @@ impl SplitTarget {
 
 impl SplitTarget {
     /// The leg for a request with these headers, and its split ticket (None when a
-    /// header route decided).
+    /// header route or the user's affinity decided), and the id of a new user to set in
+    /// the affinity cookie.
     #[inline]
-    pub fn pick(&self, headers: &impl Headers) -> (&Arc<Backend>, Option<u64>) {
+    pub fn pick(&self, headers: &impl Headers) -> (&Arc<Backend>, Option<u64>, Option<u64>) {
         for (hr, leg) in &self.header_routes {
             if hr.matches(headers) {
-                return (&self.legs[*leg], None);
+                return (&self.legs[*leg], None, None);
             }
         }
+        if let Some(a) = &self.affinity
+            && let Some(s) = self.sticky(a, headers)
+        {
+            return (s.backend, None, s.new_id);
+        }
         let (leg, ticket) = self.split.pick_with_ticket();
-        (&self.legs[leg], Some(ticket))
+        (&self.legs[leg], Some(ticket), None)
     }
+
+    /// The leg of the user this request is from: by the bucket of its id (the cookie's
+    /// value, or the header's). A request without a cookie is a new user with a new id; a
+    /// request without the header is not sticky (None: the weights decide).
+    fn sticky(
+        &self,
+        a: &weir_config::model::Affinity,
+        headers: &impl Headers,
+    ) -> Option<Sticky<'_>> {
+        use weir_config::model::Affinity;
+        let (key, new_id) = match a {
+            Affinity::Cookie { name, .. } => match cookie_value(headers, name) {
+                Some(v) => (affinity::hash(&v), None),
+                None => {
+                    let id = affinity::new_id();
+                    (affinity::hash(format!("{id:016x}").as_bytes()), Some(id))
+                }
+            },
+            Affinity::Header(h) => {
+                let v = header_value(headers, h)?;
+                (affinity::hash(&v), None)
+            }
+        };
+        let leg = affinity::leg(&self.weights, key);
+        Some(Sticky {
+            backend: &self.legs[leg],
+            new_id,
+        })
+    }
+}
+
+/// The value of cookie `name` (its first occurrence), over every `cookie` header.
+fn cookie_value(headers: &impl Headers, name: &str) -> Option<Vec<u8>> {
+    let found = std::cell::RefCell::new(None);
+    headers.any_value("cookie", |v| {
+        let Some(v) = v else { return false };
+        for pair in v.split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            if let Some(rest) = pair.strip_prefix(name.as_bytes())
+                && let Some(value) = rest.strip_prefix(b"=")
+                && !value.is_empty()
+            {
+                *found.borrow_mut() = Some(value.to_vec());
+                return true;
+            }
+        }
+        false
+    });
+    found.into_inner()
+}
+
+/// The first value of header `name`.
+fn header_value(headers: &impl Headers, name: &str) -> Option<Vec<u8>> {
+    let found = std::cell::RefCell::new(None);
+    headers.any_value(name, |v| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            *found.borrow_mut() = Some(v.to_vec());
+        }
+        true
+    });
+    found.into_inner()
 }
 
 /// One leg: a set of endpoints of one (service, role, revision), with its stats cell.
@@ -636,7 +715,7 @@ spec:
         let Target::Split(t) = &route.target else {
             panic!("not served: {:?}", route.name);
         };
-        let (backend, _) = t.pick(&http::HeaderMap::new());
+        let (backend, _, _) = t.pick(&http::HeaderMap::new());
         assert_eq!(&*backend.key.revision, "app:v1");
         assert_eq!(backend.key.role, Role::Stable);
         assert_eq!(backend.endpoints.len(), 1);
