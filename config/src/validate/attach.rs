@@ -50,7 +50,7 @@ type Attachment = (usize, String, Option<Vec<String>>, Option<String>);
 /// Validates the HTTPRoutes and appends their rules to `proxy.routes`.
 pub(super) fn routes(
     ctx: &mut Ctx,
-    docs: &[(Document, raw::HttpRouteDoc)],
+    docs: &[(Document, Arc<raw::HttpRouteDoc>)],
     place: &mut Placement<'_, '_, '_>,
     proxy: &mut Proxy,
     status: &mut Vec<GatewayStatus>,

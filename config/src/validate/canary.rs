@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use crate::decode::argo::RolloutDoc;
 use crate::decode::gateway::HttpRouteDoc;
 use crate::read::Document;
@@ -59,8 +61,8 @@ struct NamedRoute {
 /// name.
 pub(super) fn bindings(
     ctx: &mut Ctx,
-    rollouts: &[(Document, RolloutDoc)],
-    routes: &[(Document, HttpRouteDoc)],
+    rollouts: &[(Document, Arc<RolloutDoc>)],
+    routes: &[(Document, Arc<HttpRouteDoc>)],
     argo: &Argo,
 ) -> (Bindings, BTreeMap<(String, String), String>) {
     let mut out = Bindings::new();

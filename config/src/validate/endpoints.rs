@@ -102,8 +102,8 @@ struct Grant {
 pub(super) struct Cluster<'a> {
     labels: BTreeMap<String, BTreeMap<String, String>>,
     services: BTreeMap<(String, String), KubeService<'a>>,
-    slices: BTreeMap<(String, String), Vec<&'a (Document, EndpointSliceDoc)>>,
-    secrets: BTreeMap<(String, String), &'a (Document, SecretDoc)>,
+    slices: BTreeMap<(String, String), Vec<&'a (Document, Arc<EndpointSliceDoc>)>>,
+    secrets: BTreeMap<(String, String), &'a (Document, Arc<SecretDoc>)>,
     grants: Vec<Grant>,
     /// Rollout role Services (`stableService`, `canaryService`) by (namespace, name):
     /// the Rollout's name.
@@ -124,11 +124,11 @@ impl<'a> Cluster<'a> {
     /// name) to the Rollout's name.
     pub(super) fn new(
         ctx: &mut Ctx,
-        namespaces: &'a [(Document, NamespaceDoc)],
-        services: &'a [(Document, KubeServiceDoc)],
-        slices: &'a [(Document, EndpointSliceDoc)],
-        secrets: &'a [(Document, SecretDoc)],
-        grants: &'a [(Document, ReferenceGrantDoc)],
+        namespaces: &'a [(Document, Arc<NamespaceDoc>)],
+        services: &'a [(Document, Arc<KubeServiceDoc>)],
+        slices: &'a [(Document, Arc<EndpointSliceDoc>)],
+        secrets: &'a [(Document, Arc<SecretDoc>)],
+        grants: &'a [(Document, Arc<ReferenceGrantDoc>)],
         roles: BTreeMap<(String, String), String>,
     ) -> Cluster<'a> {
         let mut c = Cluster {
@@ -186,7 +186,7 @@ impl<'a> Cluster<'a> {
         c
     }
 
-    fn service(&mut self, ctx: &mut Ctx, pair: &'a (Document, KubeServiceDoc)) {
+    fn service(&mut self, ctx: &mut Ctx, pair: &'a (Document, Arc<KubeServiceDoc>)) {
         let (doc, s) = pair;
         let Some(name) = check_name(ctx, doc, s.metadata.name.as_deref()) else {
             return;
@@ -273,7 +273,7 @@ impl<'a> Cluster<'a> {
         );
     }
 
-    fn slice(&mut self, ctx: &mut Ctx, pair: &'a (Document, EndpointSliceDoc)) {
+    fn slice(&mut self, ctx: &mut Ctx, pair: &'a (Document, Arc<EndpointSliceDoc>)) {
         let (doc, s) = pair;
         if check_name(ctx, doc, s.metadata.name.as_deref()).is_none() {
             return;
