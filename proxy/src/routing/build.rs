@@ -96,9 +96,23 @@ pub struct BuildContext {
     pub upstreams: Arc<Upstreams>,
     /// The access log sink every snapshot carries (set by the updater, which opens it).
     pub access_log: Option<Arc<AccessLogSink>>,
-    counters: HashMap<String, Vec<Counter>>,
+    /// Split counters by route, with the generation of the build that last used them.
+    counters: HashMap<String, (u64, Vec<Counter>)>,
     tls: HashMap<String, (weir_config::model::Tls, TlsAcceptor)>,
     generation: u64,
+    /// Within one build: the stats cell and endpoint pools of each (Service, role,
+    /// revision) already built, by the address of the model's Service (0: none). Ten
+    /// thousand routes over a thousand Services look each up once, not once per leg.
+    legs: std::cell::RefCell<HashMap<usize, Vec<Leg>>>,
+}
+
+/// What every backend of one (Service, role, revision) shares.
+#[derive(Debug)]
+struct Leg {
+    key: CellKey,
+    cell: Arc<crate::stats::Cell>,
+    endpoints: Vec<Arc<crate::upstream::EndpointPool>>,
+    lb: weir_config::model::LoadBalancer,
 }
 
 impl BuildContext {
@@ -111,6 +125,7 @@ impl BuildContext {
             counters: HashMap::new(),
             tls: HashMap::new(),
             generation: 0,
+            legs: Default::default(),
         }
     }
 }
@@ -126,6 +141,18 @@ pub fn build(
     ctx: &mut BuildContext,
 ) -> Result<RouteTable, BuildError> {
     ctx.generation += 1;
+    ctx.legs.get_mut().clear();
+    let table = build_table(model, traffic, ctx);
+    // The model's Services may go once the build is done: forget their addresses.
+    ctx.legs.get_mut().clear();
+    table
+}
+
+fn build_table(
+    model: &Model,
+    traffic: &BTreeMap<String, RolloutTraffic>,
+    ctx: &mut BuildContext,
+) -> Result<RouteTable, BuildError> {
     let mut listeners = HashMap::new();
     for (i, l) in model.proxy.listeners.iter().enumerate() {
         let tls = match &l.tls {
@@ -144,9 +171,7 @@ pub fn build(
     let mut routes: Vec<RouteEntry> = Vec::with_capacity(model.proxy.routes.len());
     let mut claims: HashMap<u32, super::Claims> = HashMap::new();
     // (hosts, matcher)
-    let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::new();
-    // A set: with tens of thousands of routes, a list made the retain below quadratic.
-    let mut used_counters: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::with_capacity(model.proxy.routes.len());
     for r in &model.proxy.routes {
         let mut mask = 0u64;
         for name in &r.listeners {
@@ -185,27 +210,12 @@ pub fn build(
                         reason: Arc::from("every backend of this route has weight 0"),
                     }
                 } else {
-                    split_target_with_mirrors(
-                        ctx,
-                        &r.name,
-                        backends,
-                        Vec::new(),
-                        mirrors,
-                        &mut used_counters,
-                    )
+                    split_target_with_mirrors(ctx, &r.name, backends, Vec::new(), mirrors)
                 }
             }
             RouteTarget::Rollout(name) => {
                 let mirrors = mirror_filters(ctx, model, &r.filters);
-                rollout_target(
-                    ctx,
-                    model,
-                    name,
-                    traffic.get(name),
-                    &r.name,
-                    mirrors,
-                    &mut used_counters,
-                )
+                rollout_target(ctx, model, name, traffic.get(name), &r.name, mirrors)
             }
             RouteTarget::Respond { status, message } => Target::Unavailable {
                 status: *status,
@@ -279,13 +289,7 @@ pub fn build(
             };
             let b = backend(ctx, rollout, *role, revision, svc);
             let route_name = format!("{rollout}/{host}");
-            let target = split_target(
-                ctx,
-                &route_name,
-                vec![(b, Weight::SCALE)],
-                Vec::new(),
-                &mut used_counters,
-            );
+            let target = split_target(ctx, &route_name, vec![(b, Weight::SCALE)], Vec::new());
             let id = routes.len() as u32;
             routes.push(RouteEntry {
                 name: Arc::from(route_name.as_str()),
@@ -307,10 +311,12 @@ pub fn build(
             ));
         }
     }
-    ctx.counters.retain(|k, _| used_counters.contains(k));
+    // Counters of routes this build did not use go.
+    let generation = ctx.generation;
+    ctx.counters.retain(|_, (used, _)| *used == generation);
 
     // Index by host; within a group the most specific match comes first.
-    let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+    let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::with_capacity(matchers.len());
     let mut suffix: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut any = Vec::new();
     let mut all = Vec::with_capacity(matchers.len());
@@ -494,24 +500,62 @@ fn backend(
     revision: &str,
     svc: Option<&Arc<Service>>,
 ) -> Arc<Backend> {
-    let key = CellKey {
-        service: Arc::from(stats_name),
-        role,
-        revision: Arc::from(revision),
+    let at = svc.map_or(0, |s| Arc::as_ptr(s) as usize);
+    let mut legs = ctx.legs.borrow_mut();
+    let known = legs.entry(at).or_default();
+    let i = match known.iter().position(|l| {
+        l.key.role == role && *l.key.service == *stats_name && *l.key.revision == *revision
+    }) {
+        Some(i) => i,
+        None => {
+            let key = CellKey {
+                service: Arc::from(stats_name),
+                role,
+                revision: Arc::from(revision),
+            };
+            let cell = ctx.stats.cell(key.clone());
+            let (endpoints, lb) = match svc {
+                Some(s) => (
+                    s.endpoints
+                        .iter()
+                        .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
+                        .map(|e| ctx.upstreams.pool(e.address, &e.authority))
+                        .collect(),
+                    s.load_balancer,
+                ),
+                None => (Vec::new(), Default::default()),
+            };
+            known.push(Leg {
+                key,
+                cell,
+                endpoints,
+                lb,
+            });
+            known.len() - 1
+        }
     };
-    let cell = ctx.stats.cell(key.clone());
-    let (endpoints, lb) = match svc {
-        Some(s) => (
-            s.endpoints
-                .iter()
-                .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
-                .map(|e| ctx.upstreams.pool(e.address, &e.authority))
-                .collect(),
-            s.load_balancer,
-        ),
-        None => (Vec::new(), Default::default()),
+    let l = &known[i];
+    Arc::new(Backend::new(
+        l.key.clone(),
+        l.cell.clone(),
+        l.endpoints.clone(),
+        l.lb,
+    ))
+}
+
+/// The split counters kept for `key`, marked as used by this build.
+fn counters_for<'a>(ctx: &'a mut BuildContext, key: &str) -> &'a mut Vec<Counter> {
+    let generation = ctx.generation;
+    if !ctx.counters.contains_key(key) {
+        ctx.counters
+            .insert(key.to_owned(), (generation, Vec::new()));
+    }
+    // Looked up before inserting, so that a known route's name is not copied.
+    let Some((used, counters)) = ctx.counters.get_mut(key) else {
+        unreachable!("inserted above")
     };
-    Arc::new(Backend::new(key, cell, endpoints, lb))
+    *used = generation;
+    counters
 }
 
 fn split_target(
@@ -519,9 +563,8 @@ fn split_target(
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::HeaderRoute, usize)>,
-    used: &mut std::collections::HashSet<String>,
 ) -> Target {
-    split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new(), used)
+    split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new())
 }
 
 fn split_target_with_mirrors(
@@ -530,10 +573,8 @@ fn split_target_with_mirrors(
     legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::HeaderRoute, usize)>,
     mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
-    used: &mut std::collections::HashSet<String>,
 ) -> Target {
-    let counters = ctx.counters.entry(route.to_owned()).or_default();
-    used.insert(route.to_owned());
+    let counters = counters_for(ctx, route);
     let weights: Vec<u32> = legs.iter().map(|(_, w)| *w).collect();
     let split = Split::new(&weights, counters);
     let mut mirrors = Vec::new();
@@ -542,8 +583,7 @@ fn split_target_with_mirrors(
             Some(m) => format!("{route}#mirror/{}", m.name),
             None => format!("{route}#mirror{i}"),
         };
-        let counters = ctx.counters.entry(key.clone()).or_default();
-        used.insert(key);
+        let counters = counters_for(ctx, &key);
         let p = share.basis_points();
         let share = Split::new(&[p, Weight::SCALE - p], counters);
         mirrors.push(super::Mirror {
@@ -575,7 +615,6 @@ fn rollout_target(
     traffic: Option<&RolloutTraffic>,
     route: &str,
     rule_mirrors: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
-    used: &mut std::collections::HashSet<String>,
 ) -> Target {
     // A Rollout the control loop has not decided on yet (one a reload just added): its
     // first sight makes the template's image stable at once, so that image serves from
@@ -626,5 +665,5 @@ fn rollout_target(
     if legs.len() == 1 {
         legs[0].1 = Weight::SCALE;
     }
-    split_target_with_mirrors(ctx, route, legs, header_routes, mirrors, used)
+    split_target_with_mirrors(ctx, route, legs, header_routes, mirrors)
 }
