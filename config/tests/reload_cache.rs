@@ -71,7 +71,8 @@ fn a_changed_document_is_parsed_and_decoded_again_and_the_others_are_not() {
             parsed: 5,
             reused: 0,
             decoded: 5,
-            whole_files: 0
+            whole_files: 0,
+            routes_checked: 0,
         }
     );
 
@@ -86,7 +87,8 @@ fn a_changed_document_is_parsed_and_decoded_again_and_the_others_are_not() {
             parsed: 1,
             reused: 4,
             decoded: 1,
-            whole_files: 0
+            whole_files: 0,
+            routes_checked: 0,
         }
     );
     assert_same_as_fresh(&second, &path);
@@ -273,7 +275,8 @@ fn a_file_with_anchors_is_parsed_whole_every_time() {
             parsed: 0,
             reused: 0,
             decoded: 4,
-            whole_files: 1
+            whole_files: 1,
+            routes_checked: 0,
         }
     );
     assert_same_as_fresh(&first, &path);
@@ -332,4 +335,115 @@ async fn the_watcher_loads_off_the_runtime_with_the_same_result() {
     );
     assert!(!w.reload_async().await);
     assert_eq!(port_of(&rx.borrow(), "app-1"), 9032);
+}
+
+/// A Gateway, Services `svc-0..services` (each with an EndpointSlice) and one HTTPRoute
+/// per entry of `routes`: its hostname's number and the Service it sends to.
+fn gateway_config(services: usize, routes: &[(usize, usize)]) -> String {
+    let mut y = String::from(
+        "apiVersion: weir.dev/v1alpha1\nkind: Proxy\nmetadata: {name: edge}\nspec:\n  gatewayAddress: 127.0.0.1\n  admin: {address: \"127.0.0.1:9901\"}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: weir\n  listeners:\n    - {name: http, protocol: HTTP, port: 8080, allowedRoutes: {namespaces: {from: Same}}}\n",
+    );
+    for j in 0..services {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{j}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{j}-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-{j}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n  - {{addresses: [\"127.0.0.1\"], conditions: {{ready: true}}}}\n",
+            9000 + j
+        ));
+    }
+    for (i, (host, svc)) in routes.iter().enumerate() {
+        y.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: route-{i}, namespace: default}}\nspec:\n  parentRefs: [{{name: edge}}]\n  hostnames: [\"app-{host}.example\"]\n  rules:\n    - name: web\n      matches: [{{path: {{type: PathPrefix, value: /}}}}]\n      backendRefs: [{{name: svc-{svc}, port: 80}}]\n"
+        ));
+    }
+    y
+}
+
+fn everything(r: &Result<Model, ConfigError>) -> String {
+    match r {
+        Ok(m) => format!(
+            "{m:?}\n{:?}",
+            m.notices.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+        ),
+        Err(ConfigError::Invalid(issues)) => format!(
+            "{:?}",
+            issues.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+        ),
+        Err(e) => format!("{e}"),
+    }
+}
+
+#[test]
+fn an_unchanged_httproute_is_not_checked_again_but_its_references_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    write(&path, &gateway_config(3, &[(0, 0), (1, 1), (2, 2)]));
+    let loader = Loader::new();
+    let first = loader.load(&path).unwrap();
+    assert_eq!(first.proxy.routes.len(), 3);
+    assert_eq!(loader.last_reuse().routes_checked, 3);
+
+    // One route's backend changes: only it is checked alone again.
+    write(&path, &gateway_config(3, &[(0, 0), (1, 2), (2, 2)]));
+    let second = loader.load(&path);
+    assert_eq!(loader.last_reuse().routes_checked, 1);
+    assert_eq!(everything(&second), everything(&load(&path)));
+
+    // svc-2 goes: the routes that name it did not change, and still report it, as a fresh
+    // load does.
+    write(&path, &gateway_config(2, &[(0, 0), (1, 2), (2, 2)]));
+    let third = loader.load(&path);
+    assert_eq!(loader.last_reuse().routes_checked, 0);
+    let fresh = load(&path);
+    assert_eq!(everything(&third), everything(&fresh));
+    assert!(
+        everything(&third).contains("svc-2"),
+        "{}",
+        everything(&third)
+    );
+
+    // Two routes with one hostname and name: the second is refused whether or not it
+    // was checked before.
+    let text = gateway_config(2, &[(0, 0), (1, 1), (1, 1)]);
+    let dup = text.replacen("name: route-2,", "name: route-1,", 1);
+    write(&path, &dup);
+    let fourth = loader.load(&path);
+    assert_eq!(everything(&fourth), everything(&load(&path)));
+    assert!(
+        everything(&fourth).contains("defined twice"),
+        "{}",
+        everything(&fourth)
+    );
+}
+
+#[test]
+fn an_httproute_issue_kept_from_before_names_its_new_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    let bad = gateway_config(2, &[(0, 0), (1, 1)]).replacen("- name: web", "- name: Web_Rule", 1);
+    write(&path, &bad);
+    let loader = Loader::new();
+    let first = loader.load(&path);
+    assert!(
+        everything(&first).contains("is not a rule name"),
+        "{}",
+        everything(&first)
+    );
+
+    // A line added in the Proxy document moves the routes down; they are not checked
+    // again, and the issue names the new line.
+    let moved = bad.replacen("---\n", "# moved\n---\n", 1);
+    write(&path, &moved);
+    let second = loader.load(&path);
+    assert_eq!(loader.last_reuse().routes_checked, 0);
+    assert_eq!(loader.last_reuse().decoded, 1);
+    assert_eq!(everything(&second), everything(&load(&path)));
+    let line = moved
+        .lines()
+        .position(|l| l == "    - name: Web_Rule")
+        .unwrap()
+        + 1;
+    assert!(
+        everything(&second).contains(&format!("weir.yaml:{line}:")),
+        "{}",
+        everything(&second)
+    );
 }

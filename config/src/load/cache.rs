@@ -22,12 +22,15 @@ use crate::error::ConfigError;
 use crate::model::Model;
 use crate::read::node::{Node, on_parse_stack, parse_here};
 use crate::read::{self, Document, Read, shift, split, unshift};
+use crate::validate::Memo;
 
 /// Loads a configuration, keeping what it parsed and decoded for the next load of the same
 /// files. Cheap to clone: clones share one cache (and take turns with it).
 #[derive(Clone, Debug, Default)]
 pub struct Loader {
     cache: Arc<Mutex<Cache>>,
+    /// What validation keeps (its own lock: the cache is free while validation runs).
+    memo: Arc<Mutex<Memo>>,
 }
 
 /// What the last load reused and what it had to do again.
@@ -41,6 +44,8 @@ pub struct Reuse {
     pub decoded: usize,
     /// Files parsed whole, without reuse (see [`crate::read::split`]).
     pub whole_files: usize,
+    /// HTTPRoutes whose own checks ran (new or changed; see [`Memo`]).
+    pub routes_checked: usize,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +86,7 @@ impl Loader {
         })?;
         let (read, docs, findings) = cache.decode(read, next, reuse, entries);
         drop(cache);
-        super::finish(read, docs, findings)
+        self.finish(read, docs, findings)
     }
 
     /// As [`crate::load_str`], reusing what the last load of `name` parsed and decoded.
@@ -98,12 +103,29 @@ impl Loader {
         read.files = vec![name.to_path_buf()];
         let (read, docs, findings) = cache.decode(read, next, reuse, entries);
         drop(cache);
-        super::finish(read, docs, findings)
+        self.finish(read, docs, findings)
     }
 
     /// What the last load reused.
     pub fn last_reuse(&self) -> Reuse {
-        self.lock().last
+        Reuse {
+            routes_checked: self.lock_memo().checked,
+            ..self.lock().last
+        }
+    }
+
+    fn finish(
+        &self,
+        read: Read,
+        docs: Documents,
+        findings: Findings,
+    ) -> Result<Model, ConfigError> {
+        super::finish(read, docs, findings, &mut self.lock_memo())
+    }
+
+    fn lock_memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        // As the cache: replaced whole once a validation is done.
+        self.memo.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether this loader (or a clone) has loaded anything yet.

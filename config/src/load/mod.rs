@@ -43,12 +43,17 @@ pub fn load_str(name: &Path, text: &str) -> Result<Model, ConfigError> {
 }
 
 /// Validates and loads what was read and decoded (`read`'s documents taken out).
-fn finish(read: Read, docs: Documents, findings: Findings) -> Result<Model, ConfigError> {
+fn finish(
+    read: Read,
+    docs: Documents,
+    findings: Findings,
+    memo: &mut validate::Memo,
+) -> Result<Model, ConfigError> {
     let Validated {
         mut model,
         mut io,
         findings,
-    } = validate::validate(docs, findings, &MetricEnv::from_process());
+    } = validate::validate_with(docs, findings, &MetricEnv::from_process(), memo);
 
     let mut issues = read.issues;
     issues.extend(findings.issues);
