@@ -543,19 +543,18 @@ fn backend(
     ))
 }
 
-/// The split counters kept for `key`, marked as used by this build.
-fn counters_for<'a>(ctx: &'a mut BuildContext, key: &str) -> &'a mut Vec<Counter> {
+/// A split of `weights` over the counters kept for `key` (created when new), marked as
+/// used by this build. A known key is hashed once and not copied.
+fn split_for(ctx: &mut BuildContext, key: &str, weights: &[u32]) -> Split {
     let generation = ctx.generation;
-    if !ctx.counters.contains_key(key) {
-        ctx.counters
-            .insert(key.to_owned(), (generation, Vec::new()));
+    if let Some((used, counters)) = ctx.counters.get_mut(key) {
+        *used = generation;
+        return Split::new(weights, counters);
     }
-    // Looked up before inserting, so that a known route's name is not copied.
-    let Some((used, counters)) = ctx.counters.get_mut(key) else {
-        unreachable!("inserted above")
-    };
-    *used = generation;
-    counters
+    let mut counters = Vec::new();
+    let split = Split::new(weights, &mut counters);
+    ctx.counters.insert(key.to_owned(), (generation, counters));
+    split
 }
 
 fn split_target(
@@ -574,18 +573,16 @@ fn split_target_with_mirrors(
     header_routes: Vec<(super::HeaderRoute, usize)>,
     mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
 ) -> Target {
-    let counters = counters_for(ctx, route);
     let weights: Vec<u32> = legs.iter().map(|(_, w)| *w).collect();
-    let split = Split::new(&weights, counters);
+    let split = split_for(ctx, route, &weights);
     let mut mirrors = Vec::new();
     for (i, (m, share, target)) in mirror_routes.into_iter().enumerate() {
         let key = match &m {
             Some(m) => format!("{route}#mirror/{}", m.name),
             None => format!("{route}#mirror{i}"),
         };
-        let counters = counters_for(ctx, &key);
         let p = share.basis_points();
-        let share = Split::new(&[p, Weight::SCALE - p], counters);
+        let share = split_for(ctx, &key, &[p, Weight::SCALE - p]);
         mirrors.push(super::Mirror {
             route: m,
             share,
