@@ -124,7 +124,7 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// [`ConfigError::Io`] when `path` itself cannot be read or a folder cannot be listed;
 /// a file that cannot be read is an issue in [`Read::issues`].
 pub fn read(path: &Path) -> Result<Read, ConfigError> {
-    read_with(path, |file, text, out| read_text(file, text, out))
+    read_with(path, read_text)
 }
 
 /// As [`read`], with `on_text` turning each file's text into documents (or a syntax

@@ -98,11 +98,14 @@ struct Grant {
     to: Vec<(String, String, Option<String>)>,
 }
 
+/// An EndpointSlice document and its mirror.
+type SliceDoc = (Document, Arc<EndpointSliceDoc>);
+
 /// The Kubernetes objects, checked and indexed.
 pub(super) struct Cluster<'a> {
     labels: BTreeMap<String, BTreeMap<String, String>>,
     services: BTreeMap<(String, String), KubeService<'a>>,
-    slices: BTreeMap<(String, String), Vec<&'a (Document, Arc<EndpointSliceDoc>)>>,
+    slices: BTreeMap<(String, String), Vec<&'a SliceDoc>>,
     secrets: BTreeMap<(String, String), &'a (Document, Arc<SecretDoc>)>,
     grants: Vec<Grant>,
     /// Rollout role Services (`stableService`, `canaryService`) by (namespace, name):
