@@ -472,7 +472,7 @@ impl App {
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = trigger.notified() => {
-                            watcher.reload();
+                            watcher.reload_async().await;
                         }
                     }
                 }

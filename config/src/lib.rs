@@ -43,5 +43,5 @@ pub mod watch;
 
 pub use decode::{ARGO_API, WEIR_API};
 pub use error::{ConfigError, Issue, Notice};
-pub use load::{load, load_str};
+pub use load::{Loader, load, load_str};
 pub use model::Model;

@@ -13,6 +13,11 @@
 //! (the config folder recursively, or a config file's parent and each certificate's parent)
 //! and filter events by path. notify's callback runs on its own thread; it only forwards
 //! events into tokio through a channel and never blocks.
+//!
+//! A load of a large configuration takes long enough (a second for 10,000 HTTPRoutes when
+//! nothing is known yet) to stall the requests queued behind it on a runtime worker, so
+//! the watcher loads on tokio's blocking pool, with a [`Loader`] that parses and decodes
+//! only the documents whose text changed since the last load.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +30,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Issue;
+use crate::load::Loader;
 use crate::model::Model;
 
 /// Quiet time after the last file event before reloading: editors write in bursts.
@@ -59,6 +65,8 @@ pub struct ConfigWatcher {
     trigger: Arc<Notify>,
     /// The fingerprint of the suspect model last held back, if the last reload was one.
     suspect: Mutex<Option<u64>>,
+    /// Keeps what each load parsed and decoded for the next.
+    loader: Loader,
 }
 
 /// Why `new` is suspect next to `current`: the parts it has none of that `current` has.
@@ -99,7 +107,15 @@ impl ConfigWatcher {
             stats,
             trigger: Arc::new(Notify::new()),
             suspect: Mutex::new(None),
+            loader: Loader::new(),
         }
+    }
+
+    /// The same watcher, loading with `loader` (one that has loaded this configuration
+    /// already knows its documents; otherwise the watcher's first load warms it).
+    pub fn with_loader(mut self, loader: Loader) -> Self {
+        self.loader = loader;
+        self
     }
 
     /// A handle that forces a reload (SIGHUP, tests).
@@ -122,9 +138,15 @@ impl ConfigWatcher {
         let mut watched: BTreeSet<(PathBuf, bool)> = BTreeSet::new();
         let mut relevant = self.relevant_files(&root);
         self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
+        if !self.loader.has_loaded() {
+            // Warm the loader in the background, so that the first reload is as quick as
+            // the next ones. What it loads is not published: the check below does that.
+            let (loader, path) = (self.loader.clone(), self.path.clone());
+            let _ = tokio::task::spawn_blocking(move || drop(loader.load(&path))).await;
+        }
         // A change made between the first load and the watch going in place would
         // otherwise go unseen.
-        if self.changed_since_load() && self.reload() {
+        if self.changed_since_load_async().await && self.reload_async().await {
             relevant = self.relevant_files(&root);
             self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
         }
@@ -142,24 +164,42 @@ impl ConfigWatcher {
                     while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, ev_rx.recv()).await {}
                     // New files in a watched folder change the file list, so only skip
                     // when it is a single file whose contents did not change.
-                    if !is_dir && !self.changed_since_load() && self.stats.last_ok() {
+                    if !is_dir && !self.changed_since_load_async().await && self.stats.last_ok() {
                         continue;
                     }
                 }
             }
-            if self.reload() {
+            if self.reload_async().await {
                 relevant = self.relevant_files(&root);
                 self.rewatch(&mut watcher, &mut watched, &root, is_dir, &relevant);
             }
         }
     }
 
-    /// Loads the configuration again; true when a new model was published.
+    /// Loads the configuration again, on the calling thread; true when a new model was
+    /// published.
     ///
     /// A suspect model (see the module's documentation) is held back and counted as a
     /// failure, unless the reload before this one held back the same content.
     pub fn reload(&self) -> bool {
-        let loaded = crate::load(&self.path);
+        let loaded = self.loader.load(&self.path);
+        self.publish(loaded)
+    }
+
+    /// As [`Self::reload`], loading on tokio's blocking pool so that no runtime worker
+    /// waits for the load.
+    pub async fn reload_async(&self) -> bool {
+        let (loader, path) = (self.loader.clone(), self.path.clone());
+        let loaded = match tokio::task::spawn_blocking(move || loader.load(&path)).await {
+            Ok(loaded) => loaded,
+            // The load panicked: as though it had panicked here.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        self.publish(loaded)
+    }
+
+    /// Publishes a loaded model, or reports why there is none; true when published.
+    fn publish(&self, loaded: Result<Model, crate::ConfigError>) -> bool {
         let mut suspect = self.suspect.lock().unwrap_or_else(|e| e.into_inner());
         let held = suspect.take();
         let loaded = match loaded {
@@ -210,7 +250,7 @@ impl ConfigWatcher {
                     last.clear();
                 }
                 tracing::info!(path = %self.path.display(), "configuration reloaded");
-                self.tx.send_replace(Arc::new(model));
+                drop_model(self.tx.send_replace(Arc::new(model)));
                 true
             }
             Err(e) => {
@@ -227,9 +267,17 @@ impl ConfigWatcher {
         }
     }
 
-    fn changed_since_load(&self) -> bool {
-        let model = self.tx.borrow();
-        crate::load::fingerprint(&model.files) != model.fingerprint
+    /// Whether a file the model was loaded from changed since (read and hashed on the
+    /// blocking pool).
+    async fn changed_since_load_async(&self) -> bool {
+        let (files, loaded) = {
+            let model = self.tx.borrow();
+            (model.files.clone(), model.fingerprint)
+        };
+        match tokio::task::spawn_blocking(move || crate::load::fingerprint(&files)).await {
+            Ok(now) => now != loaded,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     fn relevant_files(&self, root: &Path) -> BTreeSet<PathBuf> {
@@ -301,5 +349,14 @@ impl ConfigWatcher {
                     && p.starts_with(root)
                     && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         })
+    }
+}
+
+/// Drops a model (or anything holding one) on tokio's blocking pool when there is a
+/// runtime: freeing a model of 10,000 routes takes tens of milliseconds.
+pub fn drop_model<T: Send + 'static>(v: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(v))),
+        Err(_) => drop(v),
     }
 }

@@ -171,17 +171,37 @@ impl Updater {
                     }
                 }
             }
-            match build(&self.model, &self.traffic, &mut self.ctx) {
+            // The build (and the diff that is logged) runs on the blocking pool: for
+            // 10,000 routes it takes long enough to stall the requests queued on a
+            // runtime worker. The context goes with it and comes back.
+            let placeholder = BuildContext::new(self.ctx.stats.clone(), self.ctx.upstreams.clone());
+            let mut ctx = std::mem::replace(&mut self.ctx, placeholder);
+            let (model, traffic) = (self.model.clone(), self.traffic.clone());
+            let changed = (!Arc::ptr_eq(&old_model, &self.model)).then(|| old_model.clone());
+            let work = tokio::task::spawn_blocking(move || {
+                let built = build(&model, &traffic, &mut ctx);
+                if let (Ok(_), Some(old)) = (&built, &changed) {
+                    log_model_diff(old, &model);
+                }
+                (built, ctx)
+            });
+            let (built, ctx) = match work.await {
+                Ok(done) => done,
+                // The build panicked: as though it had panicked here.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            self.ctx = ctx;
+            match built {
                 Ok(table) => {
                     let generation = table.generation;
                     if !Arc::ptr_eq(&old_model, &self.model) {
                         self.apply_model_side_effects(&old_model);
-                        log_model_diff(&old_model, &self.model);
                     }
-                    self.shared.table.store(Arc::new(table));
+                    let old_table = self.shared.table.swap(Arc::new(table));
                     for a in acks {
                         let _ = a.send(generation);
                     }
+                    weir_config::watch::drop_model((old_table, old_model, old_sink));
                 }
                 Err(e) => {
                     tracing::error!("cannot apply the new configuration, keeping the old one: {e}");

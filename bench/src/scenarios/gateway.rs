@@ -245,8 +245,14 @@ pub struct GatewayRoutesResult {
     pub validate_ms: Spread,
     /// `routing::build` with a fresh context (weir's first build), ms.
     pub first_build_ms: Spread,
-    /// `routing::build` again with the same context (what a reload does), ms.
+    /// `routing::build` again with the same context and model, ms.
     pub rebuild_ms: Spread,
+    /// A [`weir_config::Loader`] loading the file again after one route's weights were
+    /// flipped (what weir's watcher does on that change), ms.
+    pub reload_ms: Spread,
+    /// `routing::build` of the reloaded model with the previous build's context (what
+    /// weir's updater does next), ms.
+    pub reload_build_ms: Spread,
     /// Lookups per round, and rounds.
     pub iterations: u64,
     /// Rounds per lookup.
@@ -337,6 +343,40 @@ pub fn run(opts: &GatewayRoutesOptions) -> Result<GatewayRoutesResult> {
     let Some(big) = kept else {
         bail!("nothing built");
     };
+
+    // A reload of one changed route, as weir does it: the watcher's loader (warmed by
+    // the first load), then a build with the context of the one before.
+    let loader = weir_config::Loader::new();
+    let mut reloaded = loader
+        .load(&path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the generated config")?;
+    let mut ctx = new_ctx();
+    let mut table = build(&reloaded, &BTreeMap::new(), &mut ctx).map_err(anyhow::Error::msg)?;
+    let (mut reload_ms, mut reload_build_ms) = (Vec::new(), Vec::new());
+    let mut flipped = BTreeSet::new();
+    for k in 0..opts.runs {
+        let mut r = (k * 7919 + 1) % set.routes;
+        while set.is_wildcard(r) {
+            r = (r + 1) % set.routes;
+        }
+        if !flipped.insert(r) {
+            flipped.remove(&r);
+        }
+        std::fs::write(&path, config(&set, &flipped))
+            .with_context(|| format!("writing {}", path.display()))?;
+        let start = std::time::Instant::now();
+        reloaded = loader
+            .load(&path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("the changed config")?;
+        reload_ms.push(ms(start));
+        let start = std::time::Instant::now();
+        let next = build(&reloaded, &BTreeMap::new(), &mut ctx).map_err(anyhow::Error::msg)?;
+        reload_build_ms.push(ms(start));
+        drop(std::mem::replace(&mut table, next));
+    }
+    drop((table, reloaded, ctx));
 
     let small_model = weir_config::load_str(Path::new("/bench/weir.yaml"), &one_route_config())
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -533,6 +573,8 @@ pub fn run(opts: &GatewayRoutesOptions) -> Result<GatewayRoutesResult> {
         validate_ms: Spread::of(validate_ms),
         first_build_ms: Spread::of(first_build_ms),
         rebuild_ms: Spread::of(rebuild_ms),
+        reload_ms: Spread::of(reload_ms),
+        reload_build_ms: Spread::of(reload_build_ms),
         iterations: opts.iterations,
         rounds: opts.rounds,
         lookups,
@@ -605,6 +647,16 @@ impl fmt::Display for GatewayRoutesResult {
             f,
             "table rebuild (same context), ms:     {}",
             self.rebuild_ms
+        )?;
+        writeln!(
+            f,
+            "reload, one route flipped (Loader), ms: {}",
+            self.reload_ms
+        )?;
+        writeln!(
+            f,
+            "  then the table build, ms:           {}",
+            self.reload_build_ms
         )?;
         writeln!(
             f,

@@ -7,18 +7,21 @@
 //! read ([`MetricEnv`]). A failure is an issue at the field validation recorded for it,
 //! and is reported with every other issue at once.
 
+mod cache;
 mod dns;
 mod tls;
+
+pub use cache::{Loader, Reuse};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::analysis::MetricEnv;
-use crate::decode::{self, Findings};
+use crate::decode::{Documents, Findings};
 use crate::error::{ConfigError, Issue};
 use crate::model::{AdminToken, Model, Tls};
-use crate::read::{self, Read};
+use crate::read::Read;
 use crate::validate::{self, FileUse, Slot, Validated};
 
 /// Loads and validates the configuration at `path` (a file or a folder).
@@ -27,7 +30,7 @@ use crate::validate::{self, FileUse, Slot, Validated};
 /// [`ConfigError::Io`] when `path` cannot be read, otherwise
 /// [`ConfigError::Invalid`] with every issue in every file.
 pub fn load(path: &Path) -> Result<Model, ConfigError> {
-    run(read::read(path)?)
+    Loader::new().load(path)
 }
 
 /// Loads and validates YAML text as though it were the file `name`. Relative paths in it
@@ -36,18 +39,21 @@ pub fn load(path: &Path) -> Result<Model, ConfigError> {
 /// # Errors
 /// [`ConfigError::Invalid`] with every issue.
 pub fn load_str(name: &Path, text: &str) -> Result<Model, ConfigError> {
-    run(read::read_str(name, text))
+    Loader::new().load_str(name, text)
 }
 
-/// Decodes, validates and loads what was read.
-fn run(read: Read) -> Result<Model, ConfigError> {
-    let mut findings = Findings::default();
-    let docs = decode::decode(read.docs, &mut findings);
+/// Validates and loads what was read and decoded (`read`'s documents taken out).
+fn finish(
+    read: Read,
+    docs: Documents,
+    findings: Findings,
+    memo: &mut validate::Memo,
+) -> Result<Model, ConfigError> {
     let Validated {
         mut model,
         mut io,
         findings,
-    } = validate::validate(docs, findings, &MetricEnv::from_process());
+    } = validate::validate_with(docs, findings, &MetricEnv::from_process(), memo);
 
     let mut issues = read.issues;
     issues.extend(findings.issues);

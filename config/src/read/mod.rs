@@ -7,6 +7,7 @@
 //! with a notice, so that reading never blocks), and none larger than [`MAX_FILE_BYTES`].
 
 pub mod node;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +20,13 @@ use node::{Node, parse_documents};
 pub struct Document {
     /// The file.
     pub file: Arc<Path>,
-    /// The document's tree.
-    pub node: Node,
+    /// The document's tree. Its lines count from [`Document::line_offset`]: a document
+    /// parsed alone (see [`split`]) keeps its tree when lines before it are added or
+    /// removed.
+    pub node: Arc<Node>,
+    /// Lines of the file before the text the tree was parsed from (0 when the whole file
+    /// was parsed at once).
+    pub line_offset: u32,
 }
 
 impl Document {
@@ -42,9 +48,9 @@ impl Document {
             .and_then(Node::as_str)
     }
 
-    /// The position of `field` (or its nearest ancestor that exists).
+    /// The position of `field` (or its nearest ancestor that exists) in the file.
     pub fn locate(&self, field: &str) -> Pos {
-        self.node.locate(field)
+        shift(self.node.locate(field), self.line_offset)
     }
 
     /// `field` as a [`Location`](crate::error::Location): this file, its position, its
@@ -73,6 +79,28 @@ impl Document {
     }
 }
 
+/// `pos`, `lines` further down the file (an unknown position stays unknown).
+pub fn shift(pos: Pos, lines: u32) -> Pos {
+    if pos.line == 0 {
+        return pos;
+    }
+    Pos {
+        line: pos.line.saturating_add(lines),
+        column: pos.column,
+    }
+}
+
+/// `pos`, `lines` further up the file: the inverse of [`shift`].
+pub fn unshift(pos: Pos, lines: u32) -> Pos {
+    if pos.line == 0 {
+        return pos;
+    }
+    Pos {
+        line: pos.line.saturating_sub(lines),
+        column: pos.column,
+    }
+}
+
 /// What reading produced: the documents, the files read, and the files that could not be
 /// read or parsed.
 #[derive(Debug, Default)]
@@ -96,6 +124,18 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// [`ConfigError::Io`] when `path` itself cannot be read or a folder cannot be listed;
 /// a file that cannot be read is an issue in [`Read::issues`].
 pub fn read(path: &Path) -> Result<Read, ConfigError> {
+    read_with(path, read_text)
+}
+
+/// As [`read`], with `on_text` turning each file's text into documents (or a syntax
+/// error) in the [`Read`] it is given.
+///
+/// # Errors
+/// As [`read`].
+pub fn read_with(
+    path: &Path,
+    mut on_text: impl FnMut(&Path, &str, &mut Read),
+) -> Result<Read, ConfigError> {
     let mut out = Read::default();
     let files = collect_files(path, &mut out.notices)?;
     for file in &files {
@@ -106,7 +146,7 @@ pub fn read(path: &Path) -> Result<Read, ConfigError> {
             message,
         };
         match read_file(file).map(String::from_utf8) {
-            Ok(Ok(text)) => read_text(file, &text, &mut out),
+            Ok(Ok(text)) => on_text(file, &text, &mut out),
             Ok(Err(e)) => out.issues.push(Issue {
                 pos: first_non_utf8(e.as_bytes(), e.utf8_error().valid_up_to()),
                 ..issue(format!(
@@ -171,12 +211,14 @@ pub fn read_str(name: &Path, text: &str) -> Read {
     out
 }
 
-fn read_text(file: &Path, text: &str, out: &mut Read) {
+/// Parses a file's text at once into `out`: its documents, or its first syntax error.
+pub fn read_text(file: &Path, text: &str, out: &mut Read) {
     let file: Arc<Path> = Arc::from(file);
     match parse_documents(text) {
         Ok(nodes) => out.docs.extend(nodes.into_iter().map(|node| Document {
             file: file.clone(),
-            node,
+            node: Arc::new(node),
+            line_offset: 0,
         })),
         Err(e) => out.issues.push(Issue {
             file,

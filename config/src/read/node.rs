@@ -182,6 +182,23 @@ pub const MAX_ALIAS_EVENTS: usize = 100_000;
 /// # Errors
 /// The first syntax error, with its line and column.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, ParseError> {
+    // The parser recurses for each level of nesting, up to the budget's depth limit (64):
+    // at that limit it needs about 3 MiB of stack in a debug build, more than a tokio
+    // worker's 2 MiB, where the watcher reloads. So it runs on a stack of its own.
+    on_parse_stack(|| parse_here(text))
+}
+
+/// Runs `f` on a stack of [`PARSE_STACK`] bytes, the stack [`parse_here`] needs; one
+/// stack for many parses (a file's documents parsed one by one).
+pub fn on_parse_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::grow(PARSE_STACK, f)
+}
+
+/// [`parse_documents`] on the current stack: only inside [`on_parse_stack`].
+///
+/// # Errors
+/// The first syntax error, with its line and column.
+pub fn parse_here(text: &str) -> Result<Vec<Node>, ParseError> {
     // The configuration is the operator's own file, not hostile input: the parser's
     // default budget (1,024 documents, 250,000 nodes) would refuse a real fleet of a
     // thousand Rollouts, so the limits are raised well above any real configuration.
@@ -197,12 +214,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, ParseError> {
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
-    // The parser recurses for each level of nesting, up to the budget's depth limit (64):
-    // at that limit it needs about 3 MiB of stack in a debug build, more than a tokio
-    // worker's 2 MiB, where the watcher reloads. So it runs on a stack of its own.
-    let parsed = stacker::grow(PARSE_STACK, || {
-        serde_saphyr::from_multiple_with_options::<Spanned<NodeValue>>(text, options)
-    });
+    let parsed = serde_saphyr::from_multiple_with_options::<Spanned<NodeValue>>(text, options);
     match parsed {
         Ok(docs) => Ok(docs
             .into_iter()

@@ -28,7 +28,7 @@ use super::endpoints::Cluster;
 use super::filters::ParsedFilter;
 use super::gateway::{GatewayListener, Gateways};
 use super::hostnames;
-use super::httproute::{self, ParsedParent, ParsedRoute, ParsedRule};
+use super::httproute::{ParsedParent, ParsedRoute, ParsedRule};
 
 /// Where a route goes, shared by the parts that place it.
 pub(super) struct Placement<'g, 'c, 's> {
@@ -50,10 +50,11 @@ type Attachment = (usize, String, Option<Vec<String>>, Option<String>);
 /// Validates the HTTPRoutes and appends their rules to `proxy.routes`.
 pub(super) fn routes(
     ctx: &mut Ctx,
-    docs: &[(Document, raw::HttpRouteDoc)],
+    docs: &[(Document, Arc<raw::HttpRouteDoc>)],
     place: &mut Placement<'_, '_, '_>,
     proxy: &mut Proxy,
     status: &mut Vec<GatewayStatus>,
+    memo: &mut super::Memo,
 ) {
     // The hostnames of the Gateway listeners each model listener serves.
     let mut on_socket: BTreeMap<usize, Vec<Option<String>>> = BTreeMap::new();
@@ -67,7 +68,7 @@ pub(super) fn routes(
     let mut seen = BTreeSet::new();
     let mut bound: BTreeSet<(String, String, String)> = BTreeSet::new();
     for (doc, r) in docs {
-        let Some(route) = httproute::parse(ctx, doc, r) else {
+        let Some(route) = memo.route(ctx, doc, r) else {
             continue;
         };
         if !seen.insert((route.namespace.clone(), route.name.clone())) {

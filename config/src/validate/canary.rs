@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use crate::decode::argo::RolloutDoc;
 use crate::decode::gateway::HttpRouteDoc;
 use crate::read::Document;
@@ -59,8 +61,8 @@ struct NamedRoute {
 /// name.
 pub(super) fn bindings(
     ctx: &mut Ctx,
-    rollouts: &[(Document, RolloutDoc)],
-    routes: &[(Document, HttpRouteDoc)],
+    rollouts: &[(Document, Arc<RolloutDoc>)],
+    routes: &[(Document, Arc<HttpRouteDoc>)],
     argo: &Argo,
 ) -> (Bindings, BTreeMap<(String, String), String>) {
     let mut out = Bindings::new();
@@ -187,8 +189,8 @@ struct Nginx {
 /// needed (weir routes the Rollout's own routes) and a notice says so.
 pub(super) fn ingress_bindings(
     ctx: &mut Ctx,
-    rollouts: &[(Document, RolloutDoc)],
-    ingresses: &[(Document, crate::decode::ingress::IngressDoc)],
+    rollouts: &[(Document, std::sync::Arc<RolloutDoc>)],
+    ingresses: &[(Document, std::sync::Arc<crate::decode::ingress::IngressDoc>)],
     argo: &Argo,
 ) -> IngressBindings {
     let mut out = IngressBindings::new();

@@ -117,8 +117,8 @@ struct AddressSet<'a> {
 
 /// The documents addresses come from: EndpointSlices, and the legacy `Endpoints`.
 pub(super) type AddressDocs<'a> = (
-    &'a [(Document, EndpointSliceDoc)],
-    &'a [(Document, EndpointsDoc)],
+    &'a [(Document, Arc<EndpointSliceDoc>)],
+    &'a [(Document, Arc<EndpointsDoc>)],
 );
 
 struct Grant {
@@ -134,7 +134,7 @@ pub(super) struct Cluster<'a> {
     /// By Service: the addresses of its EndpointSlices, else of its `Endpoints`.
     slices: BTreeMap<(String, String), Vec<AddressSet<'a>>>,
     legacy: BTreeMap<(String, String), Vec<AddressSet<'a>>>,
-    secrets: BTreeMap<(String, String), &'a (Document, SecretDoc)>,
+    secrets: BTreeMap<(String, String), &'a (Document, Arc<SecretDoc>)>,
     grants: Vec<Grant>,
     /// Rollout role Services (`stableService`, `canaryService`) by (namespace, name):
     /// the Rollout's name.
@@ -155,11 +155,11 @@ impl<'a> Cluster<'a> {
     /// name) to the Rollout's name.
     pub(super) fn new(
         ctx: &mut Ctx,
-        namespaces: &'a [(Document, NamespaceDoc)],
-        services: &'a [(Document, KubeServiceDoc)],
+        namespaces: &'a [(Document, Arc<NamespaceDoc>)],
+        services: &'a [(Document, Arc<KubeServiceDoc>)],
         (slices, legacy): AddressDocs<'a>,
-        secrets: &'a [(Document, SecretDoc)],
-        grants: &'a [(Document, ReferenceGrantDoc)],
+        secrets: &'a [(Document, Arc<SecretDoc>)],
+        grants: &'a [(Document, Arc<ReferenceGrantDoc>)],
         roles: BTreeMap<(String, String), String>,
     ) -> Cluster<'a> {
         let mut c = Cluster {
@@ -221,7 +221,7 @@ impl<'a> Cluster<'a> {
         c
     }
 
-    fn service(&mut self, ctx: &mut Ctx, pair: &'a (Document, KubeServiceDoc)) {
+    fn service(&mut self, ctx: &mut Ctx, pair: &'a (Document, Arc<KubeServiceDoc>)) {
         let (doc, s) = pair;
         let Some(name) = check_name(ctx, doc, s.metadata.name.as_deref()) else {
             return;
@@ -313,7 +313,7 @@ impl<'a> Cluster<'a> {
     }
 
     /// A `v1` `Endpoints`: its subsets' ready addresses, for the Service of its name.
-    fn endpoints(&mut self, ctx: &mut Ctx, pair: &'a (Document, EndpointsDoc)) {
+    fn endpoints(&mut self, ctx: &mut Ctx, pair: &'a (Document, Arc<EndpointsDoc>)) {
         let (doc, e) = pair;
         let Some(name) = check_name(ctx, doc, e.metadata.name.as_deref()) else {
             return;
@@ -368,7 +368,7 @@ impl<'a> Cluster<'a> {
         self.legacy.entry(key).or_default().extend(sets);
     }
 
-    fn slice(&mut self, ctx: &mut Ctx, pair: &'a (Document, EndpointSliceDoc)) {
+    fn slice(&mut self, ctx: &mut Ctx, pair: &'a (Document, Arc<EndpointSliceDoc>)) {
         let (doc, s) = pair;
         if check_name(ctx, doc, s.metadata.name.as_deref()).is_none() {
             return;

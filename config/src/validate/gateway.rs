@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use std::sync::Arc;
+
 use crate::decode::gateway::{self as raw, GATEWAY_GROUP};
 use crate::defaults;
 use crate::model::gateway::{condition as ty, reason};
@@ -105,8 +107,8 @@ pub(super) type Gateways = BTreeMap<(String, String), Gateway>;
 /// the I/O plan, statuses into `status`.
 pub(super) fn gateways(
     ctx: &mut Ctx,
-    classes: &[(Document, raw::GatewayClassDoc)],
-    docs: &[(Document, raw::GatewayDoc)],
+    classes: &[(Document, Arc<raw::GatewayClassDoc>)],
+    docs: &[(Document, Arc<raw::GatewayDoc>)],
     cluster: &Cluster<'_>,
     proxy: &mut Proxy,
     status: &mut Vec<GatewayStatus>,

@@ -107,7 +107,7 @@ struct Served<'d> {
 /// The classes weir serves, and the default class (from an IngressClass marked default).
 fn classes(
     ctx: &mut Ctx,
-    docs: &[(Document, IngressClassDoc)],
+    docs: &[(Document, Arc<IngressClassDoc>)],
     proxy: &Proxy,
 ) -> (BTreeSet<String>, Option<String>) {
     let mut served: BTreeSet<String> = BTreeSet::from([WEIR_CLASS.to_owned()]);
@@ -139,8 +139,8 @@ fn classes(
 /// Validates the Ingresses into model routes (and listeners, and TLS certificates).
 pub(super) fn ingresses(
     ctx: &mut Ctx,
-    docs: &[(Document, IngressDoc)],
-    class_docs: &[(Document, IngressClassDoc)],
+    docs: &[(Document, Arc<IngressDoc>)],
+    class_docs: &[(Document, Arc<IngressClassDoc>)],
     place: &mut Placement<'_, '_, '_>,
     proxy: &mut Proxy,
 ) {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use crate::decode::kube as raw;
 use crate::read::Document;
 
@@ -13,7 +15,7 @@ use super::ctx::Ctx;
 /// Secrets by name: key -> value, `data` decoded from base64.
 pub(super) fn secrets(
     ctx: &mut Ctx,
-    docs: &[(Document, raw::SecretDoc)],
+    docs: &[(Document, Arc<raw::SecretDoc>)],
 ) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (doc, s) in docs {
@@ -40,7 +42,7 @@ pub(super) fn secrets(
 
 /// The pod templates of the Deployments, by name.
 pub(super) fn deployment_templates(
-    docs: &[(Document, raw::DeploymentDoc)],
+    docs: &[(Document, Arc<raw::DeploymentDoc>)],
 ) -> BTreeMap<String, Value> {
     docs.iter()
         .filter_map(|(_, d)| Some((d.metadata.name.clone()?, d.spec.as_ref()?.template.clone()?)))

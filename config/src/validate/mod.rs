@@ -37,6 +37,7 @@ mod httproute;
 mod ingress;
 mod io;
 mod kube;
+mod memo;
 mod proxy;
 mod refs;
 mod rollout;
@@ -60,6 +61,7 @@ pub use io::{
 };
 
 use ctx::Ctx;
+pub use memo::Memo;
 
 /// What validation produced.
 #[derive(Debug)]
@@ -83,6 +85,18 @@ pub struct Validated {
 /// `env` is what analysis metrics may take from the environment (read by the caller:
 /// validation looks at nothing but its arguments).
 pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validated {
+    validate_with(docs, findings, env, &mut Memo::default())
+}
+
+/// As [`validate`], reusing what `memo` kept of the last validation for the documents
+/// that did not change (see [`Memo`]), and keeping this one's.
+pub fn validate_with(
+    docs: Documents,
+    findings: Findings,
+    env: &MetricEnv,
+    memo: &mut Memo,
+) -> Validated {
+    memo.checked = 0;
     let mut ctx = Ctx::new(findings, env.clone());
     let mut services = service::services(&mut ctx, docs.services);
     let mut argo = Argo {
@@ -128,7 +142,9 @@ pub fn validate(docs: Documents, findings: Findings, env: &MetricEnv) -> Validat
         &mut place,
         &mut proxy,
         &mut gateway_status,
+        memo,
     );
+    memo.finish();
     ingress::ingresses(
         &mut ctx,
         &docs.ingresses,

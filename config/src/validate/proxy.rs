@@ -51,7 +51,7 @@ fn default_proxy() -> Proxy {
 /// Validates the `Proxy` document (weir runs one) with its routes.
 pub(super) fn proxy(
     ctx: &mut Ctx,
-    mut docs: Vec<(Document, raw::ProxyDoc)>,
+    mut docs: Vec<(Document, Arc<raw::ProxyDoc>)>,
     services: &BTreeMap<String, Arc<Service>>,
     argo: &Argo,
 ) -> Proxy {
@@ -71,6 +71,8 @@ pub(super) fn proxy(
     let Some((doc, raw)) = docs.drain(..).next() else {
         return proxy;
     };
+    // One document, taken apart below: a copy when a loader keeps it.
+    let raw = Arc::unwrap_or_clone(raw);
     let doc = &doc;
     if let Some(n) = check_name(ctx, doc, raw.metadata.name.as_deref()) {
         proxy.name = n;

@@ -23,7 +23,7 @@ use super::{refs, strategy};
 /// Validates the Rollouts into `argo.rollouts` (templates and Secrets already there).
 pub(super) fn rollouts(
     ctx: &mut Ctx,
-    docs: &[(Document, raw::RolloutDoc)],
+    docs: &[(Document, Arc<raw::RolloutDoc>)],
     deployments: &BTreeMap<String, Value>,
     services: &BTreeMap<String, Arc<Service>>,
     argo: &mut Argo,

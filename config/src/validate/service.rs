@@ -15,7 +15,7 @@ use super::io::Slot;
 /// Validates the `Service` documents into Services by name.
 pub(super) fn services(
     ctx: &mut Ctx,
-    docs: Vec<(Document, raw::ServiceDoc)>,
+    docs: Vec<(Document, Arc<raw::ServiceDoc>)>,
 ) -> BTreeMap<String, Arc<Service>> {
     let mut out = BTreeMap::new();
     for (doc, raw) in docs {

@@ -16,7 +16,7 @@ use super::refs;
 /// Validates the analysis templates into `argo.templates` (Secrets already there).
 pub(super) fn templates(
     ctx: &mut Ctx,
-    docs: &[(Document, raw::AnalysisTemplateDoc, bool)],
+    docs: &[(Document, Arc<raw::AnalysisTemplateDoc>, bool)],
     argo: &mut Argo,
 ) {
     for (doc, t, cluster) in docs {

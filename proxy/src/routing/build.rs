@@ -96,9 +96,23 @@ pub struct BuildContext {
     pub upstreams: Arc<Upstreams>,
     /// The access log sink every snapshot carries (set by the updater, which opens it).
     pub access_log: Option<Arc<AccessLogSink>>,
-    counters: HashMap<String, Vec<Counter>>,
+    /// Split counters by route, with the generation of the build that last used them.
+    counters: HashMap<String, (u64, Vec<Counter>)>,
     tls: HashMap<String, (weir_config::model::Tls, TlsAcceptor)>,
     generation: u64,
+    /// Within one build: the stats cell and endpoint pools of each (Service, role,
+    /// revision) already built, by the address of the model's Service (0: none). Ten
+    /// thousand routes over a thousand Services look each up once, not once per leg.
+    legs: std::cell::RefCell<HashMap<usize, Vec<Leg>>>,
+}
+
+/// What every backend of one (Service, role, revision) shares.
+#[derive(Debug)]
+struct Leg {
+    key: CellKey,
+    cell: Arc<crate::stats::Cell>,
+    endpoints: Vec<Arc<crate::upstream::EndpointPool>>,
+    lb: weir_config::model::LoadBalancer,
 }
 
 impl BuildContext {
@@ -111,6 +125,7 @@ impl BuildContext {
             counters: HashMap::new(),
             tls: HashMap::new(),
             generation: 0,
+            legs: Default::default(),
         }
     }
 }
@@ -126,6 +141,18 @@ pub fn build(
     ctx: &mut BuildContext,
 ) -> Result<RouteTable, BuildError> {
     ctx.generation += 1;
+    ctx.legs.get_mut().clear();
+    let table = build_table(model, traffic, ctx);
+    // The model's Services may go once the build is done: forget their addresses.
+    ctx.legs.get_mut().clear();
+    table
+}
+
+fn build_table(
+    model: &Model,
+    traffic: &BTreeMap<String, RolloutTraffic>,
+    ctx: &mut BuildContext,
+) -> Result<RouteTable, BuildError> {
     let mut listeners = HashMap::new();
     for (i, l) in model.proxy.listeners.iter().enumerate() {
         let tls = match &l.tls {
@@ -144,9 +171,7 @@ pub fn build(
     let mut routes: Vec<RouteEntry> = Vec::with_capacity(model.proxy.routes.len());
     let mut claims: HashMap<u32, super::Claims> = HashMap::new();
     // (hosts, matcher)
-    let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::new();
-    // A set: with tens of thousands of routes, a list made the retain below quadratic.
-    let mut used_counters: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::with_capacity(model.proxy.routes.len());
     for r in &model.proxy.routes {
         let mut mask = 0u64;
         for name in &r.listeners {
@@ -191,14 +216,7 @@ pub fn build(
                     } else {
                         Vec::new()
                     };
-                    split_target_with_mirrors(
-                        ctx,
-                        &r.name,
-                        backends,
-                        pins,
-                        mirrors,
-                        &mut used_counters,
-                    )
+                    split_target_with_mirrors(ctx, &r.name, backends, pins, mirrors)
                 }
             }
             RouteTarget::Rollout(name) => {
@@ -210,7 +228,6 @@ pub fn build(
                     traffic.get(name),
                     &r.name,
                     (mirrors, &r.steer),
-                    &mut used_counters,
                 )
             }
             RouteTarget::Respond { status, message } => Target::Unavailable {
@@ -304,13 +321,7 @@ pub fn build(
             };
             let b = backend(ctx, rollout, *role, revision, svc);
             let route_name = format!("{rollout}/{host}");
-            let target = split_target(
-                ctx,
-                &route_name,
-                vec![(b, Weight::SCALE)],
-                Vec::new(),
-                &mut used_counters,
-            );
+            let target = split_target(ctx, &route_name, vec![(b, Weight::SCALE)], Vec::new());
             let id = routes.len() as u32;
             routes.push(RouteEntry {
                 name: Arc::from(route_name.as_str()),
@@ -336,10 +347,12 @@ pub fn build(
             ));
         }
     }
-    ctx.counters.retain(|k, _| used_counters.contains(k));
+    // Counters of routes this build did not use go.
+    let generation = ctx.generation;
+    ctx.counters.retain(|_, (used, _)| *used == generation);
 
     // Index by host; within a group the most specific match comes first.
-    let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+    let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::with_capacity(matchers.len());
     let mut suffix: HashMap<String, Vec<u32>> = HashMap::new();
     let mut any = Vec::new();
     let mut all = Vec::with_capacity(matchers.len());
@@ -535,24 +548,61 @@ fn backend(
     revision: &str,
     svc: Option<&Arc<Service>>,
 ) -> Arc<Backend> {
-    let key = CellKey {
-        service: Arc::from(stats_name),
-        role,
-        revision: Arc::from(revision),
+    let at = svc.map_or(0, |s| Arc::as_ptr(s) as usize);
+    let mut legs = ctx.legs.borrow_mut();
+    let known = legs.entry(at).or_default();
+    let i = match known.iter().position(|l| {
+        l.key.role == role && *l.key.service == *stats_name && *l.key.revision == *revision
+    }) {
+        Some(i) => i,
+        None => {
+            let key = CellKey {
+                service: Arc::from(stats_name),
+                role,
+                revision: Arc::from(revision),
+            };
+            let cell = ctx.stats.cell(key.clone());
+            let (endpoints, lb) = match svc {
+                Some(s) => (
+                    s.endpoints
+                        .iter()
+                        .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
+                        .map(|e| ctx.upstreams.pool(e.address, &e.authority, s.protocol))
+                        .collect(),
+                    s.load_balancer,
+                ),
+                None => (Vec::new(), Default::default()),
+            };
+            known.push(Leg {
+                key,
+                cell,
+                endpoints,
+                lb,
+            });
+            known.len() - 1
+        }
     };
-    let cell = ctx.stats.cell(key.clone());
-    let (endpoints, lb) = match svc {
-        Some(s) => (
-            s.endpoints
-                .iter()
-                .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
-                .map(|e| ctx.upstreams.pool(e.address, &e.authority, s.protocol))
-                .collect(),
-            s.load_balancer,
-        ),
-        None => (Vec::new(), Default::default()),
-    };
-    Arc::new(Backend::new(key, cell, endpoints, lb))
+    let l = &known[i];
+    Arc::new(Backend::new(
+        l.key.clone(),
+        l.cell.clone(),
+        l.endpoints.clone(),
+        l.lb,
+    ))
+}
+
+/// A split of `weights` over the counters kept for `key` (created when new), marked as
+/// used by this build. A known key is hashed once and not copied.
+fn split_for(ctx: &mut BuildContext, key: &str, weights: &[u32]) -> Split {
+    let generation = ctx.generation;
+    if let Some((used, counters)) = ctx.counters.get_mut(key) {
+        *used = generation;
+        return Split::new(weights, counters);
+    }
+    let mut counters = Vec::new();
+    let split = Split::new(weights, &mut counters);
+    ctx.counters.insert(key.to_owned(), (generation, counters));
+    split
 }
 
 fn split_target(
@@ -560,9 +610,8 @@ fn split_target(
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::Pin, usize)>,
-    used: &mut std::collections::HashSet<String>,
 ) -> Target {
-    split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new(), used)
+    split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new())
 }
 
 fn split_target_with_mirrors(
@@ -571,22 +620,17 @@ fn split_target_with_mirrors(
     legs: Vec<(Arc<Backend>, u32)>,
     header_routes: Vec<(super::Pin, usize)>,
     mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
-    used: &mut std::collections::HashSet<String>,
 ) -> Target {
-    let counters = ctx.counters.entry(route.to_owned()).or_default();
-    used.insert(route.to_owned());
     let weights: Vec<u32> = legs.iter().map(|(_, w)| *w).collect();
-    let split = Split::new(&weights, counters);
+    let split = split_for(ctx, route, &weights);
     let mut mirrors = Vec::new();
     for (i, (m, share, target)) in mirror_routes.into_iter().enumerate() {
         let key = match &m {
             Some(m) => format!("{route}#mirror/{}", m.name),
             None => format!("{route}#mirror{i}"),
         };
-        let counters = ctx.counters.entry(key.clone()).or_default();
-        used.insert(key);
         let p = share.basis_points();
-        let share = Split::new(&[p, Weight::SCALE - p], counters);
+        let share = split_for(ctx, &key, &[p, Weight::SCALE - p]);
         mirrors.push(super::Mirror {
             route: m,
             share,
@@ -621,7 +665,6 @@ fn rollout_target(
     traffic: Option<&RolloutTraffic>,
     route: &str,
     (rule_mirrors, steer): (Vec<LegMirror>, &[weir_config::model::Steer]),
-    used: &mut std::collections::HashSet<String>,
 ) -> Target {
     // A Rollout the control loop has not decided on yet (one a reload just added): its
     // first sight makes the template's image stable at once, so that image serves from
@@ -679,5 +722,5 @@ fn rollout_target(
     if legs.len() == 1 {
         legs[0].1 = Weight::SCALE;
     }
-    split_target_with_mirrors(ctx, route, legs, header_routes, mirrors, used)
+    split_target_with_mirrors(ctx, route, legs, header_routes, mirrors)
 }
