@@ -21,6 +21,7 @@ mod ingress;
 mod limits;
 mod no_watch;
 mod notify;
+mod outlier;
 mod prometheus;
 mod reload;
 mod restart;

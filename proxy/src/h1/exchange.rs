@@ -192,8 +192,9 @@ where
     *spans = std::mem::take(&mut head.common.headers);
 
     let mut ex = Exchange::begin(conn.clone(), routed, start, log);
+    let checked_out = ex.checkout().await;
     let r = &ex.routed;
-    let mut up = match r.endpoint.checkout_raw(&r.pool).await {
+    let mut up = match checked_out {
         Ok(up) => up,
         Err(e) => {
             tracing::debug!(endpoint = %r.endpoint.addr, "upstream: {e}");

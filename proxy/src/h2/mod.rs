@@ -171,6 +171,7 @@ async fn handle(
     }
     let safe = !has_body && request::retry_safe(parts.method.as_str().as_bytes());
     let mut ex = Exchange::begin(conn, routed, start, log);
+    let checked_out = ex.checkout().await;
     let r = &ex.routed;
 
     // The client's body is paced (`bodyTimeout`, `minBodyRate`), each write upstream
@@ -178,11 +179,7 @@ async fn handle(
     // request has gone: an upload may take as long as it steadily moves.
     let pace = request::client_body_pace(&settings, r);
     let sent = async {
-        let mut up = r
-            .endpoint
-            .checkout_raw(&r.pool)
-            .await
-            .map_err(Sent::Upstream)?;
+        let mut up = checked_out.map_err(Sent::Upstream)?;
         match send(&mut up, &head, body, chunked, &mut tee, pace).await {
             Ok(()) => {}
             Err(Sent::Upstream(_)) if safe && !up.fresh => {

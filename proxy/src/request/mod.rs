@@ -468,6 +468,29 @@ impl Exchange {
         }
     }
 
+    /// A connection to the request's endpoint, from its pool or new. When connecting
+    /// fails, once more on another endpoint of the same leg (never another leg's): the
+    /// request has not been sent, so nothing is sent twice.
+    pub(crate) async fn checkout(&mut self) -> Result<UpConn, crate::error::ProxyError> {
+        let first = self.routed.endpoint.checkout_raw(&self.routed.pool).await;
+        match first {
+            Err(e) if matches!(e.kind, Kind::ConnectFailed | Kind::ConnectTimeout) => {
+                let Some(other) = self.routed.backend.other_endpoint(&self.routed.endpoint) else {
+                    return Err(e);
+                };
+                tracing::debug!(failed = %self.routed.endpoint.addr, retry = %other.addr, "upstream connect: {e}; trying another endpoint");
+                let other = other.clone();
+                // The failed connect counts against the endpoint that refused it.
+                self.routed.endpoint.outcome(true);
+                self.routed.endpoint.end();
+                other.begin();
+                self.routed.endpoint = other;
+                self.routed.endpoint.checkout_raw(&self.routed.pool).await
+            }
+            r => r,
+        }
+    }
+
     /// Where work this request leaves behind (a mirrored copy) is tracked.
     pub(crate) fn tasks(&self) -> &tokio_util::task::TaskTracker {
         &self.conn.shared.tasks
@@ -482,6 +505,12 @@ impl Exchange {
         self.settled = true;
         let r = &self.routed;
         r.endpoint.end();
+        // Outlier detection: a 5xx or a failed exchange with the upstream counts against
+        // the endpoint; a client that left does not.
+        if self.status != 499 {
+            r.endpoint
+                .outcome(self.proxy_error || (500..600).contains(&self.status));
+        }
         r.backend.stats.record(Outcome {
             status: self.status,
             proxy_error: self.proxy_error,

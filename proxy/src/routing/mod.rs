@@ -507,7 +507,9 @@ impl Backend {
         self.key.role
     }
 
-    /// The endpoint for the next request, or None when there are none.
+    /// The endpoint for the next request, or None when there are none. An endpoint that
+    /// outlier detection ejected is passed over while another is in; when all are out,
+    /// they are used all the same (a backend is never left with none).
     #[inline]
     pub fn pick_endpoint(&self) -> Option<&Arc<EndpointPool>> {
         let n = self.endpoints.len();
@@ -516,17 +518,42 @@ impl Backend {
             1 => self.endpoints.first(),
             _ => {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
-                match self.load_balancer {
-                    LoadBalancer::RoundRobin => self.endpoints.get(i % n),
+                let first = match self.load_balancer {
+                    LoadBalancer::RoundRobin => &self.endpoints[i % n],
                     LoadBalancer::LeastRequest => {
                         // Power of two choices, the pair taken in turn.
                         let a = &self.endpoints[i % n];
                         let b = &self.endpoints[(i + 1) % n];
-                        Some(if b.in_flight() < a.in_flight() { b } else { a })
+                        if b.in_flight() < a.in_flight() { b } else { a }
                     }
+                };
+                if !first.maybe_ejected() {
+                    return Some(first);
                 }
+                let now = crate::upstream::clock_ms();
+                if !first.ejected_at(now) {
+                    return Some(first);
+                }
+                (1..n)
+                    .map(|k| &self.endpoints[(i + k) % n])
+                    .find(|e| !e.ejected_at(now))
+                    .or(Some(first))
             }
         }
+    }
+
+    /// Another endpoint than `tried`, in (not ejected), for a request whose connect to
+    /// `tried` failed: the same revision's, never another leg's.
+    pub fn other_endpoint(&self, tried: &Arc<EndpointPool>) -> Option<&Arc<EndpointPool>> {
+        let n = self.endpoints.len();
+        if n < 2 {
+            return None;
+        }
+        let now = crate::upstream::clock_ms();
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| &self.endpoints[(i + k) % n])
+            .find(|e| !Arc::ptr_eq(e, tried) && !e.ejected_at(now))
     }
 }
 

@@ -8,4 +8,7 @@ pub(crate) mod h2c;
 pub(crate) mod mirror;
 mod pool;
 
-pub use pool::{EndpointPool, PoolSettings, UpConn, Upstreams};
+pub use pool::{
+    BASE_EJECTION, EJECT_AFTER, EndpointPool, MAX_EJECTION, PoolSettings, UpConn, Upstreams,
+    clock_ms,
+};

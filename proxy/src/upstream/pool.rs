@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -96,6 +96,32 @@ pub struct EndpointPool {
     pub connects: AtomicU64,
     /// Connections that failed to open.
     pub connect_errors: AtomicU64,
+    /// Passive outlier detection, as Envoy's: failures in a row (5xx answers, failed
+    /// connects) ...
+    failures: AtomicU32,
+    /// ... and, once there were [`EJECT_AFTER`] of them, the time (ms on [`clock_ms`]) the
+    /// endpoint is left out of picks until (0: never ejected).
+    ejected_until: AtomicU64,
+    /// Times it was ejected.
+    pub ejections: AtomicU64,
+}
+
+/// Failures in a row that eject an endpoint (Envoy's `consecutive_5xx` default).
+pub const EJECT_AFTER: u32 = 5;
+/// How long an ejection lasts, times the number of ejections so far up to
+/// [`MAX_EJECTION`] (Envoy's `base_ejection_time`).
+pub const BASE_EJECTION: Duration = Duration::from_secs(30);
+/// The longest ejection (Envoy's `max_ejection_time`).
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+/// Milliseconds since this process's first call: the clock ejections are kept on (an
+/// `AtomicU64` holds it, which an `Instant` cannot be).
+pub fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    // +1 so that a real time is never 0, which means "not ejected". tokio's clock, so that
+    // tests in paused time see ejections end.
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Instant::now().saturating_duration_since(epoch).as_millis() as u64 + 1
 }
 
 impl std::fmt::Debug for EndpointPool {
@@ -130,7 +156,59 @@ impl EndpointPool {
             in_flight: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a request's outcome for outlier detection, at `now` ([`clock_ms`]): a
+    /// failure (a 5xx answer, a failed connect) adds to the run of failures, and the
+    /// [`EJECT_AFTER`]th ejects the endpoint; anything else ends the run.
+    pub fn outcome_at(&self, failed: bool, now: u64) {
+        self.outcome_with(failed, || now);
+    }
+
+    /// [`EndpointPool::outcome_at`], the clock read only when it ejects.
+    #[inline]
+    pub fn outcome(&self, failed: bool) {
+        self.outcome_with(failed, clock_ms);
+    }
+
+    #[inline]
+    fn outcome_with(&self, failed: bool, now: impl FnOnce() -> u64) {
+        if !failed {
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= EJECT_AFTER {
+            self.failures.store(0, Ordering::Relaxed);
+            let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+            let span = (BASE_EJECTION.as_millis() as u64)
+                .saturating_mul(times)
+                .min(MAX_EJECTION.as_millis() as u64);
+            self.ejected_until.store(now() + span, Ordering::Relaxed);
+            tracing::info!(endpoint = %self.addr, seconds = span / 1000, "endpoint ejected after {EJECT_AFTER} failures in a row");
+        }
+    }
+
+    /// Whether outlier detection leaves it out at `now` ([`clock_ms`]).
+    #[inline]
+    pub fn ejected_at(&self, now: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until != 0 && now >= until {
+            // Back in: picks stop reading the clock for it.
+            self.ejected_until.store(0, Ordering::Relaxed);
+        }
+        until != 0 && now < until
+    }
+
+    /// Whether it may be ejected (one atomic load; the clock is read only then).
+    #[inline]
+    pub fn maybe_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) != 0
     }
 
     /// Requests in flight to this endpoint.
@@ -236,5 +314,56 @@ fn still_open(stream: &tokio::net::TcpStream) -> bool {
             let mut b = [0u8; 1];
             matches!(stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
         }
+    }
+}
+
+#[cfg(test)]
+mod outlier_tests {
+    use super::*;
+
+    fn pool() -> EndpointPool {
+        EndpointPool::new(
+            "127.0.0.1:9".parse().unwrap(),
+            "127.0.0.1:9",
+            UpstreamProtocol::Http1,
+        )
+    }
+
+    #[test]
+    fn five_failures_in_a_row_eject_and_a_success_ends_the_run() {
+        let p = pool();
+        let base = BASE_EJECTION.as_millis() as u64;
+        for _ in 0..4 {
+            p.outcome_at(true, 1000);
+        }
+        p.outcome_at(false, 1000);
+        for _ in 0..4 {
+            p.outcome_at(true, 1000);
+        }
+        assert!(!p.ejected_at(1000), "runs of four do not eject");
+        p.outcome_at(true, 1000);
+        assert!(p.ejected_at(1000) && p.ejected_at(1000 + base - 1));
+        assert!(!p.ejected_at(1000 + base), "back after the base time");
+        assert!(!p.maybe_ejected(), "and picks stop reading the clock");
+        // The second ejection lasts twice as long.
+        for _ in 0..5 {
+            p.outcome_at(true, 100_000);
+        }
+        assert!(p.ejected_at(100_000 + 2 * base - 1));
+        assert!(!p.ejected_at(100_000 + 2 * base));
+        assert_eq!(p.ejections.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn ejections_stop_at_the_longest() {
+        let p = pool();
+        for round in 0..20u64 {
+            for _ in 0..5 {
+                p.outcome_at(true, round * 1_000_000);
+            }
+        }
+        let max = MAX_EJECTION.as_millis() as u64;
+        assert!(p.ejected_at(19_000_000 + max - 1));
+        assert!(!p.ejected_at(19_000_000 + max));
     }
 }

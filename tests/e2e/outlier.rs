@@ -1,0 +1,66 @@
+//! Healthy endpoints only: an endpoint that fails five times in a row (5xx answers, or
+//! refused connects) is left out of picks for a while, as Envoy's outlier detection does;
+//! a refused connect is tried once more on another endpoint of the same revision; and a
+//! backend whose endpoints are all out still gets its requests (never none).
+
+use crate::kit::*;
+
+fn config(endpoints: &[String]) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "{}---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  endpoints: [{}]\n",
+        proxy(&split_route("app", &[("app", 100.0)]), ""),
+        eps.join(", ")
+    )
+}
+
+/// A port nothing listens on.
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_ejected_after_five_failures_in_a_row() {
+    let good = backend("good").await;
+    let bad = FakeBackend::start("bad", Behavior::with_status(500))
+        .await
+        .unwrap();
+    let w = Weir::start(&config(&[good.addr().to_string(), bad.addr().to_string()])).await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        statuses.push(get_with(&c, w.web(), "app.test", "/", &[]).await.status);
+    }
+    // Round robin gives the bad endpoint every other request until its fifth 500 in a
+    // row ejects it; then the good one takes everything.
+    assert_eq!(bad.hits(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 5);
+    assert_eq!(good.hits(), 95);
+    assert!(w.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_is_tried_on_another_endpoint_and_a_lone_endpoint_is_never_left_out() {
+    let good = backend("good").await;
+    let w = Weir::start(&config(&[closed_port(), good.addr().to_string()])).await;
+    let c = client();
+    for _ in 0..50 {
+        let r = get_with(&c, w.web(), "app.test", "/", &[]).await;
+        assert_eq!((r.status, r.header("x-backend")), (200, Some("good")));
+    }
+    assert_eq!(good.hits(), 50);
+    w.shutdown().await;
+
+    // One endpoint, failing: it keeps getting the requests (and answering 502).
+    let w = Weir::start(&config(&[closed_port()])).await;
+    for _ in 0..10 {
+        assert_eq!(
+            get_with(&c, w.web(), "app.test", "/", &[]).await.status,
+            502
+        );
+    }
+    assert!(w.shutdown().await);
+}
