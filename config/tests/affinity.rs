@@ -109,3 +109,65 @@ fn session_persistence_on_httproute_rules() {
         "\"Sticky\" is not",
     );
 }
+
+/// A weir Service's `healthCheck`: defaults, and errors at their fields.
+#[test]
+fn health_checks_on_weir_services() {
+    let svc = |hc: &str| {
+        format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  endpoints: [\"127.0.0.1:9\"]\n  healthCheck: {hc}\n"
+        )
+    };
+    let h = ok(&svc("{path: /healthz}")).services["s"]
+        .health
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (
+            h.path.as_str(),
+            h.interval,
+            h.timeout,
+            h.healthy,
+            h.unhealthy
+        ),
+        (
+            "/healthz",
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            2,
+            3
+        )
+    );
+    let h = ok(&svc(
+        "{interval: 250ms, timeout: 100ms, healthyThreshold: 1, unhealthyThreshold: 5}",
+    ))
+    .services["s"]
+        .health
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (
+            h.path.as_str(),
+            h.interval,
+            h.timeout,
+            h.healthy,
+            h.unhealthy
+        ),
+        (
+            "/",
+            Duration::from_millis(250),
+            Duration::from_millis(100),
+            1,
+            5
+        )
+    );
+    let got = issues(&svc("{path: healthz, unhealthyThreshold: 0}"));
+    at(&got, 6, "spec.healthCheck.path", "is not a path");
+    let got = issues(&svc("{unhealthyThreshold: 0}"));
+    at(
+        &got,
+        6,
+        "spec.healthCheck.unhealthyThreshold",
+        "from 1 to 100",
+    );
+}

@@ -193,6 +193,7 @@ impl Proxy {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            self.upstreams.health_checks(&self.shared.tasks);
             let now = epoch_second();
             if now != last_second {
                 self.stats.tick(now);

@@ -64,3 +64,52 @@ async fn a_refused_connect_is_tried_on_another_endpoint_and_a_lone_endpoint_is_n
     }
     assert!(w.shutdown().await);
 }
+
+/// Active health checks (`healthCheck`): an endpoint takes requests once its check passes,
+/// and stops after `unhealthyThreshold` failures in a row; one that comes back takes them
+/// again after `healthyThreshold` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_keep_requests_on_healthy_endpoints() {
+    use std::time::Duration;
+    let a = backend("a").await;
+    let b = FakeBackend::start("b", Behavior::with_status(503))
+        .await
+        .unwrap();
+    let yaml = config(&[a.addr().to_string(), b.addr().to_string()]).replace(
+        "spec:\n  endpoints:",
+        "spec:\n  healthCheck: {path: /healthz, interval: 100ms, timeout: 500ms, healthyThreshold: 2, unhealthyThreshold: 2}\n  endpoints:",
+    );
+    let w = Weir::start(&yaml).await;
+    let c = client();
+    let who = || async {
+        let r = get_with(&c, w.web(), "app.test", "/", &[]).await;
+        r.header("x-backend").unwrap_or("").to_owned()
+    };
+    // b never passes: once a has passed, every request goes to a.
+    eventually("a passes its check", Duration::from_secs(5), || async {
+        let mut all_a = true;
+        for _ in 0..10 {
+            all_a &= who().await == "a";
+        }
+        all_a
+    })
+    .await;
+    let before = b.hits();
+    for _ in 0..50 {
+        assert_eq!(who().await, "a");
+    }
+    // Only health checks reach b (a few, at 100 ms), no request.
+    assert!(b.hits() - before < 50);
+    // a fails from now on, b recovers: requests move to b.
+    a.set(Behavior::with_status(503));
+    b.set(Behavior::default());
+    eventually("b takes the requests", Duration::from_secs(5), || async {
+        let mut all_b = true;
+        for _ in 0..10 {
+            all_b &= who().await == "b";
+        }
+        all_b
+    })
+    .await;
+    assert!(w.shutdown().await);
+}

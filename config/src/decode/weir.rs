@@ -319,6 +319,24 @@ pub struct ServiceSpec {
     pub load_balancer: Option<String>,
     /// What the endpoints speak: `http1` (default) or `h2c`.
     pub protocol: Option<String>,
+    /// Active health checks of each endpoint.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `spec.healthCheck`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The path asked with `GET` (default `/`).
+    pub path: Option<String>,
+    /// Between checks (default 5s).
+    pub interval: Option<String>,
+    /// Longest wait for an answer (default 1s).
+    pub timeout: Option<String>,
+    /// Passes in a row that make an endpoint healthy again (default 2).
+    pub healthy_threshold: Option<super::scalar::Int>,
+    /// Failures in a row that make it unhealthy (default 3).
+    pub unhealthy_threshold: Option<super::scalar::Int>,
 }
 
 /// An endpoint: `"host:port"` or `{address, image}`.

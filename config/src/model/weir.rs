@@ -397,6 +397,25 @@ pub struct Service {
     pub load_balancer: LoadBalancer,
     /// The protocol its endpoints speak.
     pub protocol: UpstreamProtocol,
+    /// Active health checks of its endpoints.
+    pub health: Option<HealthCheck>,
+}
+
+/// Active health checks (a Service's `healthCheck`): `GET path` on each endpoint every
+/// `interval`; a 2xx or 3xx within `timeout` passes. An endpoint is left out of picks
+/// until its first pass, and after `unhealthy` failures in a row until `healthy` passes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path.
+    pub path: String,
+    /// Between checks.
+    pub interval: Duration,
+    /// Longest wait for an answer.
+    pub timeout: Duration,
+    /// Passes in a row to be healthy again.
+    pub healthy: u32,
+    /// Failures in a row to be unhealthy.
+    pub unhealthy: u32,
 }
 
 /// The protocol weir speaks to a service's endpoints.

@@ -705,6 +705,8 @@ impl<'a> Cluster<'a> {
                 endpoints,
                 load_balancer: defaults::LOAD_BALANCER,
                 protocol,
+                // Kubernetes says which endpoints are ready (EndpointSlice conditions).
+                health: None,
             }),
         );
         Ok(id)

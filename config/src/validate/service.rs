@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::decode::weir as raw;
 use crate::defaults;
-use crate::model::{Endpoint, LoadBalancer, Service, UpstreamProtocol};
+use crate::model::{Endpoint, HealthCheck, LoadBalancer, Service, UpstreamProtocol};
 use crate::read::Document;
 
 use super::address;
@@ -85,6 +85,11 @@ pub(super) fn services(
                 image: ep.image.clone(),
             });
         }
+        let health = raw
+            .spec
+            .health_check
+            .as_ref()
+            .and_then(|h| health_check(ctx, &doc, h));
         out.insert(
             name.clone(),
             Arc::new(Service {
@@ -92,8 +97,70 @@ pub(super) fn services(
                 endpoints,
                 load_balancer,
                 protocol,
+                health,
             }),
         );
     }
     out
+}
+
+/// `spec.healthCheck`, defaults applied.
+fn health_check(ctx: &mut Ctx, doc: &Document, h: &raw::HealthCheck) -> Option<HealthCheck> {
+    let f = "spec.healthCheck";
+    let path = h.path.clone().unwrap_or_else(|| "/".to_owned());
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        ctx.issue(
+            doc,
+            &format!("{f}.path"),
+            format!("{path:?} is not a path: write one such as /healthz"),
+        );
+        return None;
+    }
+    let interval = ctx.duration(
+        doc,
+        &format!("{f}.interval"),
+        h.interval.as_deref(),
+        defaults::HEALTH_INTERVAL,
+    );
+    let timeout = ctx.duration(
+        doc,
+        &format!("{f}.timeout"),
+        h.timeout.as_deref(),
+        defaults::HEALTH_TIMEOUT,
+    );
+    if interval.is_zero() || timeout.is_zero() {
+        ctx.issue(doc, f, "interval and timeout must be above 0");
+        return None;
+    }
+    let mut threshold = |name: &str, v: &Option<crate::decode::scalar::Int>, default: u32| match v {
+        None => default,
+        Some(n) => match n.as_i64() {
+            Some(n @ 1..=100) => n as u32,
+            _ => {
+                ctx.issue(
+                    doc,
+                    &format!("{f}.{name}"),
+                    format!("{n} is not a whole number from 1 to 100"),
+                );
+                default
+            }
+        },
+    };
+    let healthy = threshold(
+        "healthyThreshold",
+        &h.healthy_threshold,
+        defaults::HEALTHY_THRESHOLD,
+    );
+    let unhealthy = threshold(
+        "unhealthyThreshold",
+        &h.unhealthy_threshold,
+        defaults::UNHEALTHY_THRESHOLD,
+    );
+    Some(HealthCheck {
+        path,
+        interval,
+        timeout,
+        healthy,
+        unhealthy,
+    })
 }

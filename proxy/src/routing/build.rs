@@ -567,7 +567,11 @@ fn backend(
                     s.endpoints
                         .iter()
                         .filter(|e| revision.is_empty() || e.image.as_deref() == Some(revision))
-                        .map(|e| ctx.upstreams.pool(e.address, &e.authority, s.protocol))
+                        .map(|e| {
+                            let p = ctx.upstreams.pool(e.address, &e.authority, s.protocol);
+                            p.set_health_check(s.health.as_ref());
+                            p
+                        })
                         .collect(),
                     s.load_balancer,
                 ),

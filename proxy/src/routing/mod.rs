@@ -527,16 +527,16 @@ impl Backend {
                         if b.in_flight() < a.in_flight() { b } else { a }
                     }
                 };
-                if !first.maybe_ejected() {
+                if !first.maybe_out() {
                     return Some(first);
                 }
                 let now = crate::upstream::clock_ms();
-                if !first.ejected_at(now) {
+                if !first.out_at(now) {
                     return Some(first);
                 }
                 (1..n)
                     .map(|k| &self.endpoints[(i + k) % n])
-                    .find(|e| !e.ejected_at(now))
+                    .find(|e| !e.out_at(now))
                     .or(Some(first))
             }
         }
@@ -553,7 +553,7 @@ impl Backend {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|k| &self.endpoints[(i + k) % n])
-            .find(|e| !Arc::ptr_eq(e, tried) && !e.ejected_at(now))
+            .find(|e| !Arc::ptr_eq(e, tried) && !e.out_at(now))
     }
 }
 

@@ -5,10 +5,11 @@
 
 pub(crate) mod client;
 pub(crate) mod h2c;
+mod health;
 pub(crate) mod mirror;
 mod pool;
 
 pub use pool::{
-    BASE_EJECTION, EJECT_AFTER, EndpointPool, MAX_EJECTION, PoolSettings, UpConn, Upstreams,
-    clock_ms,
+    BASE_EJECTION, EJECT_AFTER, EndpointPool, Health, MAX_EJECTION, PoolSettings, UpConn,
+    Upstreams, clock_ms,
 };

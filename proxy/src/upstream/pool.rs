@@ -42,6 +42,25 @@ impl Upstreams {
             .clone()
     }
 
+    /// Starts the health checks that are due (each on a task of its own, tracked by
+    /// `tasks`). Called by the maintenance task.
+    pub fn health_checks(&self, tasks: &tokio_util::task::TaskTracker) {
+        let now = Instant::now();
+        let due: Vec<(Arc<EndpointPool>, weir_config::model::HealthCheck)> = {
+            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools
+                .values()
+                .filter_map(|p| p.due(now).map(|c| (p.clone(), c)))
+                .collect()
+        };
+        for (p, check) in due {
+            tasks.spawn(async move {
+                let passed = super::health::probe(&p, &check).await;
+                p.health_result(passed);
+            });
+        }
+    }
+
     /// Closes idle connections older than `idle_timeout`, and forgets pools no
     /// snapshot uses any more. Called by the maintenance task, off the hot path.
     pub fn prune(&self, idle_timeout: Duration) {
@@ -104,6 +123,34 @@ pub struct EndpointPool {
     ejected_until: AtomicU64,
     /// Times it was ejected.
     pub ejections: AtomicU64,
+    /// Active health ([`Health`] as a `u8`), read by every pick.
+    health_state: std::sync::atomic::AtomicU8,
+    /// The active check and its runs; checked by the health task, not by requests.
+    health: Mutex<Option<Checking>>,
+}
+
+/// An endpoint's active health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// No check configured: it takes requests.
+    Unchecked = 0,
+    /// Checked, not passed yet: left out.
+    Pending = 1,
+    /// Passing: it takes requests.
+    Up = 2,
+    /// Failing: left out.
+    Down = 3,
+}
+
+/// The health check of one endpoint and where it stands.
+#[derive(Debug)]
+struct Checking {
+    check: weir_config::model::HealthCheck,
+    passes: u32,
+    fails: u32,
+    next: Instant,
+    probing: bool,
 }
 
 /// Failures in a row that eject an endpoint (Envoy's `consecutive_5xx` default).
@@ -159,6 +206,90 @@ impl EndpointPool {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            health_state: std::sync::atomic::AtomicU8::new(Health::Unchecked as u8),
+            health: Mutex::new(None),
+        }
+    }
+
+    /// Its active health.
+    pub fn health(&self) -> Health {
+        match self.health_state.load(Ordering::Relaxed) {
+            1 => Health::Pending,
+            2 => Health::Up,
+            3 => Health::Down,
+            _ => Health::Unchecked,
+        }
+    }
+
+    fn set_state(&self, h: Health) {
+        self.health_state.store(h as u8, Ordering::Relaxed);
+    }
+
+    /// Sets the active check (from the Service, at each build): a new check starts
+    /// [`Health::Pending`]; the same check keeps its standing; none makes it unchecked.
+    pub fn set_health_check(&self, check: Option<&weir_config::model::HealthCheck>) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match (check, h.as_mut()) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                *h = None;
+                self.set_state(Health::Unchecked);
+            }
+            (Some(c), Some(cur)) if cur.check == *c => {}
+            (Some(c), cur) => {
+                let keep = cur.is_some() && self.health() == Health::Up;
+                *h = Some(Checking {
+                    check: c.clone(),
+                    passes: 0,
+                    fails: 0,
+                    next: Instant::now(),
+                    probing: false,
+                });
+                if !keep {
+                    self.set_state(Health::Pending);
+                }
+            }
+        }
+    }
+
+    /// The check due now, if one is (marked as under way).
+    fn due(&self, now: Instant) -> Option<weir_config::model::HealthCheck> {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let c = h.as_mut()?;
+        if c.probing || c.next > now {
+            return None;
+        }
+        c.probing = true;
+        c.next = now + c.check.interval;
+        Some(c.check.clone())
+    }
+
+    /// Counts a check's result: passes in a row make a pending or down endpoint up
+    /// (the first pass a pending one), failures in a row an up one down.
+    pub fn health_result(&self, passed: bool) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = h.as_mut() else { return };
+        c.probing = false;
+        let state = self.health();
+        if passed {
+            c.passes += 1;
+            c.fails = 0;
+            let need = if state == Health::Pending {
+                1
+            } else {
+                c.check.healthy
+            };
+            if state != Health::Up && c.passes >= need {
+                self.set_state(Health::Up);
+                tracing::info!(endpoint = %self.addr, "health check passes: endpoint in");
+            }
+        } else {
+            c.fails += 1;
+            c.passes = 0;
+            if state == Health::Up && c.fails >= c.check.unhealthy {
+                self.set_state(Health::Down);
+                tracing::warn!(endpoint = %self.addr, "health check fails: endpoint out");
+            }
         }
     }
 
@@ -205,10 +336,19 @@ impl EndpointPool {
         until != 0 && now < until
     }
 
-    /// Whether it may be ejected (one atomic load; the clock is read only then).
+    /// Whether it may be out: ejected, or not healthy (two atomic loads; the clock is
+    /// read only then).
     #[inline]
-    pub fn maybe_ejected(&self) -> bool {
+    pub fn maybe_out(&self) -> bool {
         self.ejected_until.load(Ordering::Relaxed) != 0
+            || matches!(self.health(), Health::Pending | Health::Down)
+    }
+
+    /// Whether it is left out of picks at `now`: ejected by outlier detection, or not
+    /// healthy by its active check.
+    #[inline]
+    pub fn out_at(&self, now: u64) -> bool {
+        matches!(self.health(), Health::Pending | Health::Down) || self.ejected_at(now)
     }
 
     /// Requests in flight to this endpoint.
