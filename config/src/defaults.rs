@@ -172,6 +172,15 @@ pub const PROVIDER_INSECURE: bool = false;
 /// (Kubernetes' default Job `backoffLimit`).
 pub const JOB_BACKOFF_LIMIT: u32 = 6;
 
+/// Between two health checks of an endpoint (`healthCheck.interval`).
+pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for a health check's answer (`healthCheck.timeout`).
+pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Passes in a row that make an endpoint healthy again (`healthyThreshold`, as Envoy's).
+pub const HEALTHY_THRESHOLD: u32 = 2;
+/// Failures in a row that make an endpoint unhealthy (`unhealthyThreshold`).
+pub const UNHEALTHY_THRESHOLD: u32 = 3;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,12 +193,3 @@ mod tests {
         assert_eq!(AccessLog::default(), ACCESS_LOG);
     }
 }
-
-/// Between two health checks of an endpoint (`healthCheck.interval`).
-pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-/// Longest wait for a health check's answer (`healthCheck.timeout`).
-pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-/// Passes in a row that make an endpoint healthy again (`healthyThreshold`, as Envoy's).
-pub const HEALTHY_THRESHOLD: u32 = 2;
-/// Failures in a row that make an endpoint unhealthy (`unhealthyThreshold`).
-pub const UNHEALTHY_THRESHOLD: u32 = 3;
