@@ -484,7 +484,7 @@ mod outlier_tests {
         p.outcome_at(true, 1000);
         assert!(p.ejected_at(1000) && p.ejected_at(1000 + base - 1));
         assert!(!p.ejected_at(1000 + base), "back after the base time");
-        assert!(!p.maybe_ejected(), "and picks stop reading the clock");
+        assert!(!p.maybe_out(), "and picks stop reading the clock");
         // The second ejection lasts twice as long.
         for _ in 0..5 {
             p.outcome_at(true, 100_000);
