@@ -14,6 +14,7 @@ mod clock;
 pub mod controller;
 pub mod engine;
 pub(crate) mod eval;
+pub mod judge;
 pub mod ports;
 pub mod providers;
 pub(crate) mod resolve;
