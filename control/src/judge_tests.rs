@@ -1,6 +1,7 @@
 //! Tests of the judge's statistics (research §7.7).
 
 use super::*;
+use crate::sim::Rng;
 
 /// The defaults of research §7.4 (`weir_config::defaults` holds the same numbers).
 pub(crate) fn params() -> Params {
@@ -15,51 +16,6 @@ pub(crate) fn params() -> Params {
         min_canary_requests: 200,
         min_duration_ms: 30_000,
         max_wait_ms: 600_000,
-    }
-}
-
-/// splitmix64: a small seeded generator, enough for simulations.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    pub(crate) fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Binomial(n, p), by geometric skips (cost grows with the number of successes).
-    pub(crate) fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        if p <= 0.0 || n == 0 {
-            return 0;
-        }
-        if p >= 1.0 {
-            return n;
-        }
-        let log_q = (-p).ln_1p();
-        let (mut i, mut k) = (0u64, 0u64);
-        loop {
-            let skip = (self.unit().ln() / log_q).floor();
-            if skip >= (n - i) as f64 {
-                return k;
-            }
-            i += skip as u64 + 1;
-            k += 1;
-            if i >= n {
-                return k;
-            }
-        }
     }
 }
 

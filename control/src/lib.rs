@@ -18,6 +18,7 @@ pub mod judge;
 pub mod ports;
 pub mod providers;
 pub(crate) mod resolve;
+pub mod sim;
 pub mod state;
 pub mod store;
 
@@ -25,5 +26,5 @@ pub use controller::{
     ActionError, Clock, Controller, ControllerHandle, ControllerOptions, EventStream, LoopStats,
 };
 pub use engine::{Action, Refusal, TrafficPlan};
-pub use ports::{MetricsSource, Sample, Served, TrafficRouter};
+pub use ports::{MetricsSource, Sample, Served, Tally, TrafficRouter};
 pub mod notify;

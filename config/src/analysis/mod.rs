@@ -102,6 +102,37 @@ pub enum WeirMetric {
     RequestRate,
     /// Requests in the window.
     Requests,
+    /// The canary-vs-stable judge: anytime-valid evidence that the canary fails (or is
+    /// slow) more often than the stable revision, or not (`docs/judge.md`).
+    CanaryVsStable,
+}
+
+/// The canary-vs-stable judge's settings (`metric: canary-vs-stable`; defaults in
+/// [`crate::defaults`], meaning in `docs/judge.md`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JudgeSpec {
+    /// `alphaFail`: bound on ever failing a canary no worse than `failTolerance`.
+    pub alpha_fail: f64,
+    /// `alphaPass`: bound on passing a canary worse than the margins.
+    pub alpha_pass: f64,
+    /// `failTolerance`: the ratio (canary over stable) that does not count as worse.
+    pub fail_tolerance: f64,
+    /// `errorMargin`: pass needs the failure ratio shown below this...
+    pub error_margin: f64,
+    /// `errorBudget`: ...or the canary's failure rate shown below this.
+    pub error_budget: f64,
+    /// `latency`: whether slow requests are judged too.
+    pub latency: bool,
+    /// `latencyMargin`: pass needs the slow-request ratio shown below this.
+    pub latency_margin: f64,
+    /// `latencyWarmup`: slow requests are not counted this long after the run starts.
+    pub latency_warmup: Duration,
+    /// `minCanaryRequests`: canary requests needed before a pass.
+    pub min_canary_requests: u64,
+    /// `minDuration`: time needed before a pass.
+    pub min_duration: Duration,
+    /// `maxWait`: without a verdict by then, the measurement is Inconclusive.
+    pub max_wait: Duration,
 }
 
 /// The built-in provider.
@@ -117,6 +148,8 @@ pub struct WeirProvider {
     pub window: Duration,
     /// Requests needed for a verdict.
     pub min_requests: u64,
+    /// The judge's settings (read only by `canary-vs-stable`).
+    pub judge: JudgeSpec,
 }
 
 /// The Prometheus provider.

@@ -1,0 +1,1 @@
+//! Tests of the canary-vs-stable provider glue.
