@@ -16,6 +16,7 @@ mod gateway_canary;
 mod gateway_conformance;
 mod h1;
 mod h2c_upstream;
+mod judge;
 mod ingress;
 mod limits;
 mod no_watch;
