@@ -320,16 +320,19 @@ impl MetricsSource for SimPlane {
         let now_second = (self.base_ms + self.elapsed_ms()) / 1000;
         let out = (from_second.min(now_second)..=now_second)
             .map(|sec| {
-                let t = inner.seconds.get(&sec).map_or_else(Tally::default, |(c, s)| {
-                    let arm = if served == Served::AsStable { s } else { c };
-                    Tally {
-                        requests: arm.requests,
-                        failures: arm.failures,
-                        slow: slow_above_us.map_or(0, |l| {
-                            arm.latencies.iter().filter(|v| u64::from(**v) > l).count() as u64
-                        }),
-                    }
-                });
+                let t = inner
+                    .seconds
+                    .get(&sec)
+                    .map_or_else(Tally::default, |(c, s)| {
+                        let arm = if served == Served::AsStable { s } else { c };
+                        Tally {
+                            requests: arm.requests,
+                            failures: arm.failures,
+                            slow: slow_above_us.map_or(0, |l| {
+                                arm.latencies.iter().filter(|v| u64::from(**v) > l).count() as u64
+                            }),
+                        }
+                    });
                 (sec, t)
             })
             .collect();

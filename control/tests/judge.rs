@@ -89,8 +89,15 @@ impl Run {
 /// When the canary first got traffic and when it lost it (ms since the start).
 fn canary_span(plane: &SimPlane) -> (u64, Option<u64>) {
     let w = plane.weights();
-    let on = w.iter().find(|(_, p)| *p > 0.0).expect("the canary got traffic").0;
-    let off = w.iter().find(|(at, p)| *at >= on && *p == 0.0).map(|(at, _)| *at);
+    let on = w
+        .iter()
+        .find(|(_, p)| *p > 0.0)
+        .expect("the canary got traffic")
+        .0;
+    let off = w
+        .iter()
+        .find(|(at, p)| *at >= on && *p == 0.0)
+        .map(|(at, _)| *at);
     (on, off)
 }
 
@@ -105,10 +112,18 @@ async fn a_broken_canary_at_5_percent_of_200_rps_is_aborted_within_half_a_second
     let (on, off) = canary_span(&run.plane);
     let off = off.expect("the canary's weight went back to 0");
     let (served, failed) = run.plane.canary_served();
-    assert!(off - on <= 500, "aborted {} ms after the canary got traffic", off - on);
+    assert!(
+        off - on <= 500,
+        "aborted {} ms after the canary got traffic",
+        off - on
+    );
     assert!(failed <= 5, "{failed} failed canary requests");
     assert_eq!(served, failed, "every canary request failed");
-    let runs: Vec<_> = v.analysis_runs.iter().chain(&v.past_analysis_runs).collect();
+    let runs: Vec<_> = v
+        .analysis_runs
+        .iter()
+        .chain(&v.past_analysis_runs)
+        .collect();
     assert!(
         runs.iter().any(|r| r.phase == Phase::Failed),
         "the judge's run failed: {runs:#?}"

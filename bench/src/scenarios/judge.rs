@@ -169,8 +169,7 @@ async fn update(plane: Arc<SimPlane>, knobs: &str) -> Result<Ended> {
         if v.stable_revision.as_deref() == Some("app:v2") {
             break (false, false);
         }
-        if v
-            .analysis_runs
+        if v.analysis_runs
             .iter()
             .chain(&v.past_analysis_runs)
             .any(|r| r.phase == weir_control::analysis::Phase::Inconclusive)
@@ -272,8 +271,12 @@ fn case(name: &'static str, rate: f64, ended: &[Ended]) -> Case {
         inconclusive: ended.iter().filter(|e| e.inconclusive).count(),
         abort_seconds: quantiles(aborted.iter().map(|e| e.seconds).collect()),
         promote_seconds: quantiles(promoted.iter().map(|e| e.seconds).collect()),
-        abort_failures: (!failures.is_empty())
-            .then(|| [failures[(failures.len() - 1) / 2], failures[failures.len() - 1]]),
+        abort_failures: (!failures.is_empty()).then(|| {
+            [
+                failures[(failures.len() - 1) / 2],
+                failures[failures.len() - 1],
+            ]
+        }),
     }
 }
 
@@ -290,7 +293,11 @@ pub fn run(opts: &JudgeOptions) -> Result<JudgeReport> {
             canary_failure: 1.0,
             ..Steady::healthy(0.0)
         };
-        let c = case("broken", 200.0, &simulate(opts.broken, t, 200.0, script, 1, "")?);
+        let c = case(
+            "broken",
+            200.0,
+            &simulate(opts.broken, t, 200.0, script, 1, "")?,
+        );
         passed &= c.aborted == c.runs
             && c.abort_seconds.is_some_and(|s| s[2] <= 0.5)
             && c.abort_failures.is_some_and(|f| f[1] <= 5);

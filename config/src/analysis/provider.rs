@@ -245,10 +245,7 @@ fn judge(w: &WeirDoc, base: &str, is_judge: bool, issues: &mut MetricIssues) -> 
         match v.parse_f64() {
             Some(x) if ok(x) => x,
             _ => {
-                issues.push((
-                    format!("{base}.{field}"),
-                    format!("{v} is not {allowed}"),
-                ));
+                issues.push((format!("{base}.{field}"), format!("{v} is not {allowed}")));
                 default
             }
         }
@@ -315,24 +312,25 @@ fn judge(w: &WeirDoc, base: &str, is_judge: bool, issues: &mut MetricIssues) -> 
             })
         }
     };
-    let mut duration = |field: &str, v: &Option<Str>, default: Duration, issues: &mut MetricIssues| {
-        let Some(v) = v else { return default };
-        given.push(field.to_owned());
-        match v.as_str().map(parse_go) {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                issues.push((format!("{base}.{field}"), e.to_string()));
-                default
+    let mut duration =
+        |field: &str, v: &Option<Str>, default: Duration, issues: &mut MetricIssues| {
+            let Some(v) = v else { return default };
+            given.push(field.to_owned());
+            match v.as_str().map(parse_go) {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    issues.push((format!("{base}.{field}"), e.to_string()));
+                    default
+                }
+                None => {
+                    issues.push((
+                        format!("{base}.{field}"),
+                        format!("{v} is not a duration: write one with a unit, e.g. \"30s\""),
+                    ));
+                    default
+                }
             }
-            None => {
-                issues.push((
-                    format!("{base}.{field}"),
-                    format!("{v} is not a duration: write one with a unit, e.g. \"30s\""),
-                ));
-                default
-            }
-        }
-    };
+        };
     let latency_warmup = duration(
         "latencyWarmup",
         &w.latency_warmup,

@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for Providers {
 #[derive(Clone, Debug)]
 pub enum ProviderDoc {
     /// weir's own measurements.
-    Weir(WeirDoc),
+    Weir(Box<WeirDoc>),
     /// A Prometheus query.
     Prometheus(PrometheusDoc),
     /// An HTTP request.
@@ -93,7 +93,7 @@ impl ProviderDoc {
             OrDefault::<T>::deserialize(v).map(|b| b.0)
         }
         Ok(match kind {
-            "weir" => ProviderDoc::Weir(body_of(body)?),
+            "weir" => ProviderDoc::Weir(Box::new(body_of(body)?)),
             "prometheus" => ProviderDoc::Prometheus(body_of(body)?),
             "web" => ProviderDoc::Web(body_of(body)?),
             "job" => ProviderDoc::Job(body_of(body)?),

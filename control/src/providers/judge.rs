@@ -33,6 +33,8 @@ pub const THRESHOLD_WINDOW_SECONDS: u64 = 60;
 pub const THRESHOLD_MIN_SAMPLES: u64 = 1000;
 /// How often the threshold is taken again, in milliseconds.
 pub const THRESHOLD_REFRESH_MS: Ms = 10_000;
+/// How often it is tried while there is none yet (too few stable requests), in ms.
+pub const THRESHOLD_RETRY_MS: Ms = 1_000;
 /// Seconds behind the current one whose counts are kept to tell what is new: the data
 /// plane closes a second within a moment of its end, so older seconds no longer change.
 const OPEN_SECONDS: u64 = 2;
@@ -50,9 +52,12 @@ pub struct RunRef {
     pub started_at: Ms,
 }
 
+/// A judge's key: (rollout, run, metric index).
+type JudgeKey = (String, String, usize);
+
 /// The judges of the runs in progress.
 #[derive(Clone, Debug, Default)]
-pub struct Judges(Arc<Mutex<HashMap<(String, String, usize), JudgeRun>>>);
+pub struct Judges(Arc<Mutex<HashMap<JudgeKey, JudgeRun>>>);
 
 impl Judges {
     /// Keeps the judges of the runs `live(rollout, run)` says are in progress.
@@ -164,8 +169,14 @@ impl JudgeRun {
                 from,
                 threshold,
             );
-            let stable =
-                metrics.tallies(&s.service, &s.stable, Served::AsStable, None, from, threshold);
+            let stable = metrics.tallies(
+                &s.service,
+                &s.stable,
+                Served::AsStable,
+                None,
+                from,
+                threshold,
+            );
             match (canary, stable) {
                 (Some(c), Some(st)) => Ok((c, st)),
                 _ => Err("the metrics source does not count second by second: canary-vs-stable cannot run on it".to_owned()),
@@ -192,10 +203,15 @@ impl JudgeRun {
         self.stable.forget_before(self.from);
         // The slow threshold: the stable revision's quantile over the last minute, taken
         // now and used only for requests from now on.
+        let every = if self.threshold.is_some() {
+            THRESHOLD_REFRESH_MS
+        } else {
+            THRESHOLD_RETRY_MS
+        };
         if w.judge.latency
             && self
                 .threshold_at
-                .is_none_or(|at| s.now >= at.saturating_add(THRESHOLD_REFRESH_MS))
+                .is_none_or(|at| s.now >= at.saturating_add(every))
         {
             let sample = metrics.sample(
                 &s.service,
@@ -211,7 +227,7 @@ impl JudgeRun {
                 }
                 _ => None,
             };
-            // Tried again in 10 s, whether there were enough samples or not.
+            // Taken again in 10 s; tried again in 1 s while there are too few samples.
             self.threshold_at = Some(s.now);
             if new.is_some() && new != self.threshold {
                 self.threshold = new;
@@ -249,10 +265,9 @@ impl JudgeRun {
                 json!("fail"),
                 format!("the canary is worse ({}): {summary}", w.as_str()),
             ),
-            Decision::Pass => Outcome::Described(
-                json!("pass"),
-                format!("the canary is no worse: {summary}"),
-            ),
+            Decision::Pass => {
+                Outcome::Described(json!("pass"), format!("the canary is no worse: {summary}"))
+            }
             Decision::Inconclusive => Outcome::Described(
                 json!("inconclusive"),
                 format!("no verdict within maxWait: {summary}"),
