@@ -271,6 +271,57 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_judge_has_default_conditions_and_checks_its_fields() {
+        let m = decode_metric(
+            &json!({"name": "j", "interval": "100ms", "count": 1, "provider": {"weir": {"metric": "canary-vs-stable", "alphaFail": 0.01, "maxWait": "5m", "latency": false}}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.interval, Some(std::time::Duration::from_millis(100)));
+        assert_eq!(m.success_condition.as_deref(), Some("result == \"pass\""));
+        assert_eq!(m.failure_condition.as_deref(), Some("result == \"fail\""));
+        let Provider::Weir(w) = m.provider else {
+            panic!("weir")
+        };
+        assert_eq!(w.metric, WeirMetric::CanaryVsStable);
+        assert_eq!(w.judge.alpha_fail, 0.01);
+        assert_eq!(w.judge.max_wait, std::time::Duration::from_secs(300));
+        assert!(!w.judge.latency);
+        assert_eq!(w.judge.min_canary_requests, 200);
+        // A written condition is kept; the other one gets its default.
+        let m = decode_metric(
+            &json!({"name": "j", "successCondition": "result != \"fail\"", "provider": {"weir": {"metric": "canary-vs-stable"}}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.success_condition.as_deref(), Some("result != \"fail\""));
+        assert_eq!(m.failure_condition.as_deref(), Some("result == \"fail\""));
+        // Out-of-range values, and judge fields on another metric, are issues.
+        let issues = decode_metric(
+            &json!({"name": "j", "provider": {"weir": {"metric": "canary-vs-stable", "alphaFail": 2, "errorMargin": 1}}}),
+            false,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = issues.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["provider.weir.alphaFail", "provider.weir.errorMargin"]
+        );
+        let issues = decode_metric(
+            &json!({"name": "s", "provider": {"weir": {"metric": "success-rate", "alphaFail": 0.01}}}),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            issues,
+            vec![(
+                "provider.weir.alphaFail".to_owned(),
+                "alphaFail is read only by metric: canary-vs-stable".to_owned()
+            )]
+        );
+    }
+
+    #[test]
     fn placeholders() {
         let raw = json!({"q": "rate(x{service=\"{{args.service-name}}\"}[5m])", "n": 3, "l": ["{{ args.a }}"]});
         let args: BTreeMap<String, String> = [
