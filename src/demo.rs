@@ -63,7 +63,7 @@ spec:
     canary:
       canaryService: demo-canary
       stableService: demo-stable
-      analysis:                       # a fast guard for the whole update
+      analysis:                       # the judge guards the whole update
         templates: [{{templateName: guard}}]
       steps:
         - setWeight: 5
@@ -99,13 +99,16 @@ kind: AnalysisTemplate
 metadata: {{name: guard}}
 spec:
   metrics:
-    # 8 requests: at 5% of the demo's 200 req/s the canary gets 10 a second, so the
-    # guard can judge a second after the switch (10 would sit on the edge of it).
-    - name: guard
-      interval: 1s
-      successCondition: result[0] >= 0.8
+    # The canary-vs-stable judge (docs/judge.md), every 100 ms: it compares the canary's
+    # failures with the stable revision's at the share each one served, so at 5% of the
+    # demo's 200 req/s a canary failing every request is caught after about 3 failures.
+    # In the background it goes on judging until the update ends; "inconclusive" (no
+    # verdict within maxWait) is not a failure here.
+    - name: canary-vs-stable
+      interval: 100ms
+      successCondition: result != "fail"
       provider:
-        weir: {{metric: success-rate, window: 10s, minRequests: 8}}
+        weir: {{metric: canary-vs-stable}}
 "#
     )
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use weir_control::{
-    Action, ActionError, ControllerHandle, MetricsSource, Sample, Served, TrafficPlan,
+    Action, ActionError, ControllerHandle, MetricsSource, Sample, Served, Tally, TrafficPlan,
     TrafficRouter,
 };
 use weir_proxy::admin::{AdminBody, AdminExtension, AdminRequest, json, text};
@@ -64,6 +64,48 @@ impl MetricsSource for ProxyMetrics {
                 seconds: secs as f64,
             },
         }
+    }
+
+    fn tallies(
+        &self,
+        service: &str,
+        revision: &str,
+        served: Served,
+        since: Option<u64>,
+        from_second: u64,
+        slow_above_us: Option<u64>,
+    ) -> Option<Vec<(u64, Tally)>> {
+        let roles: &[Role] = match served {
+            Served::AsCanary => &[Role::Canary],
+            Served::AsStable => &[Role::Stable],
+            Served::Any => &EVERY_ROLE,
+        };
+        let now = weir_proxy::epoch_second();
+        // One entry per second even for a revision that has had no traffic yet.
+        let mut total: Vec<(u64, Tally)> = (from_second.min(now)..=now)
+            .map(|s| (s, Tally::default()))
+            .collect();
+        for &role in roles {
+            let key = CellKey {
+                service: Arc::from(service),
+                role,
+                revision: Arc::from(revision),
+            };
+            for (sec, t) in self
+                .0
+                .tallies(&key, from_second, since, slow_above_us)
+                .unwrap_or_default()
+            {
+                // The stats' clock may have moved on between the two reads: a second
+                // past `now` is added to the last one.
+                let i = (sec.saturating_sub(from_second.min(now)) as usize).min(total.len() - 1);
+                let e = &mut total[i].1;
+                e.requests += t.requests;
+                e.failures += t.failures;
+                e.slow += t.slow;
+            }
+        }
+        Some(total)
     }
 
     fn begin(&self, service: &str, revision: &str, since: u64) {

@@ -14,13 +14,14 @@ use weir_bench::scenarios::control_loop::ControlLoopOptions;
 use weir_bench::scenarios::false_rollbacks::FalseRollbacksOptions;
 use weir_bench::scenarios::gateway::GatewayRoutesOptions;
 use weir_bench::scenarios::gateway_reload::{Change, GatewayReloadOptions};
+use weir_bench::scenarios::judge::JudgeOptions;
 use weir_bench::scenarios::memory::MemoryOptions;
 use weir_bench::scenarios::micro::MicroOptions;
 use weir_bench::scenarios::reload::ReloadOptions;
 use weir_bench::scenarios::split::SplitOptions;
 use weir_bench::scenarios::{
-    WeirOptions, blast, control_loop, false_rollbacks, gateway, gateway_reload, memory, micro,
-    reload, split,
+    WeirOptions, blast, control_loop, false_rollbacks, gateway, gateway_reload, judge, memory,
+    micro, reload, split,
 };
 use weir_fixtures::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
 
@@ -68,6 +69,10 @@ enum Command {
     /// Healthy-but-noisy updates (both images fail 1%) under load: counts those weir's
     /// analysis wrongly aborts. Fails on any.
     FalseRollbacks(FalseRollbacksArgs),
+    /// The canary-vs-stable judge in weir's control loop against a simulated data plane,
+    /// in paused time: time to abort bad canaries, false rollbacks of healthy ones.
+    /// Fails when a goal is missed.
+    Judge(JudgeArgs),
     /// weir's CPU, RSS and control-loop turns with N Rollouts, idle and paused mid-update,
     /// and the time to start an update on all N at once.
     ControlLoop(ControlLoopArgs),
@@ -182,6 +187,31 @@ struct BlastArgs {
     guard: GuardArgs,
     #[command(flatten)]
     weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct JudgeArgs {
+    /// Updates with a canary failing every request (5% of 200 rps).
+    #[arg(long, default_value_t = 100)]
+    broken: usize,
+    /// Updates with the canary's errors doubled, 1% -> 2% (5% of 1,000 rps).
+    #[arg(long, default_value_t = 100)]
+    doubled: usize,
+    /// Updates with the canary 50 ms slower (5% of 1,000 rps).
+    #[arg(long, default_value_t = 100)]
+    slower: usize,
+    /// Healthy updates, both revisions at 1% errors (5% of 1,000 rps).
+    #[arg(long, default_value_t = 1000)]
+    healthy: usize,
+    /// Healthy updates through 10 s of 20% errors on both revisions.
+    #[arg(long, default_value_t = 100)]
+    incident: usize,
+    /// Simulations run side by side.
+    #[arg(long, default_value_t = 2)]
+    parallel: usize,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -464,6 +494,19 @@ fn real_main() -> Result<()> {
                 let result = interruptible(false_rollbacks::run(&opts)).await?;
                 print(&result, args.weir.json)?;
                 passed(result.passed, "false-rollbacks")
+            }
+            Command::Judge(args) => {
+                let opts = JudgeOptions {
+                    broken: args.broken,
+                    doubled: args.doubled,
+                    slower: args.slower,
+                    healthy: args.healthy,
+                    incident: args.incident,
+                    threads: args.parallel,
+                };
+                let result = tokio::task::spawn_blocking(move || judge::run(&opts)).await??;
+                print(&result, args.json)?;
+                passed(result.passed, "judge")
             }
             Command::ControlLoop(args) => {
                 let opts = ControlLoopOptions {

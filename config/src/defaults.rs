@@ -154,6 +154,36 @@ pub const WEIR_MIN_WINDOW: Duration = Duration::from_secs(1);
 pub const WEIR_MAX_WINDOW: Duration = Duration::from_secs(600);
 /// Built-in provider `weir`: requests needed in the window before a verdict, 20.
 pub const WEIR_MIN_REQUESTS: u64 = 20;
+/// Judge (`metric: canary-vs-stable`): `alphaFail`, 0.001: at most one healthy canary in
+/// a thousand is ever failed.
+pub const JUDGE_ALPHA_FAIL: f64 = 0.001;
+/// Judge: `alphaPass`, 0.05: at most one canary in twenty worse than the margins passes.
+pub const JUDGE_ALPHA_PASS: f64 = 0.05;
+/// Judge: `failTolerance`, 1.0 (a ratio): a canary failing as often as the stable
+/// revision is not worse.
+pub const JUDGE_FAIL_TOLERANCE: f64 = 1.0;
+/// Judge: `errorMargin`, 2.0 (a ratio): pass needs the canary's failure rate shown below
+/// twice the stable's...
+pub const JUDGE_ERROR_MARGIN: f64 = 2.0;
+/// Judge: `errorBudget`, 0.001 (a rate): ...or below 0.1%.
+pub const JUDGE_ERROR_BUDGET: f64 = 0.001;
+/// Judge: `latency`, on: slow requests are judged as well as failures.
+pub const JUDGE_LATENCY: bool = true;
+/// Judge: `latencyMargin`, 2.0 (a ratio): pass needs the canary's share of slow
+/// requests shown below twice the stable's.
+pub const JUDGE_LATENCY_MARGIN: f64 = 2.0;
+/// Judge: `latencyWarmup`, 15 s: slow requests count only after this.
+pub const JUDGE_LATENCY_WARMUP: Duration = Duration::from_secs(15);
+/// Judge: `minCanaryRequests`, 200: canary requests needed before a pass.
+pub const JUDGE_MIN_CANARY_REQUESTS: u64 = 200;
+/// Judge: `minDuration`, 30 s: time needed before a pass.
+pub const JUDGE_MIN_DURATION: Duration = Duration::from_secs(30);
+/// Judge: `maxWait`, 10 min: without a verdict by then, Inconclusive.
+pub const JUDGE_MAX_WAIT: Duration = Duration::from_secs(600);
+/// Judge: the success condition when none is written.
+pub const JUDGE_SUCCESS_CONDITION: &str = "result == \"pass\"";
+/// Judge: the failure condition when none is written.
+pub const JUDGE_FAILURE_CONDITION: &str = "result == \"fail\"";
 /// Prometheus provider: query timeout, 30 s.
 pub const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Prometheus provider: `rangeQuery.start`, five minutes ago.

@@ -109,6 +109,9 @@ pub enum Outcome {
     /// A value to evaluate the conditions on, and the text to record for it: the web
     /// provider records what its JSONPath picked as JSON (a string keeps its quotes).
     Shown(Value, String),
+    /// A value to evaluate the conditions on, and a message the measurement records
+    /// with it (the canary-vs-stable judge's evidence).
+    Described(Value, String),
     /// Numbers (Prometheus's), NaN and ±Inf included: conditions get them as numbers,
     /// as Argo's get float64s, so that `isNaN(result[0])` works.
     Numbers(Numbers),
@@ -401,6 +404,7 @@ impl AnalysisRun {
             Outcome::Wait(why) => Outcome::Wait(mask(&self.secrets, why)),
             Outcome::Error(e) => Outcome::Error(mask(&self.secrets, e)),
             Outcome::Decided(v, msg) => Outcome::Decided(v, msg.map(|m| mask(&self.secrets, m))),
+            Outcome::Described(v, msg) => Outcome::Described(v, mask(&self.secrets, msg)),
             value => value,
         };
         let secrets = &self.secrets;
@@ -432,6 +436,10 @@ impl AnalysisRun {
                 judge(to_expr(&v), shown)
             }
             Outcome::Shown(v, shown) => judge(to_expr(&v), shown),
+            Outcome::Described(v, msg) => {
+                let (phase, shown, error) = judge(to_expr(&v), render_value(&v));
+                (phase, shown, Some(error.unwrap_or(msg)))
+            }
             Outcome::Numbers(n) => judge(n.to_expr(), n.render()),
         };
         m.waiting = None;

@@ -14,9 +14,11 @@ mod clock;
 pub mod controller;
 pub mod engine;
 pub(crate) mod eval;
+pub mod judge;
 pub mod ports;
 pub mod providers;
 pub(crate) mod resolve;
+pub mod sim;
 pub mod state;
 pub mod store;
 
@@ -24,5 +26,5 @@ pub use controller::{
     ActionError, Clock, Controller, ControllerHandle, ControllerOptions, EventStream, LoopStats,
 };
 pub use engine::{Action, Refusal, TrafficPlan};
-pub use ports::{MetricsSource, Sample, Served, TrafficRouter};
+pub use ports::{MetricsSource, Sample, Served, Tally, TrafficRouter};
 pub mod notify;

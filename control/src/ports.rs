@@ -20,6 +20,17 @@ pub struct Sample {
     pub seconds: f64,
 }
 
+/// One second of a revision's requests, for the canary-vs-stable judge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests that finished in the second.
+    pub requests: u64,
+    /// Of which failed (5xx or proxy error).
+    pub failures: u64,
+    /// Of which took longer than the threshold asked for (none without one).
+    pub slow: u64,
+}
+
 /// Which of a revision's requests count: those it served as the canary, as the stable
 /// revision, or either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +58,25 @@ pub trait MetricsSource: Send + Sync + 'static {
         since: Option<u64>,
         quantile: f64,
     ) -> Sample;
+
+    /// The requests of `service`'s `revision`, served as `served`, second by second:
+    /// `(second, tally)` for every second from `from_second` (seconds since the epoch) to
+    /// the current one, which comes last and is still counting. `since` is as for
+    /// [`MetricsSource::sample`]; with `slow_above_us`, requests that took longer than
+    /// that many microseconds are counted as slow. None: this source cannot tell seconds
+    /// apart (the canary-vs-stable judge then cannot run).
+    fn tallies(
+        &self,
+        service: &str,
+        revision: &str,
+        served: Served,
+        since: Option<u64>,
+        from_second: u64,
+        slow_above_us: Option<u64>,
+    ) -> Option<Vec<(u64, Tally)>> {
+        let _ = (service, revision, served, since, from_second, slow_above_us);
+        None
+    }
 
     /// An update of `service` with `revision` as its canary begins now; `since` names it.
     /// Called before any traffic of the update is routed, so that a source that counts

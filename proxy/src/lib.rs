@@ -314,6 +314,20 @@ impl Proxy {
         }
     }
 
+    /// One (service, role, revision)'s requests second by second from `from_second` to
+    /// now ([`Cell::tallies`]), or None if it never had traffic.
+    pub fn tallies(
+        &self,
+        key: &CellKey,
+        from_second: u64,
+        since: Option<u64>,
+        slow_above_us: Option<u64>,
+    ) -> Option<Vec<(u64, stats::Tally)>> {
+        self.stats
+            .get(key)
+            .map(|c| c.tallies(epoch_second(), from_second, since, slow_above_us))
+    }
+
     /// `points` windows of `step` seconds of one (service, role, revision), oldest first,
     /// the last ending now; None if it never had traffic.
     pub fn series(&self, key: &CellKey, points: usize, step: u64) -> Option<Vec<WindowSample>> {

@@ -18,6 +18,7 @@ mod gateway_conformance;
 mod h1;
 mod h2c_upstream;
 mod ingress;
+mod judge;
 mod limits;
 mod no_watch;
 mod notify;

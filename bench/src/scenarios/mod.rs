@@ -12,6 +12,9 @@
 //! - [`blast`]: how many requests a broken canary fails, and for how long, before weir's own
 //!   analysis aborts it.
 //! - [`false_rollbacks`]: how often a healthy-but-noisy canary is wrongly aborted.
+//! - [`judge`]: in-process, weir's control loop with the canary-vs-stable judge against a
+//!   simulated data plane in paused time: time to abort a broken, erroring or slow canary,
+//!   and false rollbacks over 1,000 healthy updates.
 //! - [`control_loop`]: weir's CPU, memory and control-loop turns with many Rollouts, idle and
 //!   paused mid-update, and how long starting an update on all of them takes.
 //!
@@ -31,6 +34,7 @@ pub mod control_loop;
 pub mod false_rollbacks;
 pub mod gateway;
 pub mod gateway_reload;
+pub mod judge;
 pub mod memory;
 pub mod micro;
 pub mod reload;

@@ -170,6 +170,16 @@ pub fn decode_metric_in(
         },
     };
 
+    // The judge's verdict is a word: without conditions, "pass" is Successful, "fail"
+    // Failed and "inconclusive" neither (Argo's table then makes it Inconclusive).
+    let (success_condition, failure_condition) = match &provider {
+        Some(super::Provider::Weir(w)) if w.metric == super::WeirMetric::CanaryVsStable => (
+            success_condition.or_else(|| Some(defaults::JUDGE_SUCCESS_CONDITION.to_owned())),
+            failure_condition.or_else(|| Some(defaults::JUDGE_FAILURE_CONDITION.to_owned())),
+        ),
+        _ => (success_condition, failure_condition),
+    };
+
     // Argo's metric validation.
     let interval_held = matches!(&m.interval, Some(Str::Str(s)) if held(s));
     if let Some(c) = count

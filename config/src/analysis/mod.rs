@@ -102,6 +102,37 @@ pub enum WeirMetric {
     RequestRate,
     /// Requests in the window.
     Requests,
+    /// The canary-vs-stable judge: anytime-valid evidence that the canary fails (or is
+    /// slow) more often than the stable revision, or not (`docs/judge.md`).
+    CanaryVsStable,
+}
+
+/// The canary-vs-stable judge's settings (`metric: canary-vs-stable`; defaults in
+/// [`crate::defaults`], meaning in `docs/judge.md`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JudgeSpec {
+    /// `alphaFail`: bound on ever failing a canary no worse than `failTolerance`.
+    pub alpha_fail: f64,
+    /// `alphaPass`: bound on passing a canary worse than the margins.
+    pub alpha_pass: f64,
+    /// `failTolerance`: the ratio (canary over stable) that does not count as worse.
+    pub fail_tolerance: f64,
+    /// `errorMargin`: pass needs the failure ratio shown below this...
+    pub error_margin: f64,
+    /// `errorBudget`: ...or the canary's failure rate shown below this.
+    pub error_budget: f64,
+    /// `latency`: whether slow requests are judged too.
+    pub latency: bool,
+    /// `latencyMargin`: pass needs the slow-request ratio shown below this.
+    pub latency_margin: f64,
+    /// `latencyWarmup`: slow requests are not counted this long after the run starts.
+    pub latency_warmup: Duration,
+    /// `minCanaryRequests`: canary requests needed before a pass.
+    pub min_canary_requests: u64,
+    /// `minDuration`: time needed before a pass.
+    pub min_duration: Duration,
+    /// `maxWait`: without a verdict by then, the measurement is Inconclusive.
+    pub max_wait: Duration,
 }
 
 /// The built-in provider.
@@ -117,6 +148,8 @@ pub struct WeirProvider {
     pub window: Duration,
     /// Requests needed for a verdict.
     pub min_requests: u64,
+    /// The judge's settings (read only by `canary-vs-stable`).
+    pub judge: JudgeSpec,
 }
 
 /// The Prometheus provider.
@@ -236,6 +269,57 @@ fn resolve_str(s: &str, args: &BTreeMap<String, String>) -> Result<String, Place
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_judge_has_default_conditions_and_checks_its_fields() {
+        let m = decode_metric(
+            &json!({"name": "j", "interval": "100ms", "count": 1, "provider": {"weir": {"metric": "canary-vs-stable", "alphaFail": 0.01, "maxWait": "5m", "latency": false}}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.interval, Some(std::time::Duration::from_millis(100)));
+        assert_eq!(m.success_condition.as_deref(), Some("result == \"pass\""));
+        assert_eq!(m.failure_condition.as_deref(), Some("result == \"fail\""));
+        let Provider::Weir(w) = m.provider else {
+            panic!("weir")
+        };
+        assert_eq!(w.metric, WeirMetric::CanaryVsStable);
+        assert_eq!(w.judge.alpha_fail, 0.01);
+        assert_eq!(w.judge.max_wait, std::time::Duration::from_secs(300));
+        assert!(!w.judge.latency);
+        assert_eq!(w.judge.min_canary_requests, 200);
+        // A written condition is kept; the other one gets its default.
+        let m = decode_metric(
+            &json!({"name": "j", "successCondition": "result != \"fail\"", "provider": {"weir": {"metric": "canary-vs-stable"}}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.success_condition.as_deref(), Some("result != \"fail\""));
+        assert_eq!(m.failure_condition.as_deref(), Some("result == \"fail\""));
+        // Out-of-range values, and judge fields on another metric, are issues.
+        let issues = decode_metric(
+            &json!({"name": "j", "provider": {"weir": {"metric": "canary-vs-stable", "alphaFail": 2, "errorMargin": 1}}}),
+            false,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = issues.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["provider.weir.alphaFail", "provider.weir.errorMargin"]
+        );
+        let issues = decode_metric(
+            &json!({"name": "s", "provider": {"weir": {"metric": "success-rate", "alphaFail": 0.01}}}),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            issues,
+            vec![(
+                "provider.weir.alphaFail".to_owned(),
+                "alphaFail is read only by metric: canary-vs-stable".to_owned()
+            )]
+        );
+    }
 
     #[test]
     fn placeholders() {

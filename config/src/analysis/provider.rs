@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use crate::decode::metric::{HeaderDoc, JobDoc, PrometheusDoc, ProviderDoc, WebDoc, WeirDoc};
-use crate::decode::scalar::{Int, IntOrString, List, OrDefault, Str, Text};
+use crate::decode::scalar::{Int, IntOrString, List, Number, OrDefault, Str, Text};
 use crate::defaults;
 use crate::duration::parse_go;
 
 use super::{
-    JobProvider, MetricIssues, PrometheusProvider, Provider, WebProvider, WeirMetric, WeirProvider,
+    JobProvider, JudgeSpec, MetricIssues, PrometheusProvider, Provider, WebProvider, WeirMetric,
+    WeirProvider,
 };
 
 /// The environment variable Argo takes the Prometheus address from when a metric gives
@@ -144,11 +145,12 @@ fn weir(w: &WeirDoc, base: &str, issues: &mut MetricIssues) -> WeirProvider {
         Some("latency") => WeirMetric::Latency,
         Some("request-rate") => WeirMetric::RequestRate,
         Some("requests") => WeirMetric::Requests,
+        Some("canary-vs-stable") => WeirMetric::CanaryVsStable,
         other => {
             issues.push((
                 format!("{base}.metric"),
                 format!(
-                    "{} is not a weir metric: use success-rate, error-rate, latency, request-rate or requests",
+                    "{} is not a weir metric: use success-rate, error-rate, latency, request-rate, requests or canary-vs-stable",
                     other.map_or("nothing".to_owned(), |s| format!("{s:?}"))
                 ),
             ));
@@ -217,12 +219,173 @@ fn weir(w: &WeirDoc, base: &str, issues: &mut MetricIssues) -> WeirProvider {
             }
         },
     };
+    let judge = judge(w, base, metric == WeirMetric::CanaryVsStable, issues);
     WeirProvider {
         metric,
         quantile,
         canary,
         window,
         min_requests,
+        judge,
+    }
+}
+
+/// The judge's fields of `provider.weir`; given for another metric, each is an issue
+/// (it would do nothing).
+fn judge(w: &WeirDoc, base: &str, is_judge: bool, issues: &mut MetricIssues) -> JudgeSpec {
+    let mut given = Vec::new();
+    let mut number = |field: &str,
+                      v: &Option<Number>,
+                      default: f64,
+                      ok: fn(f64) -> bool,
+                      allowed: &str,
+                      issues: &mut MetricIssues| {
+        let Some(v) = v else { return default };
+        given.push(field.to_owned());
+        match v.parse_f64() {
+            Some(x) if ok(x) => x,
+            _ => {
+                issues.push((format!("{base}.{field}"), format!("{v} is not {allowed}")));
+                default
+            }
+        }
+    };
+    let probability = |x: f64| x > 0.0 && x < 1.0;
+    let alpha_fail = number(
+        "alphaFail",
+        &w.alpha_fail,
+        defaults::JUDGE_ALPHA_FAIL,
+        probability,
+        "a probability between 0 and 1 (e.g. 0.001)",
+        issues,
+    );
+    let alpha_pass = number(
+        "alphaPass",
+        &w.alpha_pass,
+        defaults::JUDGE_ALPHA_PASS,
+        probability,
+        "a probability between 0 and 1 (e.g. 0.05)",
+        issues,
+    );
+    let fail_tolerance = number(
+        "failTolerance",
+        &w.fail_tolerance,
+        defaults::JUDGE_FAIL_TOLERANCE,
+        |x| x >= 1.0 && x.is_finite(),
+        "a ratio of 1 or more (e.g. 1.2: up to 20% more failures is not worse)",
+        issues,
+    );
+    let error_margin = number(
+        "errorMargin",
+        &w.error_margin,
+        defaults::JUDGE_ERROR_MARGIN,
+        |x| x > 1.0 && x.is_finite(),
+        "a ratio above 1 (e.g. 2: pass when the canary fails less than twice as often)",
+        issues,
+    );
+    let error_budget = number(
+        "errorBudget",
+        &w.error_budget,
+        defaults::JUDGE_ERROR_BUDGET,
+        probability,
+        "a rate between 0 and 1 (e.g. 0.001)",
+        issues,
+    );
+    let latency_margin = number(
+        "latencyMargin",
+        &w.latency_margin,
+        defaults::JUDGE_LATENCY_MARGIN,
+        |x| x > 1.0 && x.is_finite(),
+        "a ratio above 1 (e.g. 2)",
+        issues,
+    );
+    let latency = match &w.latency {
+        None => defaults::JUDGE_LATENCY,
+        Some(v) => {
+            given.push("latency".into());
+            v.as_bool().unwrap_or_else(|| {
+                issues.push((
+                    format!("{base}.latency"),
+                    format!("{v} is not true or false"),
+                ));
+                defaults::JUDGE_LATENCY
+            })
+        }
+    };
+    let mut duration =
+        |field: &str, v: &Option<Str>, default: Duration, issues: &mut MetricIssues| {
+            let Some(v) = v else { return default };
+            given.push(field.to_owned());
+            match v.as_str().map(parse_go) {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    issues.push((format!("{base}.{field}"), e.to_string()));
+                    default
+                }
+                None => {
+                    issues.push((
+                        format!("{base}.{field}"),
+                        format!("{v} is not a duration: write one with a unit, e.g. \"30s\""),
+                    ));
+                    default
+                }
+            }
+        };
+    let latency_warmup = duration(
+        "latencyWarmup",
+        &w.latency_warmup,
+        defaults::JUDGE_LATENCY_WARMUP,
+        issues,
+    );
+    let min_duration = duration(
+        "minDuration",
+        &w.min_duration,
+        defaults::JUDGE_MIN_DURATION,
+        issues,
+    );
+    let max_wait = duration("maxWait", &w.max_wait, defaults::JUDGE_MAX_WAIT, issues);
+    let min_canary_requests = match &w.min_canary_requests {
+        None => defaults::JUDGE_MIN_CANARY_REQUESTS,
+        Some(v) => {
+            given.push("minCanaryRequests".into());
+            match v {
+                Int::Int(n) if *n >= 0 => *n as u64,
+                _ => {
+                    issues.push((
+                        format!("{base}.minCanaryRequests"),
+                        format!("{v} is not a whole number"),
+                    ));
+                    defaults::JUDGE_MIN_CANARY_REQUESTS
+                }
+            }
+        }
+    };
+    if is_judge && max_wait.is_zero() {
+        issues.push((
+            format!("{base}.maxWait"),
+            "maxWait is more than 0: the judge needs time to gather evidence".into(),
+        ));
+    }
+    if !is_judge {
+        for field in given {
+            issues.push((
+                format!("{base}.{field}"),
+                format!("{field} is read only by metric: canary-vs-stable"),
+            ));
+        }
+    }
+    JudgeSpec {
+        alpha_fail,
+        alpha_pass,
+        fail_tolerance,
+        error_margin,
+        error_budget,
+        latency,
+        latency_margin,
+        latency_warmup,
+        min_canary_requests,
+        min_duration,
+        max_wait,
     }
 }
 

@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for Providers {
 #[derive(Clone, Debug)]
 pub enum ProviderDoc {
     /// weir's own measurements.
-    Weir(WeirDoc),
+    Weir(Box<WeirDoc>),
     /// A Prometheus query.
     Prometheus(PrometheusDoc),
     /// An HTTP request.
@@ -93,7 +93,7 @@ impl ProviderDoc {
             OrDefault::<T>::deserialize(v).map(|b| b.0)
         }
         Ok(match kind {
-            "weir" => ProviderDoc::Weir(body_of(body)?),
+            "weir" => ProviderDoc::Weir(Box::new(body_of(body)?)),
             "prometheus" => ProviderDoc::Prometheus(body_of(body)?),
             "web" => ProviderDoc::Web(body_of(body)?),
             "job" => ProviderDoc::Job(body_of(body)?),
@@ -118,6 +118,36 @@ pub struct WeirDoc {
     /// Requests needed for a verdict.
     #[serde(default, deserialize_with = "present")]
     pub min_requests: Option<Int>,
+    /// Judge: bound on failing a healthy canary.
+    #[serde(default, deserialize_with = "present")]
+    pub alpha_fail: Option<Number>,
+    /// Judge: bound on passing a bad canary.
+    #[serde(default, deserialize_with = "present")]
+    pub alpha_pass: Option<Number>,
+    /// Judge: the ratio that is not worse.
+    #[serde(default, deserialize_with = "present")]
+    pub fail_tolerance: Option<Number>,
+    /// Judge: the failure ratio a pass must rule out.
+    #[serde(default, deserialize_with = "present")]
+    pub error_margin: Option<Number>,
+    /// Judge: the failure rate a pass may show instead.
+    #[serde(default, deserialize_with = "present")]
+    pub error_budget: Option<Number>,
+    /// Judge: whether slow requests are judged.
+    #[serde(default, deserialize_with = "present")]
+    pub latency: Option<Value>,
+    /// Judge: the slow-request ratio a pass must rule out.
+    #[serde(default, deserialize_with = "present")]
+    pub latency_margin: Option<Number>,
+    /// Judge: slow requests count after this (a Go duration).
+    pub latency_warmup: Option<Str>,
+    /// Judge: canary requests before a pass.
+    #[serde(default, deserialize_with = "present")]
+    pub min_canary_requests: Option<Int>,
+    /// Judge: time before a pass (a Go duration).
+    pub min_duration: Option<Str>,
+    /// Judge: time without a verdict before Inconclusive (a Go duration).
+    pub max_wait: Option<Str>,
 }
 
 /// `provider.prometheus`.

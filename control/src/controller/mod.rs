@@ -22,7 +22,7 @@ use crate::api::{
 pub use crate::clock::Clock;
 use crate::engine::{self, Action, TrafficPlan, World};
 use crate::ports::{MetricsSource, Served, TrafficRouter};
-use crate::providers::{HttpClient, Providers, Subject};
+use crate::providers::{HttpClient, Providers, RunRef, Subject};
 use crate::state::{Event, PauseReason, Reason, Revision, RolloutStatus};
 use crate::store::{Loaded, Store};
 
@@ -253,6 +253,7 @@ impl Controller {
                     metrics,
                     http: HttpClient::new(),
                     proxy_url: opts.proxy_url,
+                    judges: Default::default(),
                 },
                 store,
                 rx,
@@ -413,6 +414,12 @@ impl Controller {
                     let subject = subject.clone();
                     let run_name = run.name.clone();
                     let rollout = name.clone();
+                    let run_ref = RunRef {
+                        rollout: name.clone(),
+                        run: run.name.clone(),
+                        metric: i,
+                        started_at: run.started_at,
+                    };
                     let stop = self
                         .run_stops
                         .entry((name.clone(), run.name.clone()))
@@ -422,7 +429,7 @@ impl Controller {
                         // In a task of its own, so that a provider that panics fails its
                         // measurement and nothing else; aborted with this one.
                         let measure = AbortOnDropHandle::new(tokio::spawn(async move {
-                            providers.measure(&metric.provider, &subject).await
+                            providers.measure(&metric.provider, &subject, &run_ref).await
                         }));
                         let outcome = tokio::select! {
                             _ = stop.cancelled() => return,
@@ -491,6 +498,7 @@ impl Controller {
     /// Stops the measurements of runs that have ended or are gone.
     fn stop_ended_runs(&mut self) {
         let states = &self.states;
+        let judges = &self.providers.judges;
         self.run_stops.retain(|(rollout, run), stop| {
             let live = states
                 .get(rollout)
@@ -499,6 +507,13 @@ impl Controller {
                 stop.cancel();
             }
             live
+        });
+        // A judge lives as long as its run (a measurement in flight when the run ended
+        // may have made one after the run's stop).
+        judges.retain(|rollout, run| {
+            states
+                .get(rollout)
+                .is_some_and(|st| st.runs().any(|r| r.name == run && !r.is_done()))
         });
     }
 

@@ -3,6 +3,7 @@
 
 mod http;
 pub mod job;
+pub mod judge;
 pub mod prometheus;
 pub mod web;
 
@@ -14,6 +15,7 @@ use crate::analysis::Outcome;
 use crate::ports::{MetricsSource, Served};
 
 pub use http::HttpClient;
+pub use judge::{Judges, RunRef};
 
 /// What providers need from outside.
 #[derive(Clone)]
@@ -25,6 +27,8 @@ pub struct Providers {
     /// `http://host:port` of a plain listener of weir, given to jobs as `http_proxy` so
     /// that service names (`my-app-canary`) reach the right revision.
     pub proxy_url: Option<String>,
+    /// The canary-vs-stable judges of the runs in progress.
+    pub judges: Judges,
 }
 
 impl std::fmt::Debug for Providers {
@@ -55,9 +59,12 @@ pub struct Subject {
 }
 
 impl Providers {
-    /// Takes one measurement.
-    pub async fn measure(&self, provider: &Provider, subject: &Subject) -> Outcome {
+    /// Takes one measurement of metric `run.metric` of a run.
+    pub async fn measure(&self, provider: &Provider, subject: &Subject, run: &RunRef) -> Outcome {
         match provider {
+            Provider::Weir(w) if w.metric == WeirMetric::CanaryVsStable => {
+                judge::measure(self.metrics.as_ref(), &self.judges, w, subject, run)
+            }
             Provider::Weir(w) => weir(self.metrics.as_ref(), w, subject),
             Provider::Prometheus(p) => prometheus::measure(&self.http, p).await,
             Provider::Web(w) => web::measure(&self.http, w).await,
@@ -92,6 +99,11 @@ pub fn weir(metrics: &dyn MetricsSource, w: &WeirProvider, s: &Subject) -> Outco
     let since = if w.canary { s.canary_since } else { None };
     let sample = metrics.sample(&s.service, revision, served, window, since, w.quantile);
     let value = match w.metric {
+        WeirMetric::CanaryVsStable => {
+            return Outcome::Error(
+                "canary-vs-stable is measured with its run's evidence (Providers::measure)".into(),
+            );
+        }
         WeirMetric::Requests => sample.requests as f64,
         WeirMetric::RequestRate => sample.requests as f64 / sample.seconds.max(1.0),
         _ if sample.requests < w.min_requests => {
@@ -160,6 +172,16 @@ mod tests {
             canary,
             window: Duration::from_secs(60),
             min_requests: 20,
+            judge: weir_config::analysis::decode_metric(
+                &serde_json::json!({"name": "m", "provider": {"weir": {"metric": "canary-vs-stable"}}}),
+                false,
+            )
+            .ok()
+            .and_then(|m| match m.provider {
+                weir_config::analysis::Provider::Weir(w) => Some(w.judge),
+                _ => None,
+            })
+            .expect("the judge's defaults"),
         }
     }
 

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 
 use super::HISTORY_SECONDS;
 use super::window::{
-    LATENCY_BUCKETS, Slot, WindowSample, bucket_index, new_histogram, status_class,
+    LATENCY_BUCKETS, Slot, Tally, WindowSample, bucket_index, new_histogram, status_class,
 };
 
 /// A backend's role in a rollout.
@@ -334,6 +334,63 @@ impl Cell {
         out
     }
 
+    /// The requests of each second from `from_second` to `now_second` (the second in
+    /// progress, last), counting, as [`Cell::window_since`] does, only those after the
+    /// cut named `since`; with `slow_above_us`, how many took longer than that. Seconds
+    /// past the history kept are left out.
+    pub fn tallies(
+        &self,
+        now_second: u64,
+        from_second: u64,
+        since: Option<u64>,
+        slow_above_us: Option<u64>,
+    ) -> Vec<(u64, Tally)> {
+        // Lock order: ring, then shards (as in `window_since`).
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut first = from_second.max((now_second + 1).saturating_sub(HISTORY_SECONDS as u64));
+        let mut with_before = true;
+        if let Some(since) = since {
+            match &ring.cut {
+                Some(c) if c.id == since => {
+                    first = first.max(c.second);
+                    with_before = false;
+                }
+                _ => first = first.max(since / 1000),
+            }
+        }
+        let first = first.min(now_second);
+        let mut out: Vec<(u64, Tally)> = (first..=now_second)
+            .map(|sec| (sec, Tally::default()))
+            .collect();
+        for (sec, t) in out.iter_mut() {
+            if *sec == now_second {
+                break;
+            }
+            let i = (*sec % HISTORY_SECONDS as u64) as usize;
+            if ring.seconds[i] == *sec
+                && let Some(slot) = &ring.slots[i]
+            {
+                t.add_slot(slot, slow_above_us);
+            }
+        }
+        if with_before
+            && let Some(c) = &ring.cut
+            && let Some(b) = &c.before
+            && (first..=now_second).contains(&c.second)
+        {
+            out[(c.second - first) as usize]
+                .1
+                .add_slot(b, slow_above_us);
+        }
+        if let Some((_, last)) = out.last_mut() {
+            for shard in self.shards.iter() {
+                let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+                last.add_current(&s.current, slow_above_us);
+            }
+        }
+        out
+    }
+
     /// `points` consecutive windows of `step` seconds each, oldest first, the last one
     /// ending with the second in progress: a time series for charts.
     pub fn series(&self, now_second: u64, points: usize, step: u64) -> Vec<WindowSample> {
@@ -514,6 +571,50 @@ mod tests {
         assert_eq!(cell.window_since(102, 10, Some(102_500)).requests, 0);
         // The first cut's early requests went back into their second's slot.
         assert_eq!(cell.window(102, 10).requests, 45);
+    }
+
+    #[test]
+    fn tallies_count_each_second_and_the_slow_requests() {
+        let cell = Cell::new(key(), 2, true);
+        // Second 100: 10 requests, 2 of them 500s, 3 of them slow (200 ms).
+        cell.rotate(100);
+        for i in 0..10 {
+            let mut o = ok(if i < 3 { 200_000 } else { 1000 });
+            if i >= 8 {
+                o.status = 500;
+            }
+            cell.record(o);
+        }
+        cell.rotate(101);
+        // Second 101: 4 requests before a cut, 5 after, one of them slow.
+        for _ in 0..4 {
+            cell.record(ok(1000));
+        }
+        cell.cut(101_500, 101);
+        for i in 0..5 {
+            cell.record(ok(if i == 0 { 300_000 } else { 1000 }));
+        }
+        cell.rotate(102);
+        // Second 102, in progress: 2 requests, both slow.
+        cell.record(ok(150_000));
+        cell.record(ok(150_000));
+        let t = |requests, failures, slow| Tally {
+            requests,
+            failures,
+            slow,
+        };
+        assert_eq!(
+            cell.tallies(102, 100, None, Some(100_000)),
+            vec![(100, t(10, 2, 3)), (101, t(9, 0, 1)), (102, t(2, 0, 2))]
+        );
+        // From the cut: the 4 requests before it are left out; without a threshold
+        // nothing is slow.
+        assert_eq!(
+            cell.tallies(102, 99, Some(101_500), None),
+            vec![(101, t(5, 0, 0)), (102, t(2, 0, 0))]
+        );
+        // A threshold between the recorded values splits them as the window does.
+        assert_eq!(cell.tallies(102, 102, None, Some(200_000))[0].1.slow, 0);
     }
 
     #[test]

@@ -82,6 +82,48 @@ impl Slot {
     }
 }
 
+/// One second's counts, for a judge that compares revisions second by second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests.
+    pub requests: u64,
+    /// Of which failed (5xx or proxy error).
+    pub failures: u64,
+    /// Of which took longer than the threshold asked for (0 without one). Latencies are
+    /// compared as recorded (1% buckets), so every revision's requests are rounded alike.
+    pub slow: u64,
+}
+
+impl Tally {
+    pub(super) fn add_slot(&mut self, s: &Slot, slow_above_us: Option<u64>) {
+        self.requests += s.requests;
+        self.failures += s.failures;
+        if let Some(l) = slow_above_us {
+            self.slow += s
+                .latency
+                .iter()
+                .filter(|(v, _)| *v > l)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+        }
+    }
+
+    pub(super) fn add_current(&mut self, c: &Current, slow_above_us: Option<u64>) {
+        self.requests += c.requests;
+        self.failures += c.failures;
+        if let Some(l) = slow_above_us
+            && c.requests > 0
+        {
+            self.slow += c
+                .latency
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() > l)
+                .map(|v| u64::from(v.count_at_value()))
+                .sum::<u64>();
+        }
+    }
+}
+
 /// Requests in a window: counts and a latency histogram.
 #[derive(Clone, Debug)]
 pub struct WindowSample {
