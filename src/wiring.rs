@@ -159,6 +159,10 @@ impl MetricsSource for ProxyMetrics {
 pub struct ProxyRouter(pub Arc<Proxy>);
 
 impl TrafficRouter for ProxyRouter {
+    fn endpoint_up(&self, addr: std::net::SocketAddr) -> Option<bool> {
+        self.0.upstreams.endpoint_up(addr)
+    }
+
     fn send(&self, rollout: &str, service: &str, plan: Option<TrafficPlan>) {
         let traffic = plan.map(|p| RolloutTraffic {
             service: service.to_owned(),

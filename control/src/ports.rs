@@ -109,6 +109,15 @@ pub trait TrafficRouter: Send + Sync + 'static {
     /// Resolves once the data plane serves everything sent before.
     fn flush<'a>(&'a self) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+    /// Whether the endpoint at `addr` passes its Service's active health check (or has
+    /// none); None when the data plane does not know it yet (no route has used it). A
+    /// canary's weight waits for one of its endpoints to be up, as Argo waits for the
+    /// canary's pods to be available.
+    fn endpoint_up(&self, addr: std::net::SocketAddr) -> Option<bool> {
+        let _ = addr;
+        None
+    }
+
     /// Sends `plan` and resolves once the data plane serves it.
     fn apply<'a>(
         &'a self,

@@ -113,3 +113,67 @@ async fn active_health_checks_keep_requests_on_healthy_endpoints() {
     .await;
     assert!(w.shutdown().await);
 }
+
+/// As Argo waits for the canary's pods to be available, a canary's weight waits until one
+/// of its endpoints passes its health check; the rollout says why it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_weight_waits_for_a_healthy_canary_endpoint() {
+    use std::time::Duration;
+    let v1 = backend("v1").await;
+    let v2 = FakeBackend::start("v2", Behavior::with_status(503))
+        .await
+        .unwrap();
+    let steps = "    canary:\n      steps:\n        - setWeight: 20\n        - pause: {}";
+    let config = |image: &str| {
+        crate::rollout::rollout_config(
+            image,
+            steps,
+            &[(v1.addr(), "app:v1"), (v2.addr(), "app:v2")],
+        )
+        .replace(
+            "spec:\n  endpoints:",
+            "spec:\n  healthCheck: {path: /healthz, interval: 100ms, timeout: 500ms}\n  endpoints:",
+        )
+    };
+    let w = Weir::start(&config("app:v1")).await;
+    let state = || async {
+        serde_json::from_slice::<serde_json::Value>(
+            &get(w.admin(), "127.0.0.1", "/api/v1/rollouts/app")
+                .await
+                .body,
+        )
+        .unwrap_or_default()
+    };
+    eventually("v1 healthy and stable", Duration::from_secs(5), || async {
+        state().await["phase"] == "Healthy"
+            && get(w.web(), "app.test", "/").await.header("x-backend") == Some("v1")
+    })
+    .await;
+    w.write_config(&config("app:v2"));
+    eventually(
+        "the update waits for a healthy v2",
+        Duration::from_secs(5),
+        || async {
+            let s = state().await;
+            s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("waiting for endpoints running app:v2"))
+                && s["canaryWeight"] == 0.0
+        },
+    )
+    .await;
+    // Meanwhile no request goes to v2.
+    for _ in 0..20 {
+        assert_eq!(
+            get(w.web(), "app.test", "/").await.header("x-backend"),
+            Some("v1")
+        );
+    }
+    // v2 passes its check: the weight goes to 20.
+    v2.set(Behavior::default());
+    eventually("the canary at 20%", Duration::from_secs(5), || async {
+        state().await["canaryWeight"] == 20.0
+    })
+    .await;
+    assert!(w.shutdown().await);
+}

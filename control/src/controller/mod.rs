@@ -164,11 +164,14 @@ impl std::fmt::Debug for Controller {
     }
 }
 
-fn has_endpoints(model: &Model, service: &str, image: &str) -> bool {
+/// Whether `service` has an endpoint running `image` that can serve: with a
+/// `healthCheck`, one whose check the data plane says passes.
+fn has_endpoints(model: &Model, router: &dyn TrafficRouter, service: &str, image: &str) -> bool {
     model.services.get(service).is_some_and(|s| {
-        s.endpoints
-            .iter()
-            .any(|e| e.image.as_deref() == Some(image))
+        s.endpoints.iter().any(|e| {
+            e.image.as_deref() == Some(image)
+                && (s.health.is_none() || router.endpoint_up(e.address) == Some(true))
+        })
     })
 }
 
@@ -355,7 +358,8 @@ impl Controller {
                     None => RolloutStatus::new(name),
                 }
             });
-            let endpoints = |image: &str| has_endpoints(model, name, image);
+            let router = &*self.router;
+            let endpoints = |image: &str| has_endpoints(model, router, name, image);
             let world = World {
                 now,
                 argo: &model.argo,

@@ -115,7 +115,7 @@ pub(super) fn canary(
             Step::SetWeight(w) => {
                 if !capacity {
                     st.message = format!(
-                        "waiting for endpoints running {image}: the canary weight stays at 0"
+                        "waiting for endpoints running {image} (that pass their health check, where the Service has one): the canary weight stays at 0"
                     );
                     set_weight(st, events, now, Weight::ZERO);
                     return;

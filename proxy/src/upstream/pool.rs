@@ -42,6 +42,20 @@ impl Upstreams {
             .clone()
     }
 
+    /// Whether the endpoint at `addr` can serve by its active health check: its
+    /// [`Health`] is up or unchecked; None when no pool has it yet.
+    pub fn endpoint_up(&self, addr: SocketAddr) -> Option<bool> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = None;
+        for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::H2c] {
+            if let Some(p) = pools.get(&(addr, protocol)) {
+                let up = matches!(p.health(), Health::Up | Health::Unchecked);
+                seen = Some(seen.unwrap_or(false) || up);
+            }
+        }
+        seen
+    }
+
     /// Starts the health checks that are due (each on a task of its own, tracked by
     /// `tasks`). Called by the maintenance task.
     pub fn health_checks(&self, tasks: &tokio_util::task::TaskTracker) {
