@@ -263,17 +263,21 @@ impl<'p> Reuse<'p> {
     }
 }
 
-/// Marks the split counters a reused entry of `r` draws on as used by this build, as
-/// building it again would have.
-fn keep_counters(ctx: &mut BuildContext, r: &weir_config::model::Route, entry: &RouteEntry) {
+/// Marks the split counters building `r` again would have marked as used by this build
+/// (its split's, and its mirrors'), so that a reused entry keeps drawing on the counters
+/// the registry keeps. A redirect's split is built before the redirect replaces it, so
+/// its counters are kept too, as a fresh build keeps them.
+fn keep_counters(ctx: &mut BuildContext, r: &weir_config::model::Route) {
     let generation = ctx.generation;
-    let Target::Split(t) = &entry.target else {
-        return;
-    };
     if let Some((used, _)) = ctx.counters.get_mut(r.name.as_str()) {
         *used = generation;
     }
-    for i in 0..t.mirrors.len() {
+    let mirrors = r
+        .filters
+        .iter()
+        .filter(|f| matches!(f, Filter::Mirror(_)))
+        .count();
+    for i in 0..mirrors {
         if let Some((used, _)) = ctx.counters.get_mut(&format!("{}#mirror{i}", r.name)) {
             *used = generation;
         }
@@ -318,7 +322,7 @@ fn build_table(
         let id = routes.len() as u32;
         match kept {
             Some(entry) => {
-                keep_counters(ctx, r, &entry);
+                keep_counters(ctx, r);
                 ctx.reused += 1;
                 routes.push(entry);
             }
