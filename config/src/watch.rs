@@ -33,8 +33,10 @@ use crate::error::Issue;
 use crate::load::Loader;
 use crate::model::Model;
 
-/// Quiet time after the last file event before reloading: editors write in bursts.
-pub const DEBOUNCE: Duration = Duration::from_millis(40);
+/// Quiet time after the last file event before reloading: editors write in bursts. A
+/// save by rename is one burst of events microseconds apart; a load that catches a file
+/// half-written fails (or is held back as suspect) and the write's next event loads again.
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// Reload outcomes, for metrics and the admin API.
 #[derive(Debug, Default)]

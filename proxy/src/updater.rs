@@ -13,7 +13,7 @@ use weir_config::Model;
 use crate::access_log::AccessLogSink;
 use crate::conn::Shared;
 use crate::error::BuildError;
-use crate::routing::{BuildContext, RolloutTraffic, RouteTable, build};
+use crate::routing::{BuildContext, RolloutTraffic, RouteTable, rebuild};
 
 enum Command {
     Model(Arc<Model>),
@@ -171,18 +171,14 @@ impl Updater {
                     }
                 }
             }
-            // The build (and the diff that is logged) runs on the blocking pool: for
-            // 10,000 routes it takes long enough to stall the requests queued on a
-            // runtime worker. The context goes with it and comes back.
+            // The build runs on the blocking pool: for 10,000 routes it takes long enough
+            // to stall the requests queued on a runtime worker. The context goes with it
+            // and comes back. It takes the last build's entries of unchanged routes.
             let placeholder = BuildContext::new(self.ctx.stats.clone(), self.ctx.upstreams.clone());
             let mut ctx = std::mem::replace(&mut self.ctx, placeholder);
             let (model, traffic) = (self.model.clone(), self.traffic.clone());
-            let changed = (!Arc::ptr_eq(&old_model, &self.model)).then(|| old_model.clone());
             let work = tokio::task::spawn_blocking(move || {
-                let built = build(&model, &traffic, &mut ctx);
-                if let (Ok(_), Some(old)) = (&built, &changed) {
-                    log_model_diff(old, &model);
-                }
+                let built = rebuild(&model, &traffic, &mut ctx);
                 (built, ctx)
             });
             let (built, ctx) = match work.await {
@@ -200,6 +196,15 @@ impl Updater {
                     let old_table = self.shared.table.swap(Arc::new(table));
                     for a in acks {
                         let _ = a.send(generation);
+                    }
+                    if !Arc::ptr_eq(&old_model, &self.model) {
+                        // Logged once the new table serves (for 10,000 routes the diff
+                        // takes tens of milliseconds), before the next change is taken.
+                        let new_model = self.model.clone();
+                        let old = old_model.clone();
+                        let _ =
+                            tokio::task::spawn_blocking(move || log_model_diff(&old, &new_model))
+                                .await;
                     }
                     weir_config::watch::drop_model((old_table, old_model, old_sink));
                 }
@@ -240,8 +245,11 @@ impl Updater {
     ///
     /// # Errors
     /// When the model cannot be turned into a table (a TLS configuration rustls refuses).
-    pub(crate) fn initial(model: &Model, ctx: &mut BuildContext) -> Result<RouteTable, BuildError> {
-        build(model, &BTreeMap::new(), ctx)
+    pub(crate) fn initial(
+        model: &Arc<Model>,
+        ctx: &mut BuildContext,
+    ) -> Result<RouteTable, BuildError> {
+        rebuild(model, &BTreeMap::new(), ctx)
     }
 }
 

@@ -97,13 +97,25 @@ pub struct BuildContext {
     /// The access log sink every snapshot carries (set by the updater, which opens it).
     pub access_log: Option<Arc<AccessLogSink>>,
     /// Split counters by route, with the generation of the build that last used them.
-    counters: HashMap<String, (u64, Vec<Counter>)>,
+    pub(super) counters: HashMap<String, (u64, Vec<Counter>)>,
     tls: HashMap<String, (weir_config::model::Tls, TlsAcceptor)>,
     generation: u64,
     /// Within one build: the stats cell and endpoint pools of each (Service, role,
     /// revision) already built, by the address of the model's Service (0: none). Ten
     /// thousand routes over a thousand Services look each up once, not once per leg.
     legs: std::cell::RefCell<HashMap<usize, Vec<Leg>>>,
+    /// What [`rebuild`] last built from: its model and the entry of each of its model
+    /// routes, for the next rebuild to take the entries of routes that did not change.
+    prev: Option<Prev>,
+    /// Model routes whose entry the last build took from the one before (for tests).
+    pub(crate) reused: usize,
+}
+
+/// The last [`rebuild`]'s model and its routes' entries (in the model's order).
+#[derive(Debug)]
+struct Prev {
+    model: Arc<Model>,
+    entries: Vec<Arc<RouteEntry>>,
 }
 
 /// What every backend of one (Service, role, revision) shares.
@@ -126,6 +138,8 @@ impl BuildContext {
             tls: HashMap::new(),
             generation: 0,
             legs: Default::default(),
+            prev: None,
+            reused: 0,
         }
     }
 }
@@ -142,17 +156,142 @@ pub fn build(
 ) -> Result<RouteTable, BuildError> {
     ctx.generation += 1;
     ctx.legs.get_mut().clear();
-    let table = build_table(model, traffic, ctx);
+    ctx.prev = None;
+    let table = build_table(model, traffic, ctx, None);
     // The model's Services may go once the build is done: forget their addresses.
     ctx.legs.get_mut().clear();
     table
+}
+
+/// As [`build`], taking from the last `rebuild` the entries of the model routes that
+/// did not change: a route equal to the one of its name then, whose target is not a
+/// Rollout's (those follow the traffic state), whose Services (backends and mirrors)
+/// are equal to what they were, under the same upstream settings. Everything else is
+/// built again, and the matchers and the host index always are.
+///
+/// # Errors
+/// As [`build`]; the last build is then still the one the next rebuild starts from.
+pub fn rebuild(
+    model: &Arc<Model>,
+    traffic: &BTreeMap<String, RolloutTraffic>,
+    ctx: &mut BuildContext,
+) -> Result<RouteTable, BuildError> {
+    ctx.generation += 1;
+    ctx.legs.get_mut().clear();
+    let prev = ctx.prev.take();
+    let table = build_table(model, traffic, ctx, prev.as_ref());
+    ctx.legs.get_mut().clear();
+    match &table {
+        Ok(t) => {
+            ctx.prev = Some(Prev {
+                model: model.clone(),
+                entries: t.routes[..model.proxy.routes.len()].to_vec(),
+            });
+        }
+        Err(_) => ctx.prev = prev,
+    }
+    table
+}
+
+/// The entry the last build made for `r` (the `i`th model route), when it may serve
+/// again as it is (see [`rebuild`]).
+struct Reuse<'p> {
+    prev: &'p Prev,
+    /// Model routes of the last build by name, made at the first route not in its place.
+    by_name: Option<HashMap<&'p str, usize>>,
+    /// Services whose value differs between the two models (or that only one has).
+    changed: std::collections::HashSet<&'p str>,
+}
+
+impl<'p> Reuse<'p> {
+    fn new(prev: &'p Prev, model: &'p Model) -> Option<Self> {
+        if prev.model.proxy.upstream != model.proxy.upstream
+            || prev.entries.len() != prev.model.proxy.routes.len()
+        {
+            return None;
+        }
+        let (old, new) = (&prev.model.services, &model.services);
+        let mut changed = std::collections::HashSet::new();
+        for (name, s) in new {
+            match old.get(name) {
+                Some(o) if Arc::ptr_eq(o, s) || o == s => {}
+                _ => {
+                    changed.insert(name.as_str());
+                }
+            }
+        }
+        for name in old.keys().filter(|k| !new.contains_key(*k)) {
+            changed.insert(name.as_str());
+        }
+        Some(Reuse {
+            prev,
+            by_name: None,
+            changed,
+        })
+    }
+
+    fn entry(&mut self, i: usize, r: &weir_config::model::Route) -> Option<Arc<RouteEntry>> {
+        let uses_changed = match &r.target {
+            RouteTarget::Rollout(_) => return None,
+            RouteTarget::Split(legs) => legs
+                .iter()
+                .any(|l| l.invalid.is_none() && self.changed.contains(l.service.as_str())),
+            RouteTarget::Respond { .. } => false,
+        };
+        let mirrors_changed = r.filters.iter().any(|f| match f {
+            Filter::Mirror(m) => self.changed.contains(m.service.as_str()),
+            _ => false,
+        });
+        if uses_changed || mirrors_changed {
+            return None;
+        }
+        let routes = &self.prev.model.proxy.routes;
+        let j = match routes.get(i) {
+            Some(o) if o.name == r.name => i,
+            _ => {
+                let by_name = self.by_name.get_or_insert_with(|| {
+                    routes
+                        .iter()
+                        .enumerate()
+                        .map(|(j, o)| (o.name.as_str(), j))
+                        .collect()
+                });
+                *by_name.get(r.name.as_str())?
+            }
+        };
+        (routes[j] == *r).then(|| self.prev.entries[j].clone())
+    }
+}
+
+/// Marks the split counters building `r` again would have marked as used by this build
+/// (its split's, and its mirrors'), so that a reused entry keeps drawing on the counters
+/// the registry keeps. A redirect's split is built before the redirect replaces it, so
+/// its counters are kept too, as a fresh build keeps them.
+fn keep_counters(ctx: &mut BuildContext, r: &weir_config::model::Route) {
+    let generation = ctx.generation;
+    if let Some((used, _)) = ctx.counters.get_mut(r.name.as_str()) {
+        *used = generation;
+    }
+    let mirrors = r
+        .filters
+        .iter()
+        .filter(|f| matches!(f, Filter::Mirror(_)))
+        .count();
+    for i in 0..mirrors {
+        if let Some((used, _)) = ctx.counters.get_mut(&format!("{}#mirror{i}", r.name)) {
+            *used = generation;
+        }
+    }
 }
 
 fn build_table(
     model: &Model,
     traffic: &BTreeMap<String, RolloutTraffic>,
     ctx: &mut BuildContext,
+    prev: Option<&Prev>,
 ) -> Result<RouteTable, BuildError> {
+    let mut reuse = prev.and_then(|p| Reuse::new(p, model));
+    ctx.reused = 0;
     let mut listeners = HashMap::new();
     for (i, l) in model.proxy.listeners.iter().enumerate() {
         let tls = match &l.tls {
@@ -168,110 +307,27 @@ fn build_table(
         );
     }
 
-    let mut routes: Vec<RouteEntry> = Vec::with_capacity(model.proxy.routes.len());
+    let mut routes: Vec<Arc<RouteEntry>> = Vec::with_capacity(model.proxy.routes.len());
     let mut claims: HashMap<u32, super::Claims> = HashMap::new();
     // (hosts, matcher)
     let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::with_capacity(model.proxy.routes.len());
-    for r in &model.proxy.routes {
+    for (i, r) in model.proxy.routes.iter().enumerate() {
         let mut mask = 0u64;
         for name in &r.listeners {
             if let Some(l) = listeners.get(name) {
                 mask |= 1u64 << l.index.min(63);
             }
         }
-        let mut filters = compile_filters(&r.filters);
-        let target = match &r.target {
-            RouteTarget::Split(legs) => {
-                let backends: Vec<(Arc<Backend>, u32)> = legs
-                    .iter()
-                    .map(|leg| {
-                        if leg.invalid.is_some() {
-                            let mut b = backend(ctx, INVALID_BACKEND, Role::None, "", None);
-                            if let Some(b) = Arc::get_mut(&mut b) {
-                                b.invalid = true;
-                            }
-                            return (b, leg.weight);
-                        }
-                        let svc = model.services.get(&leg.service);
-                        let mut b = backend(ctx, &leg.service, Role::None, "", svc);
-                        if let Some(f) = compile_filters(&leg.filters)
-                            && let Some(b) = Arc::get_mut(&mut b)
-                        {
-                            b.filters = Some(f);
-                        }
-                        (b, leg.weight)
-                    })
-                    .collect();
-                let mirrors = mirror_filters(ctx, model, &r.filters);
-                if backends.iter().all(|(_, w)| *w == 0) {
-                    // The Gateway API: a rule whose weights are all zero answers 500.
-                    Target::Unavailable {
-                        kind: Kind::InvalidBackend,
-                        reason: Arc::from("every backend of this route has weight 0"),
-                    }
-                } else {
-                    // ingress-nginx's canary rules: a main leg and a canary leg.
-                    let pins = if backends.len() == 2 {
-                        steer_pins(&r.steer)
-                    } else {
-                        Vec::new()
-                    };
-                    split_target_with_mirrors(ctx, &r.name, backends, pins, mirrors)
-                }
-            }
-            RouteTarget::Rollout(name) => {
-                let mirrors = mirror_filters(ctx, model, &r.filters);
-                rollout_target(
-                    ctx,
-                    model,
-                    name,
-                    traffic.get(name),
-                    &r.name,
-                    (mirrors, &r.steer),
-                )
-            }
-            RouteTarget::Respond { status, message } => Target::Unavailable {
-                kind: match status {
-                    500 => Kind::InvalidBackend,
-                    404 => Kind::NoRoute,
-                    403 => Kind::Forbidden,
-                    _ => Kind::Unavailable,
-                },
-                reason: Arc::from(message.as_str()),
-            },
-        };
-        let mut target = target;
-        if let (Target::Split(t), Some(a)) = (&mut target, &r.affinity) {
-            t.affinity = Some(a.clone());
-        }
-        let target = match r.filters.iter().find_map(|f| match f {
-            Filter::Redirect(rd) => Some(rd),
-            _ => None,
-        }) {
-            // A redirect answers instead of forwarding: nothing else applies.
-            Some(rd) => {
-                filters = None;
-                Target::Redirect(rd.clone())
-            }
-            None => target,
-        };
+        let kept = reuse.as_mut().and_then(|u| u.entry(i, r));
         let id = routes.len() as u32;
-        routes.push(RouteEntry {
-            name: Arc::from(r.name.as_str()),
-            target,
-            filters,
-            request_timeout: request_timeout(model.proxy.upstream.request_timeout, r.timeouts),
-            send_timeout: r
-                .timeouts
-                .send
-                .unwrap_or(model.proxy.upstream.request_timeout),
-            connect_timeout: r
-                .timeouts
-                .connect
-                .unwrap_or(model.proxy.upstream.connect_timeout),
-            max_body: r.max_body,
-            deadline: r.timeouts.request.filter(|d| !d.is_zero()),
-        });
+        match kept {
+            Some(entry) => {
+                keep_counters(ctx, r);
+                ctx.reused += 1;
+                routes.push(entry);
+            }
+            None => routes.push(Arc::new(route_entry(ctx, model, traffic, r))),
+        }
         let scope: Box<[Claim]> = r
             .scope
             .iter()
@@ -323,7 +379,7 @@ fn build_table(
             let route_name = format!("{rollout}/{host}");
             let target = split_target(ctx, &route_name, vec![(b, Weight::SCALE)], Vec::new());
             let id = routes.len() as u32;
-            routes.push(RouteEntry {
+            routes.push(Arc::new(RouteEntry {
                 name: Arc::from(route_name.as_str()),
                 target,
                 filters: None,
@@ -332,7 +388,7 @@ fn build_table(
                 connect_timeout: model.proxy.upstream.connect_timeout,
                 max_body: None,
                 deadline: None,
-            });
+            }));
             matchers.push((
                 vec![HostMatch::Exact(host.to_ascii_lowercase())],
                 Matcher {
@@ -404,6 +460,107 @@ fn build_table(
         debug_headers: model.proxy.debug_headers,
         access_log: ctx.access_log.clone(),
     })
+}
+
+/// The entry of model route `r`, built afresh.
+fn route_entry(
+    ctx: &mut BuildContext,
+    model: &Model,
+    traffic: &BTreeMap<String, RolloutTraffic>,
+    r: &weir_config::model::Route,
+) -> RouteEntry {
+    let mut filters = compile_filters(&r.filters);
+    let target = match &r.target {
+        RouteTarget::Split(legs) => {
+            let backends: Vec<(Arc<Backend>, u32)> = legs
+                .iter()
+                .map(|leg| {
+                    if leg.invalid.is_some() {
+                        let mut b = backend(ctx, INVALID_BACKEND, Role::None, "", None);
+                        if let Some(b) = Arc::get_mut(&mut b) {
+                            b.invalid = true;
+                        }
+                        return (b, leg.weight);
+                    }
+                    let svc = model.services.get(&leg.service);
+                    let mut b = backend(ctx, &leg.service, Role::None, "", svc);
+                    if let Some(f) = compile_filters(&leg.filters)
+                        && let Some(b) = Arc::get_mut(&mut b)
+                    {
+                        b.filters = Some(f);
+                    }
+                    (b, leg.weight)
+                })
+                .collect();
+            let mirrors = mirror_filters(ctx, model, &r.filters);
+            if backends.iter().all(|(_, w)| *w == 0) {
+                // The Gateway API: a rule whose weights are all zero answers 500.
+                Target::Unavailable {
+                    kind: Kind::InvalidBackend,
+                    reason: Arc::from("every backend of this route has weight 0"),
+                }
+            } else {
+                // ingress-nginx's canary rules: a main leg and a canary leg.
+                let pins = if backends.len() == 2 {
+                    steer_pins(&r.steer)
+                } else {
+                    Vec::new()
+                };
+                split_target_with_mirrors(ctx, &r.name, backends, pins, mirrors)
+            }
+        }
+        RouteTarget::Rollout(name) => {
+            let mirrors = mirror_filters(ctx, model, &r.filters);
+            rollout_target(
+                ctx,
+                model,
+                name,
+                traffic.get(name),
+                &r.name,
+                (mirrors, &r.steer),
+            )
+        }
+        RouteTarget::Respond { status, message } => Target::Unavailable {
+            kind: match status {
+                500 => Kind::InvalidBackend,
+                404 => Kind::NoRoute,
+                403 => Kind::Forbidden,
+                _ => Kind::Unavailable,
+            },
+            reason: Arc::from(message.as_str()),
+        },
+    };
+    let mut target = target;
+    if let (Target::Split(t), Some(a)) = (&mut target, &r.affinity) {
+        t.affinity = Some(a.clone());
+    }
+    let target = match r.filters.iter().find_map(|f| match f {
+        Filter::Redirect(rd) => Some(rd),
+        _ => None,
+    }) {
+        // A redirect answers instead of forwarding: nothing else applies.
+        Some(rd) => {
+            filters = None;
+            Target::Redirect(rd.clone())
+        }
+        None => target,
+    };
+    RouteEntry {
+        name: Arc::from(r.name.as_str()),
+        target,
+        filters,
+        request_timeout: request_timeout(model.proxy.upstream.request_timeout, r.timeouts),
+        send_timeout: r
+            .timeouts
+            .send
+            .unwrap_or(model.proxy.upstream.request_timeout),
+        connect_timeout: r
+            .timeouts
+            .connect
+            .unwrap_or(model.proxy.upstream.connect_timeout),
+        max_body: r.max_body,
+        deadline: r.timeouts.request.filter(|d| !d.is_zero()),
+    }
 }
 
 /// The proxy's response timeout, shortened by a route's `timeouts` (the Gateway API's:

@@ -8,6 +8,8 @@ pub mod affinity;
 pub mod build;
 #[cfg(test)]
 mod match_tests;
+#[cfg(test)]
+mod reuse_tests;
 pub mod split;
 
 use std::collections::HashMap;
@@ -26,7 +28,7 @@ use crate::tls::TlsAcceptor;
 use crate::upstream::EndpointPool;
 use split::Split;
 
-pub use build::{BuildContext, HeaderRoute, MirrorRoute, RolloutTraffic, build};
+pub use build::{BuildContext, HeaderRoute, MirrorRoute, RolloutTraffic, build, rebuild};
 
 /// Header lookup by lower-case name, over whatever a request's headers are held in.
 pub trait Headers {
@@ -52,7 +54,7 @@ impl Headers for http::HeaderMap {
 pub struct RouteTable {
     /// Increases with every build.
     pub generation: u64,
-    routes: Vec<RouteEntry>,
+    routes: Vec<Arc<RouteEntry>>,
     /// The ways requests match routes, indexed by host below; within a host group,
     /// the most specific first.
     matchers: Vec<Matcher>,
@@ -601,7 +603,7 @@ impl RouteTable {
     }
 
     /// Every route, in match order within each host group.
-    pub fn routes(&self) -> &[RouteEntry] {
+    pub fn routes(&self) -> &[Arc<RouteEntry>] {
         &self.routes
     }
 
