@@ -17,7 +17,7 @@
 //! - `doubled`: 1% errors on the stable revision, 2% on the canary, 1,000 rps: time to
 //!   abort.
 //! - `slower`: +50 ms on every canary request (p99 100 → 150 ms), 1,000 rps: time to abort
-//!   with the default 15 s latency warm-up, and (`slower-0`) with `latencyWarmup: 0s`.
+//!   with the default 5 s latency warm-up, and (`slower-0`) with `latencyWarmup: 0s`.
 //! - `healthy`: both at 1% errors, 1,000 rps: false rollbacks, and time to promote.
 //! - `incident`: as `healthy`, with both at 20% errors for 10 s from 5 s in: false
 //!   rollbacks.
@@ -324,7 +324,7 @@ pub fn run(opts: &JudgeOptions) -> Result<JudgeReport> {
             1000.0,
             &simulate(opts.slower, t, 1000.0, script.clone(), 3, "")?,
         ));
-        // The same without the 15 s latency warm-up: how fast the test itself is.
+        // The same without the default latency warm-up: how fast the test itself is.
         cases.push(case(
             "slower-0",
             1000.0,
