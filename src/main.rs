@@ -325,6 +325,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         watch: !args.no_watch,
     };
     runtime.block_on(async move {
+        // The handlers go in before anything is served: a SIGTERM that comes as soon as
+        // the listeners answer must drain, not kill (its default action).
+        let signals = Signals::install();
         let app = match App::start(model, &opts).await {
             Ok(app) => app,
             Err(e) => {
@@ -342,7 +345,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 app.admin()
             );
         }
-        wait_for_signal(&app).await;
+        wait_for_signal(&app, signals).await;
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         if app.shutdown().await {
             tracing::info!("stopped");
@@ -351,14 +354,32 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment they are installed.
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Signals(Some((t, i, h))),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Returns on SIGINT or SIGTERM; SIGHUP reloads the configuration.
-async fn wait_for_signal(app: &App) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_signal(app: &App, signals: Signals) {
+    let Some((mut term, mut int, mut hup)) = signals.0 else {
         tracing::error!("cannot install signal handlers; stopping");
         return;
     };
