@@ -60,6 +60,10 @@ pub const UPSTREAM_CONNECT_ERRORS_TOTAL: &str = "weir_upstream_connect_errors_to
 pub const UPSTREAM_IN_FLIGHT: &str = "weir_upstream_requests_in_flight";
 /// Idle pooled connections, by endpoint.
 pub const UPSTREAM_IDLE: &str = "weir_upstream_idle_connections";
+/// Times outlier detection ejected an endpoint.
+pub const UPSTREAM_EJECTIONS_TOTAL: &str = "weir_upstream_ejections_total";
+/// 1 while an endpoint takes requests (not ejected, its health check passing or absent).
+pub const UPSTREAM_SERVING: &str = "weir_upstream_endpoint_serving";
 /// Access log lines dropped because the writer fell behind.
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "weir_access_log_dropped_total";
 
@@ -233,6 +237,8 @@ impl ProxyCollector {
             UPSTREAM_CONNECT_ERRORS_TOTAL,
             UPSTREAM_IN_FLIGHT,
             UPSTREAM_IDLE,
+            UPSTREAM_EJECTIONS_TOTAL,
+            UPSTREAM_SERVING,
             ACCESS_LOG_DROPPED_TOTAL,
         ]
         .iter()
@@ -411,6 +417,19 @@ impl Collector for ProxyCollector {
             "Idle pooled upstream connections, by endpoint.",
             MetricType::GAUGE,
             by_pool(&|p| p.idle_count() as f64, false),
+        ));
+        out.push(family(
+            UPSTREAM_EJECTIONS_TOTAL,
+            "Times outlier detection left an endpoint out (five failures in a row), by endpoint.",
+            MetricType::COUNTER,
+            by_pool(&|p| load(&p.ejections), true),
+        ));
+        let now = crate::upstream::clock_ms();
+        out.push(family(
+            UPSTREAM_SERVING,
+            "1 while an endpoint takes requests: not ejected, and its health check passing (or none), by endpoint.",
+            MetricType::GAUGE,
+            by_pool(&|p| f64::from(u8::from(!p.out_at(now))), false),
         ));
         out
     }

@@ -39,6 +39,14 @@ async fn a_failing_endpoint_is_ejected_after_five_failures_in_a_row() {
     assert_eq!(bad.hits(), 5, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 5);
     assert_eq!(good.hits(), 95);
+    // The metrics say so.
+    let m = metrics(w.admin()).await;
+    let at =
+        |name: &str, b: &FakeBackend| sample(&m, &format!("{name}{{endpoint=\"{}\"}}", b.addr()));
+    assert_eq!(at("weir_upstream_ejections_total", &bad), Some(1.0));
+    assert_eq!(at("weir_upstream_ejections_total", &good), Some(0.0));
+    assert_eq!(at("weir_upstream_endpoint_serving", &bad), Some(0.0));
+    assert_eq!(at("weir_upstream_endpoint_serving", &good), Some(1.0));
     assert!(w.shutdown().await);
 }
 
