@@ -26,8 +26,13 @@ pub struct RouteMatch {
 impl RouteMatch {
     /// A match on a plain path prefix and nothing else.
     pub fn prefix(prefix: &str) -> RouteMatch {
+        RouteMatch::path(PathMatch::Prefix(prefix.to_owned()))
+    }
+
+    /// A match on `path` and nothing else.
+    pub fn path(path: PathMatch) -> RouteMatch {
         RouteMatch {
-            path: PathMatch::Prefix(prefix.to_owned()),
+            path,
             headers: Vec::new(),
             query: Vec::new(),
             method: None,

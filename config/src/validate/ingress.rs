@@ -559,15 +559,6 @@ pub(super) fn ingresses(
                 &mut names,
                 proxy,
                 Route {
-                    name: format!("{}/{}/{shown}/app-root", first.ns, first.name),
-                    hosts: host_matches.clone(),
-                    matches: vec![RouteMatch {
-                        path: PathMatch::Exact("/".into()),
-                        headers: Vec::new(),
-                        query: Vec::new(),
-                        method: None,
-                    }],
-                    listeners: every.clone(),
                     filters: vec![Filter::Redirect(Redirect {
                         scheme: None,
                         hostname: None,
@@ -576,15 +567,16 @@ pub(super) fn ingresses(
                         status: 302,
                         url: None,
                     })],
-                    target: RouteTarget::Respond {
-                        status: 302,
-                        message: String::new(),
-                    },
-                    timeouts: RouteTimeouts::default(),
-                    scope: Vec::new(),
-                    max_body: None,
-                    steer: Vec::new(),
-                    affinity: None,
+                    ..plain_route(
+                        format!("{}/{}/{shown}/app-root", first.ns, first.name),
+                        host_matches.clone(),
+                        PathMatch::Exact("/".into()),
+                        &every,
+                        RouteTarget::Respond {
+                            status: 302,
+                            message: String::new(),
+                        },
+                    )
                 },
             );
         }
@@ -607,31 +599,20 @@ pub(super) fn ingresses(
             report[l.ing].push(describe(l, shown, regex, s, has_tls));
             let name = format!("{}/{}/{shown}{}", s.ns, s.name, l.path);
             let route = Route {
-                name,
-                hosts: host_matches.clone(),
-                matches: vec![RouteMatch {
-                    path,
-                    headers: Vec::new(),
-                    query: Vec::new(),
-                    method: None,
-                }],
-                listeners: every.clone(),
                 filters: filters(&s.ann),
-                target: target(l),
                 timeouts: RouteTimeouts {
                     connect: s.ann.connect_timeout,
                     read: s.ann.read_timeout,
                     send: s.ann.send_timeout,
                     ..RouteTimeouts::default()
                 },
-                scope: Vec::new(),
                 max_body: s.ann.max_body.flatten(),
                 steer: match (&l.rollout, &l.canary) {
                     (Some((_, steer)), _) => steer.clone(),
                     (None, Some((_, c))) => c.steer.clone(),
                     _ => Vec::new(),
                 },
-                affinity: None,
+                ..plain_route(name, host_matches.clone(), path, &every, target(l))
             };
             push_secure(&mut names, proxy, route, &s.ann, has_tls, &plain, &secure);
         }
@@ -655,24 +636,13 @@ pub(super) fn ingresses(
             push_route(
                 &mut names,
                 proxy,
-                Route {
-                    name: format!("{}/{}/{shown}/{default_name}", first.ns, first.name),
-                    hosts: host_matches.clone(),
-                    matches: vec![RouteMatch {
-                        path,
-                        headers: Vec::new(),
-                        query: Vec::new(),
-                        method: None,
-                    }],
-                    listeners: every.clone(),
-                    filters: Vec::new(),
+                plain_route(
+                    format!("{}/{}/{shown}/{default_name}", first.ns, first.name),
+                    host_matches.clone(),
+                    path,
+                    &every,
                     target,
-                    timeouts: RouteTimeouts::default(),
-                    scope: Vec::new(),
-                    max_body: None,
-                    steer: Vec::new(),
-                    affinity: None,
-                },
+                ),
             );
         }
     }
@@ -696,24 +666,13 @@ pub(super) fn ingresses(
         push_route(
             &mut names,
             proxy,
-            Route {
-                name: format!("{}/{}/default-backend", s.ns, s.name),
-                hosts: Vec::new(),
-                matches: vec![RouteMatch {
-                    path: PathMatch::Regex(any_path.clone()),
-                    headers: Vec::new(),
-                    query: Vec::new(),
-                    method: None,
-                }],
-                listeners: every.clone(),
-                filters: Vec::new(),
-                target: dest_target(d),
-                timeouts: RouteTimeouts::default(),
-                scope: Vec::new(),
-                max_body: None,
-                steer: Vec::new(),
-                affinity: None,
-            },
+            plain_route(
+                format!("{}/{}/default-backend", s.ns, s.name),
+                Vec::new(),
+                PathMatch::Regex(any_path.clone()),
+                &every,
+                dest_target(d),
+            ),
         );
         for other in served.iter().filter(|o| o.default.is_some()).skip(1) {
             ctx.notice(
@@ -793,6 +752,29 @@ fn h2c(services: &mut BTreeMap<String, Arc<Service>>, d: &mut Dest) {
     };
     services.entry(id.clone()).or_insert_with(|| Arc::new(copy));
     *key = id;
+}
+
+/// A route of one path match to `target`, on `listeners`, with nothing else.
+fn plain_route(
+    name: String,
+    hosts: Vec<HostMatch>,
+    path: PathMatch,
+    listeners: &[String],
+    target: RouteTarget,
+) -> Route {
+    Route {
+        name,
+        hosts,
+        matches: vec![RouteMatch::path(path)],
+        listeners: listeners.to_vec(),
+        filters: Vec::new(),
+        target,
+        timeouts: RouteTimeouts::default(),
+        scope: Vec::new(),
+        max_body: None,
+        steer: Vec::new(),
+        affinity: None,
+    }
 }
 
 /// Adds `route`, its name made unique.

@@ -468,14 +468,7 @@ where
 
     // The upstream has `requestTimeout` between reads; the client, `sendTimeout` for
     // each write to make progress (a client that stops reading is let go).
-    let pace = Pace {
-        read_idle: timeout,
-        min_rate: 0,
-        grace: timeout,
-        write: send_timeout,
-        max_body: u64::MAX,
-        deadline: ex.routed.deadline,
-    };
+    let pace = Pace::relay(timeout, send_timeout, ex.routed.deadline);
     let relayed = forward_body(
         &mut up.buf,
         &mut up.stream,

@@ -226,14 +226,7 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
 }
 
 fn first(headers: &impl Headers, name: &str) -> Option<String> {
-    let out = std::cell::OnceCell::new();
-    headers.any_value(name, |v| {
-        if let Some(v) = v.and_then(|v| std::str::from_utf8(v).ok()) {
-            let _ = out.set(v.to_owned());
-        }
-        true
-    });
-    out.into_inner()
+    String::from_utf8(crate::routing::first_value(headers, name)?).ok()
 }
 
 /// CORS for a request on a route with a policy. A preflight (`OPTIONS` with `Origin`

@@ -367,15 +367,8 @@ pub(crate) fn route(
 
 /// The request's `Content-Length`, when it sends one that reads as a number.
 fn declared_length(headers: &impl Headers) -> Option<u64> {
-    let n = std::cell::Cell::new(None);
-    headers.any_value("content-length", |v| {
-        n.set(
-            v.and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.trim().parse().ok()),
-        );
-        true
-    });
-    n.get()
+    let v = crate::routing::first_value(headers, "content-length")?;
+    std::str::from_utf8(&v).ok()?.trim().parse().ok()
 }
 
 impl Refused {

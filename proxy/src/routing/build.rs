@@ -470,7 +470,7 @@ fn route_entry(
     r: &weir_config::model::Route,
 ) -> RouteEntry {
     let mut filters = compile_filters(&r.filters);
-    let target = match &r.target {
+    let mut target = match &r.target {
         RouteTarget::Split(legs) => {
             let backends: Vec<(Arc<Backend>, u32)> = legs
                 .iter()
@@ -530,7 +530,6 @@ fn route_entry(
             reason: Arc::from(message.as_str()),
         },
     };
-    let mut target = target;
     if let (Target::Split(t), Some(a)) = (&mut target, &r.affinity) {
         t.affinity = Some(a.clone());
     }

@@ -329,25 +329,22 @@ impl Pin {
         match self {
             Pin::Header(h) => h.matches(headers),
             Pin::Steer(SteerWhen::Header(h)) => headers.any_value(&h.name, |v| h.kind.matches(v)),
-            Pin::Steer(SteerWhen::Cookie { name, value }) => {
-                headers.any_value("cookie", |v| v.is_some_and(|v| cookie_is(v, name, value)))
-            }
+            // The first cookie of that name decides, as nginx's `$cookie_NAME` does.
+            Pin::Steer(SteerWhen::Cookie { name, value }) => headers.any_value("cookie", |v| {
+                v.and_then(|v| cookies(v).find(|(n, _)| *n == name.as_bytes()))
+                    .is_some_and(|(_, v)| v == value.as_bytes())
+            }),
         }
     }
 }
 
-/// Whether a `Cookie` header value holds cookie `name` with exactly `value` (the first
-/// cookie of that name decides, as nginx's `$cookie_NAME` does).
-fn cookie_is(header: &[u8], name: &str, value: &str) -> bool {
-    for pair in header.split(|b| *b == b';') {
+/// The `name=value` pairs of a `Cookie` header value, in order.
+fn cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|b| *b == b';').filter_map(|pair| {
         let pair = pair.trim_ascii();
-        if let Some(rest) = pair.strip_prefix(name.as_bytes())
-            && let Some(v) = rest.strip_prefix(b"=")
-        {
-            return v == value.as_bytes();
-        }
-    }
-    false
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        Some((&pair[..eq], &pair[eq + 1..]))
+    })
 }
 
 /// One mirror route in the snapshot.
@@ -422,7 +419,7 @@ impl SplitTarget {
                 }
             },
             Affinity::Header(h) => {
-                let v = header_value(headers, h)?;
+                let v = first_value(headers, h).filter(|v| !v.is_empty())?;
                 (affinity::hash(&v), None)
             }
         };
@@ -434,33 +431,25 @@ impl SplitTarget {
     }
 }
 
-/// The value of cookie `name` (its first occurrence), over every `cookie` header.
+/// The value of cookie `name` (its first non-empty occurrence), over every `cookie`
+/// header.
 fn cookie_value(headers: &impl Headers, name: &str) -> Option<Vec<u8>> {
     let found = std::cell::RefCell::new(None);
     headers.any_value("cookie", |v| {
-        let Some(v) = v else { return false };
-        for pair in v.split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            if let Some(rest) = pair.strip_prefix(name.as_bytes())
-                && let Some(value) = rest.strip_prefix(b"=")
-                && !value.is_empty()
-            {
-                *found.borrow_mut() = Some(value.to_vec());
-                return true;
-            }
+        let hit = v.and_then(|v| cookies(v).find(|(n, v)| *n == name.as_bytes() && !v.is_empty()));
+        if let Some((_, value)) = hit {
+            *found.borrow_mut() = Some(value.to_vec());
         }
-        false
+        hit.is_some()
     });
     found.into_inner()
 }
 
-/// The first value of header `name`.
-fn header_value(headers: &impl Headers, name: &str) -> Option<Vec<u8>> {
+/// The first value of header `name` (None when the request has none).
+pub(crate) fn first_value(headers: &impl Headers, name: &str) -> Option<Vec<u8>> {
     let found = std::cell::RefCell::new(None);
     headers.any_value(name, |v| {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            *found.borrow_mut() = Some(v.to_vec());
-        }
+        *found.borrow_mut() = v.map(<[u8]>::to_vec);
         true
     });
     found.into_inner()

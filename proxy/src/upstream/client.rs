@@ -137,6 +137,19 @@ pub(crate) struct Pace {
 }
 
 impl Pace {
+    /// The pace of a body the proxy relays from an upstream: `read_idle` between reads,
+    /// no rate floor, `write` for each write, no size limit, the exchange's `deadline`.
+    pub(crate) fn relay(read_idle: Duration, write: Duration, deadline: Option<Instant>) -> Pace {
+        Pace {
+            read_idle,
+            min_rate: 0,
+            grace: read_idle,
+            write,
+            max_body: u64::MAX,
+            deadline,
+        }
+    }
+
     /// When the next read must have completed, given `received` bytes since `began`.
     pub(crate) fn read_deadline(&self, began: Instant, received: u64) -> Instant {
         let idle = Instant::now() + self.read_idle;

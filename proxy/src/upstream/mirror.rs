@@ -180,50 +180,40 @@ async fn mirror_copy_h1(
     timeout: Duration,
     head_request: bool,
 ) -> Result<u16, Kind> {
-    {
-        let mut up = endpoint.checkout_raw(&pool).await.map_err(|e| e.kind)?;
-        up.stream
-            .write_all(&copy)
-            .await
-            .map_err(|_| Kind::UpstreamProtocol)?;
-        let resp = match read_response_head(&mut up, timeout).await {
-            Ok(r) => r,
-            Err(UpError::Timeout) => return Err(Kind::ResponseTimeout),
-            Err(_) => return Err(Kind::UpstreamProtocol),
-        };
-        let status = resp.status;
-        let framing = resp.framing(head_request);
-        let keep = resp.common.keep_alive()
-            && framing != Framing::UntilClose
-            && !resp.common.both_framings;
-        up.buf.advance(resp.common.len);
-        let mut out = Vec::new();
-        let mut sink = tokio::io::sink();
-        let pace = Pace {
-            read_idle: timeout,
-            min_rate: 0,
-            grace: timeout,
-            write: timeout,
-            max_body: u64::MAX,
-            deadline: None,
-        };
-        forward_body(
-            &mut up.buf,
-            &mut up.stream,
-            &mut sink,
-            &mut out,
-            framing,
-            false,
-            pace,
-            &mut None,
-        )
+    let mut up = endpoint.checkout_raw(&pool).await.map_err(|e| e.kind)?;
+    up.stream
+        .write_all(&copy)
         .await
         .map_err(|_| Kind::UpstreamProtocol)?;
-        if keep {
-            endpoint.checkin_raw(up, pool.max_idle);
-        }
-        Ok(status)
+    let resp = match read_response_head(&mut up, timeout).await {
+        Ok(r) => r,
+        Err(UpError::Timeout) => return Err(Kind::ResponseTimeout),
+        Err(_) => return Err(Kind::UpstreamProtocol),
+    };
+    let status = resp.status;
+    let framing = resp.framing(head_request);
+    let keep =
+        resp.common.keep_alive() && framing != Framing::UntilClose && !resp.common.both_framings;
+    up.buf.advance(resp.common.len);
+    let mut out = Vec::new();
+    let mut sink = tokio::io::sink();
+    let pace = Pace::relay(timeout, timeout, None);
+    forward_body(
+        &mut up.buf,
+        &mut up.stream,
+        &mut sink,
+        &mut out,
+        framing,
+        false,
+        pace,
+        &mut None,
+    )
+    .await
+    .map_err(|_| Kind::UpstreamProtocol)?;
+    if keep {
+        endpoint.checkin_raw(up, pool.max_idle);
     }
+    Ok(status)
 }
 
 /// A mirrored copy to an h2c upstream: the HTTP/1.1 copy read back into a request (its

@@ -49,8 +49,7 @@ impl Upstreams {
         let mut seen = None;
         for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::H2c] {
             if let Some(p) = pools.get(&(addr, protocol)) {
-                let up = matches!(p.health(), Health::Up | Health::Unchecked);
-                seen = Some(seen.unwrap_or(false) || up);
+                seen = Some(seen.unwrap_or(false) || p.healthy());
             }
         }
         seen
@@ -235,6 +234,12 @@ impl EndpointPool {
         }
     }
 
+    /// Whether its active check lets it take requests: up, or not checked.
+    #[inline]
+    pub fn healthy(&self) -> bool {
+        matches!(self.health(), Health::Up | Health::Unchecked)
+    }
+
     fn set_state(&self, h: Health) {
         self.health_state.store(h as u8, Ordering::Relaxed);
     }
@@ -268,6 +273,10 @@ impl EndpointPool {
 
     /// The check due now, if one is (marked as under way).
     fn due(&self, now: Instant) -> Option<weir_config::model::HealthCheck> {
+        // Most endpoints have no check: the maintenance tick passes them without a lock.
+        if self.health() == Health::Unchecked {
+            return None;
+        }
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let c = h.as_mut()?;
         if c.probing || c.next > now {
@@ -354,15 +363,14 @@ impl EndpointPool {
     /// read only then).
     #[inline]
     pub fn maybe_out(&self) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) != 0
-            || matches!(self.health(), Health::Pending | Health::Down)
+        self.ejected_until.load(Ordering::Relaxed) != 0 || !self.healthy()
     }
 
     /// Whether it is left out of picks at `now`: ejected by outlier detection, or not
     /// healthy by its active check.
     #[inline]
     pub fn out_at(&self, now: u64) -> bool {
-        matches!(self.health(), Health::Pending | Health::Down) || self.ejected_at(now)
+        !self.healthy() || self.ejected_at(now)
     }
 
     /// Requests in flight to this endpoint.
