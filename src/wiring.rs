@@ -19,7 +19,9 @@ use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic}
 pub struct ProxyMetrics(pub Arc<Proxy>);
 
 /// Every role a revision's requests are counted under.
-const EVERY_ROLE: [Role; 3] = [Role::Stable, Role::Canary, Role::None];
+const EVERY_ROLE: [Role; 4] = [Role::Stable, Role::Canary, Role::CanaryPinned, Role::None];
+/// The roles of a revision's requests as the canary, by the split and by rules.
+const AS_CANARY: [Role; 2] = [Role::Canary, Role::CanaryPinned];
 
 impl MetricsSource for ProxyMetrics {
     fn sample(
@@ -35,7 +37,8 @@ impl MetricsSource for ProxyMetrics {
         let secs = window.as_secs().clamp(1, 600);
         let mut total: Option<weir_proxy::WindowSample> = None;
         let roles: &[Role] = match served {
-            Served::AsCanary => &[Role::Canary],
+            Served::AsCanary => &AS_CANARY,
+            Served::AsCanaryBySplit => &[Role::Canary],
             Served::AsStable => &[Role::Stable],
             Served::Any => &EVERY_ROLE,
         };
@@ -76,7 +79,8 @@ impl MetricsSource for ProxyMetrics {
         slow_above_us: Option<u64>,
     ) -> Option<Vec<(u64, Tally)>> {
         let roles: &[Role] = match served {
-            Served::AsCanary => &[Role::Canary],
+            Served::AsCanary => &AS_CANARY,
+            Served::AsCanaryBySplit => &[Role::Canary],
             Served::AsStable => &[Role::Stable],
             Served::Any => &EVERY_ROLE,
         };
@@ -369,6 +373,7 @@ impl ControlCollector {
             "weir_control_decision_seconds_max",
             "weir_control_turns_total",
             "weir_control_turn_seconds_sum",
+            "weir_state_saves_total",
             "weir_state_save_failures_total",
         ]
         .iter()
@@ -438,6 +443,12 @@ impl prometheus::core::Collector for ControlCollector {
                 "Time spent in control loop turns.",
                 COUNTER,
                 s.turn_us_sum.load(Relaxed) as f64 / 1e6,
+            ),
+            one(
+                "weir_state_saves_total",
+                "Saves of a rollout's state to the state folder.",
+                COUNTER,
+                s.state_saves.load(Relaxed) as f64,
             ),
             one(
                 "weir_state_save_failures_total",

@@ -495,6 +495,16 @@ impl AnalysisRun {
         }
     }
 
+    /// Clears what changes with every attempt of a measurement in progress (in flight,
+    /// what it waits for, when it tries again), for comparing runs by what lasts.
+    pub fn settle_transient(&mut self) {
+        for m in &mut self.metrics {
+            m.in_flight = false;
+            m.waiting = None;
+            m.retry_at = None;
+        }
+    }
+
     /// Ends the run (`spec.terminate`): unfinished metrics become Successful, so it ends
     /// Successful unless a limit was already broken.
     pub fn terminate(&mut self, now: Ms) {

@@ -37,6 +37,10 @@ pub struct Tally {
 pub enum Served {
     /// Requests routed to it as the canary (by weight, header route or canary host).
     AsCanary,
+    /// Requests the weighted split (or a user's sticky bucket) sent to it as the canary:
+    /// not those a header route, canary rule, canary host or mirror sent. What the
+    /// canary-vs-stable judge compares with the stable revision.
+    AsCanaryBySplit,
     /// Requests routed to it as the stable revision.
     AsStable,
     /// Either.

@@ -42,13 +42,18 @@ struct Run {
 
 /// Starts the loop over `plane` with `app:v1` stable, then rolls out `app:v2`.
 async fn roll_out(plane: Arc<SimPlane>) -> Run {
+    roll_out_saving(plane, None).await
+}
+
+/// As [`roll_out`], saving the state in `state_dir`.
+async fn roll_out_saving(plane: Arc<SimPlane>, state_dir: Option<std::path::PathBuf>) -> Run {
     let (tx, rx) = watch::channel(model("v1"));
     let (c, handle) = Controller::new(
         rx,
         plane.clone(),
         plane.clone(),
         ControllerOptions {
-            state_dir: None,
+            state_dir,
             proxy_url: None,
         },
     )
@@ -165,5 +170,45 @@ async fn an_incident_on_both_revisions_does_not_fail_the_canary() {
         })
         .await;
     assert!(!v.aborted, "aborted: {}", v.message);
+    run.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_judge_that_waits_does_not_rewrite_the_state_file_on_every_measurement() {
+    // The judge measures every 100 ms and waits for a verdict for many seconds; only
+    // what lasts (steps, weights, verdicts) is saved when it changes.
+    let dir = tempfile::tempdir().unwrap();
+    let run = roll_out_saving(
+        SimPlane::new(1000.0, Steady::healthy(0.01), 2),
+        Some(dir.path().to_path_buf()),
+    )
+    .await;
+    let v = run
+        .until(Duration::from_secs(600), |v| {
+            v.aborted || v.stable_revision.as_deref() == Some("app:v2")
+        })
+        .await;
+    assert!(!v.aborted, "aborted: {}", v.message);
+    let judged = v
+        .past_analysis_runs
+        .iter()
+        .find(|r| r.metrics.iter().any(|m| m.name == "canary-vs-stable"))
+        .expect("the judge's run");
+    let started = judged.started_at;
+    let ended = judged.completed_at.expect("the run's end");
+    let attempts = (ended - started) / 100;
+    let saves = run
+        .handle
+        .stats
+        .state_saves
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        attempts >= 20,
+        "the judge waited {attempts} measurements: too few to tell"
+    );
+    assert!(
+        saves > 0 && saves < 30,
+        "{saves} saves for a rollout whose judge tried {attempts} times"
+    );
     run.stop.cancel();
 }

@@ -4,6 +4,7 @@
 //! Nothing on the hot path touches the `prometheus` crate: the collectors read weir's own
 //! stats and counters at scrape time and build the metric families then.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +18,7 @@ use weir_config::watch::ReloadStats;
 use crate::conn::ProxyCounters;
 use crate::error::Kind;
 use crate::routing::{RouteTable, Target};
-use crate::stats::{LATENCY_BUCKETS, Stats};
+use crate::stats::{LATENCY_BUCKETS, Stats, Totals};
 use crate::upstream::Upstreams;
 
 /// Requests by service, role, revision and status.
@@ -145,16 +146,28 @@ impl Collector for StatsCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut requests = Vec::new();
         let mut durations = Vec::new();
+        // The canary's requests by the split and by rules are two cells with one label
+        // set: summed.
+        let mut merged: BTreeMap<(Arc<str>, &'static str, Arc<str>), Totals> = BTreeMap::new();
         for cell in self.stats.cells() {
             let t = cell.totals();
             if t.count == 0 {
                 continue;
             }
             let k = cell.key();
+            let at = (k.service.clone(), k.role.label(), k.revision.clone());
+            match merged.get_mut(&at) {
+                Some(sum) => sum.add(&t),
+                None => {
+                    merged.insert(at, t);
+                }
+            }
+        }
+        for ((service, role, revision), t) in merged {
             let base = vec![
-                label(LABEL_SERVICE, &k.service),
-                label(LABEL_ROLE, k.role.label()),
-                label(LABEL_REVISION, &k.revision),
+                label(LABEL_SERVICE, &service),
+                label(LABEL_ROLE, role),
+                label(LABEL_REVISION, &revision),
             ];
             for (status, n) in &t.statuses {
                 let mut labels = base.clone();

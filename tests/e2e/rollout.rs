@@ -453,6 +453,32 @@ async fn header_and_mirror_routes() {
         || async { v2.hits() - before == 50 },
     )
     .await;
+    // The header route's request and the mirror copies count for the canary in
+    // Prometheus, but apart from what the split sent it (none, at weight 0): the
+    // route's canary leg, which the canary-vs-stable judge reads, has no request.
+    eventually(
+        "Prometheus counts the canary's requests by rules",
+        Duration::from_secs(5),
+        || async {
+            let m = metrics(weir.admin()).await;
+            sample(
+                &m,
+                "http_requests_total{service=\"app\",role=\"canary\",revision=\"app:v2\",status=\"200\"}",
+            ) == Some(51.0)
+        },
+    )
+    .await;
+    let stats = get(weir.admin(), "127.0.0.1", "/api/v1/stats?window=1m").await;
+    let v: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    let canary_leg = v["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["legs"].as_array().unwrap())
+        .find(|l| l["role"] == "canary")
+        .expect("the route's canary leg")
+        .clone();
+    assert_eq!(canary_leg["window"]["requests"], 0, "{canary_leg}");
     // Promotion removes the managed routes.
     post(weir.admin(), "/api/v1/rollouts/app/promote").await;
     wait_phase(weir.admin(), "Healthy", Duration::from_secs(10)).await;

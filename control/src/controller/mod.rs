@@ -86,6 +86,8 @@ pub struct LoopStats {
     /// When the loop last finished a turn, in milliseconds since the Unix epoch (0
     /// before the first). A live loop turns at least once a second.
     pub heartbeat_ms: std::sync::atomic::AtomicU64,
+    /// Saves of a rollout's state that succeeded.
+    pub state_saves: std::sync::atomic::AtomicU64,
     /// Saves of a rollout's state that failed (each is retried on later turns).
     pub state_save_failures: std::sync::atomic::AtomicU64,
     /// False while some rollout's latest state could not be saved.
@@ -101,6 +103,7 @@ impl Default for LoopStats {
             turns: Default::default(),
             turn_us_sum: Default::default(),
             heartbeat_ms: Default::default(),
+            state_saves: Default::default(),
             state_save_failures: Default::default(),
             storage_healthy: std::sync::atomic::AtomicBool::new(true),
         }
@@ -453,7 +456,7 @@ impl Controller {
                 }
             }
             if let Some(store) = &self.store
-                && self.saved.get(name) != Some(&*st)
+                && needs_save(self.saved.get(name), st)
             {
                 save(store, &mut self.saved, &mut self.unsaved, &self.stats, st);
             }
@@ -557,6 +560,31 @@ impl Controller {
     }
 }
 
+/// Whether `st` differs from what was saved in more than what a measurement in progress
+/// changes many times a second (in flight, what it waits for, when it tries again, and
+/// the rollout's message, which quotes it): the
+/// canary-vs-stable judge measures every 100 ms and waits most of the time, and a file
+/// rewritten (and fsynced) on each of those turns would cost the disk for nothing. A
+/// restart loses none of it that matters: measurements in flight are taken again, and a
+/// wait is tried again. The shutdown save writes whatever differs at all.
+fn needs_save(saved: Option<&RolloutStatus>, st: &RolloutStatus) -> bool {
+    let Some(saved) = saved else { return true };
+    if saved == st {
+        return false;
+    }
+    let settled = |st: &RolloutStatus| {
+        let mut st = st.clone();
+        for run in st.runs_mut() {
+            run.settle_transient();
+        }
+        // Said again on every turn, from the rest (it quotes what a measurement waits
+        // for).
+        st.message.clear();
+        st
+    };
+    settled(saved) != settled(st)
+}
+
 /// Writes a rollout's status and remembers it as saved; a failure is counted, keeps the
 /// rollout in `unsaved` (its next turn tries again) and marks the storage unhealthy.
 fn save(
@@ -569,6 +597,7 @@ fn save(
     use std::sync::atomic::Ordering::Relaxed;
     match store.save(st) {
         Ok(()) => {
+            stats.state_saves.fetch_add(1, Relaxed);
             saved.insert(st.name.clone(), st.clone());
             if unsaved.remove(&st.name).is_some() {
                 tracing::info!(rollout = %st.name, "the rollout's state is saved again");

@@ -7,13 +7,12 @@
 //! adds the requests of those 100 ms to evidence carried since the run began. A new
 //! AnalysisRun starts afresh.
 //!
-//! What is counted. The data plane counts per (service, role, revision): a request counts
-//! for the canary when it was routed to the canary revision, whether by the weighted
-//! split, by a `setHeaderRoute` match, by a canary host, or as a `setMirrorRoute` copy.
-//! The stats do not tell those apart, so on steps with header routes or mirrors those
-//! requests count too (`docs/judge.md` says so); the judge's guarantee assumes that,
-//! within a tick, the canary's requests are like the stable's, which the weighted split
-//! alone gives.
+//! What is counted. The judge's guarantee assumes that, within a tick, the canary's
+//! requests are like the stable's, which the weighted split alone gives. So the canary's
+//! requests are read as [`Served::AsCanaryBySplit`]: those the split (or a user's sticky
+//! bucket) sent, not those a `setHeaderRoute` match, an ingress canary rule, the canary
+//! host or a `setMirrorRoute` copy sent, which the data plane counts apart. The stable
+//! revision's are all it served as stable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -164,7 +163,7 @@ impl JudgeRun {
             let canary = metrics.tallies(
                 &s.service,
                 &s.canary,
-                Served::AsCanary,
+                Served::AsCanaryBySplit,
                 s.canary_since,
                 from,
                 threshold,

@@ -375,7 +375,12 @@ fn build_table(
                 Role::Canary => t.canary.as_deref().unwrap_or(&t.stable),
                 _ => &t.stable,
             };
-            let b = backend(ctx, rollout, *role, revision, svc);
+            // The canary host is a rule, not the split: counted apart.
+            let counted = match role {
+                Role::Canary => Role::CanaryPinned,
+                r => *r,
+            };
+            let b = backend(ctx, rollout, counted, revision, svc);
             let route_name = format!("{rollout}/{host}");
             let target = split_target(ctx, &route_name, vec![(b, Weight::SCALE)], Vec::new());
             let id = routes.len() as u32;
@@ -501,8 +506,8 @@ fn route_entry(
                 }
             } else {
                 // ingress-nginx's canary rules: a main leg and a canary leg.
-                let pins = if backends.len() == 2 {
-                    steer_pins(&r.steer)
+                let pins = if let [(main, _), (canary, _)] = &backends[..] {
+                    steer_pins(&r.steer, main, canary)
                 } else {
                     Vec::new()
                 };
@@ -605,10 +610,17 @@ fn specificity(
 }
 
 /// ingress-nginx's canary rules as pins: to leg 1 (the canary) or leg 0 (the main one).
-fn steer_pins(steer: &[weir_config::model::Steer]) -> Vec<(super::Pin, usize)> {
+fn steer_pins(
+    steer: &[weir_config::model::Steer],
+    main: &Arc<Backend>,
+    canary: &Arc<Backend>,
+) -> Vec<(super::Pin, Arc<Backend>)> {
     steer
         .iter()
-        .map(|s| (super::Pin::Steer(s.when.clone()), usize::from(s.to_canary)))
+        .map(|s| {
+            let to = if s.to_canary { canary } else { main };
+            (super::Pin::Steer(s.when.clone()), to.clone())
+        })
         .collect()
 }
 
@@ -769,7 +781,7 @@ fn split_target(
     ctx: &mut BuildContext,
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
-    header_routes: Vec<(super::Pin, usize)>,
+    header_routes: Vec<(super::Pin, Arc<Backend>)>,
 ) -> Target {
     split_target_with_mirrors(ctx, route, legs, header_routes, Vec::new())
 }
@@ -778,7 +790,7 @@ fn split_target_with_mirrors(
     ctx: &mut BuildContext,
     route: &str,
     legs: Vec<(Arc<Backend>, u32)>,
-    header_routes: Vec<(super::Pin, usize)>,
+    header_routes: Vec<(super::Pin, Arc<Backend>)>,
     mirror_routes: Vec<(Option<MirrorRoute>, Weight, Arc<Backend>)>,
 ) -> Target {
     let weights: Vec<u32> = legs.iter().map(|(_, w)| *w).collect();
@@ -855,17 +867,20 @@ fn rollout_target(
     };
     let svc = model.services.get(&t.service);
     let stable = backend(ctx, rollout, Role::Stable, &t.stable, svc);
-    let mut legs = vec![(stable, t.canary_weight.complement().basis_points())];
+    let mut legs = vec![(stable.clone(), t.canary_weight.complement().basis_points())];
     let mut header_routes = Vec::new();
     // The route's own mirrors (an HTTPRoute rule's RequestMirror filters) first, so that
     // their counters keep their keys whether or not there is a canary.
     let mut mirrors = rule_mirrors;
     if let Some(canary) = &t.canary {
         let c = backend(ctx, rollout, Role::Canary, canary, svc);
+        // What rules send to the canary (header routes, canary rules, mirror copies):
+        // the same endpoints, counted apart from what the split sends.
+        let pinned = backend(ctx, rollout, Role::CanaryPinned, canary, svc);
         mirrors.extend(
             t.mirror_routes
                 .iter()
-                .map(|m| (Some(m.clone()), m.percentage, c.clone())),
+                .map(|m| (Some(m.clone()), m.percentage, pinned.clone())),
         );
         if t.canary_weight > Weight::ZERO || !t.header_routes.is_empty() || !steer.is_empty() {
             legs.push((c, t.canary_weight.basis_points()));
@@ -874,8 +889,8 @@ fn rollout_target(
             header_routes = t
                 .header_routes
                 .iter()
-                .map(|h| (super::Pin::Header(h.clone()), 1))
-                .chain(steer_pins(steer))
+                .map(|h| (super::Pin::Header(h.clone()), pinned.clone()))
+                .chain(steer_pins(steer, &stable, &pinned))
                 .collect();
         }
     }

@@ -294,9 +294,11 @@ pub struct SplitTarget {
     pub legs: Vec<Arc<Backend>>,
     /// Each leg's configured weight.
     pub weights: Vec<Weight>,
-    /// Requests matching one of these go to the given leg whatever the weights: Argo's
-    /// setHeaderRoute, and ingress-nginx's canary rules. The first that matches decides.
-    pub header_routes: Vec<(Pin, usize)>,
+    /// Requests matching one of these go to the given backend whatever the weights:
+    /// Argo's setHeaderRoute, and ingress-nginx's canary rules. The first that matches
+    /// decides. The backend is a leg's, or for a Rollout's canary one of the same
+    /// endpoints counted apart ([`crate::Role::CanaryPinned`]).
+    pub header_routes: Vec<(Pin, Arc<Backend>)>,
     /// Copies of matching requests go to these (Argo's setMirrorRoute).
     pub mirrors: Vec<Mirror>,
     /// Keeps each user on one leg (`sessionAffinity`).
@@ -387,9 +389,9 @@ impl SplitTarget {
     /// the affinity cookie.
     #[inline]
     pub fn pick(&self, headers: &impl Headers) -> (&Arc<Backend>, Option<u64>, Option<u64>) {
-        for (hr, leg) in &self.header_routes {
+        for (hr, to) in &self.header_routes {
             if hr.matches(headers) {
-                return (&self.legs[*leg], None, None);
+                return (to, None, None);
             }
         }
         if let Some(a) = &self.affinity

@@ -19,8 +19,16 @@ pub enum Role {
     None,
     /// The rollout's stable revision.
     Stable,
-    /// The rollout's canary revision.
+    /// The rollout's canary revision, chosen by the weighted split (or a user's sticky
+    /// bucket, which follows the weights).
     Canary,
+    /// The canary revision, chosen by a rule rather than the weights: a `setHeaderRoute`
+    /// match, an ingress canary header or cookie, the canary host, a `setMirrorRoute`
+    /// copy. Counted apart so that the canary-vs-stable judge compares only what the
+    /// split sent (those requests are like the stable's); everything else that reads
+    /// the canary's measurements sums both, and Prometheus shows both as `canary`.
+    #[serde(rename = "canary-pinned")]
+    CanaryPinned,
 }
 
 impl Role {
@@ -29,7 +37,7 @@ impl Role {
         match self {
             Role::None => "",
             Role::Stable => "stable",
-            Role::Canary => "canary",
+            Role::Canary | Role::CanaryPinned => "canary",
         }
     }
 }
@@ -38,6 +46,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Role::None => "none",
+            Role::CanaryPinned => "canary-pinned",
             r => r.label(),
         })
     }
@@ -477,6 +486,23 @@ pub struct Totals {
     pub sum_seconds: f64,
     /// Number of requests.
     pub count: u64,
+}
+
+impl Totals {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Totals) {
+        for (code, n) in &other.statuses {
+            match self.statuses.binary_search_by_key(code, |(c, _)| *c) {
+                Ok(i) => self.statuses[i].1 += n,
+                Err(i) => self.statuses.insert(i, (*code, *n)),
+            }
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_seconds += other.sum_seconds;
+        self.count += other.count;
+    }
 }
 
 #[cfg(test)]
