@@ -491,3 +491,57 @@ async fn weir_service_protocol_h2c() {
     assert_eq!(r.status, 502, "{}", r.text());
     weir.shutdown().await;
 }
+
+/// An h2c endpoint's health check is a `GET` over HTTP/2, not a bare connect: an
+/// endpoint that accepts connections but does not speak h2c never passes, so every
+/// request goes to the one that does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_endpoints_are_health_checked_over_http2() {
+    let good = H2cBackend::start("good").await.unwrap();
+    // Accepts connections and never answers: a connect succeeds, a GET does not.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let within = |f| async move {
+        tokio::time::timeout(Duration::from_secs(2), f)
+            .await
+            .expect("an answer within 2 s: the request went to the endpoint that never answers")
+    };
+    let svc = format!(
+        "---\napiVersion: weir.dev/v1alpha1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  protocol: h2c\n  healthCheck: {{path: /healthz, interval: 100ms, timeout: 500ms, healthyThreshold: 1}}\n  endpoints: [\"{}\", \"{}\"]\n",
+        good.addr(),
+        mute_addr
+    );
+    let yaml = proxy(&split_route("app", &[("app", 100.0)]), "") + &svc;
+    let weir = Weir::start(&yaml).await;
+    eventually(
+        "the h2c endpoint passes its check",
+        Duration::from_secs(5),
+        || async {
+            let mut all_good = true;
+            // Before any check has ended, every endpoint takes requests.
+            for _ in 0..10 {
+                let r = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    get(weir.web(), "app.test", "/x"),
+                )
+                .await;
+                all_good &=
+                    r.is_ok_and(|r| r.status == 200 && r.header("x-backend") == Some("good"));
+            }
+            all_good
+        },
+    )
+    .await;
+    for _ in 0..40 {
+        let r = within(get(weir.web(), "app.test", "/x")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-backend"), Some("good"));
+    }
+    weir.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! Active health checks: one `GET` of the Service's `healthCheck.path` on a connection of
 //! its own (never a pooled one, never counted as a request), a 2xx or 3xx answer within
-//! the timeout passes, as Kubernetes' `httpGet` probes read it. An h2c-only endpoint is
-//! checked by connecting (an HTTP/1.1 `GET` is not its language).
+//! the timeout passes, as Kubernetes' `httpGet` probes read it. An h2c endpoint gets the
+//! same `GET` over HTTP/2 with prior knowledge (hyper's client, on a connection opened
+//! for it and closed after), since an HTTP/1.1 `GET` is not its language.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,7 +22,7 @@ async fn attempt(pool: &EndpointPool, check: &HealthCheck) -> bool {
         return false;
     };
     if pool.protocol == UpstreamProtocol::H2c {
-        return true;
+        return h2c_get(s, pool, check).await;
     }
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: weir-health-check\r\nConnection: close\r\n\r\n",
@@ -43,4 +44,27 @@ async fn attempt(pool: &EndpointPool, check: &HealthCheck) -> bool {
         .ok()
         .and_then(|c| c.parse::<u16>().ok());
     buf.starts_with(b"HTTP/1.") && status.is_some_and(|c| (200..400).contains(&c))
+}
+
+/// The check's `GET` over HTTP/2 (prior knowledge) on `s`.
+async fn h2c_get(s: tokio::net::TcpStream, pool: &EndpointPool, check: &HealthCheck) -> bool {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let Ok((mut send, conn)) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await
+    else {
+        return false;
+    };
+    // The connection is driven here, beside the request, and dropped with it.
+    let conn = std::pin::pin!(conn);
+    let uri = format!("http://{}{}", pool.authority, check.path);
+    let Ok(req) = http::Request::get(uri)
+        .header(http::header::USER_AGENT, "weir-health-check")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+    else {
+        return false;
+    };
+    tokio::select! {
+        r = send.send_request(req) => r.is_ok_and(|r| (200..400).contains(&r.status().as_u16())),
+        _ = conn => false,
+    }
 }
