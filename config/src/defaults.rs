@@ -225,3 +225,6 @@ mod tests {
         assert_eq!(AccessLog::default(), ACCESS_LOG);
     }
 }
+
+/// The etcd key prefix of a cluster's keys (`spec.cluster.etcd.prefix`).
+pub const CLUSTER_PREFIX: &str = "/weir";

@@ -70,6 +70,27 @@ pub struct ProxySpec {
     /// The address Gateway listeners bind when their Gateway names no `IPAddress`
     /// (default `0.0.0.0`).
     pub gateway_address: Option<String>,
+    /// Several replicas as one: where they meet (etcd).
+    pub cluster: Option<Cluster>,
+}
+
+/// `spec.cluster`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cluster {
+    /// The etcd cluster the replicas share.
+    pub etcd: Option<Etcd>,
+}
+
+/// `spec.cluster.etcd`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Etcd {
+    /// Client URLs of the etcd members (`http://host:port`).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// The key prefix weir's keys live under (default `/weir`).
+    pub prefix: Option<String>,
 }
 
 /// `spec.notifications`.

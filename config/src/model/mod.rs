@@ -21,9 +21,10 @@ pub use http::{
     Rewrite, RouteMatch, RouteTimeouts, SourceRanges, Steer, SteerWhen, ValueMatch,
 };
 pub use weir::{
-    AccessLog, AdminToken, CertificateSource, Endpoint, HeaderMatch, HeaderMatchKind, HealthCheck,
-    HostMatch, Limits, Listener, LoadBalancer, Notifier, Proxy, Route, RouteTarget, ServedFor,
-    Service, Tls, TlsCertificate, UpstreamProtocol, UpstreamSettings, Weight, WeightedService,
+    AccessLog, AdminToken, CertificateSource, ClusterSettings, Endpoint, HeaderMatch,
+    HeaderMatchKind, HealthCheck, HostMatch, Limits, Listener, LoadBalancer, Notifier, Proxy,
+    Route, RouteTarget, ServedFor, Service, Tls, TlsCertificate, UpstreamProtocol,
+    UpstreamSettings, Weight, WeightedService,
 };
 
 /// Everything weir runs from.

@@ -49,6 +49,17 @@ pub struct Proxy {
     /// `spec.gatewayAddress`: the address a Gateway's listeners bind when the Gateway
     /// gives no `IPAddress` in `spec.addresses` (default `0.0.0.0`).
     pub gateway_address: std::net::IpAddr,
+    /// `spec.cluster`: replicas that run as one through etcd; `None` for a single node.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Where the replicas of a cluster meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// etcd client endpoints, `host:port` (the `http://` scheme removed).
+    pub endpoints: Vec<String>,
+    /// The key prefix, starting with `/`, without a trailing `/`.
+    pub prefix: String,
 }
 
 /// The admin API's bearer token. Its `Debug` never shows the secret, and

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::decode::weir as raw;
 use crate::defaults;
-use crate::model::{AccessLog, Limits, Listener, Notifier, Proxy, Service, UpstreamSettings};
+use crate::model::{
+    AccessLog, ClusterSettings, Limits, Listener, Notifier, Proxy, Service, UpstreamSettings,
+};
 use crate::read::Document;
 use crate::rollout::Argo;
 
@@ -45,6 +47,7 @@ fn default_proxy() -> Proxy {
         gateway_class_names: Vec::new(),
         ingress_class_names: Vec::new(),
         gateway_address: defaults::GATEWAY_ADDRESS,
+        cluster: None,
     }
 }
 
@@ -328,6 +331,9 @@ pub(super) fn proxy(
     if let Some(n) = &spec.notifications {
         proxy.notifiers = notifiers(ctx, doc, n);
     }
+    if let Some(c) = &spec.cluster {
+        proxy.cluster = cluster(ctx, doc, c);
+    }
 
     // Routes.
     let mut route_names = BTreeSet::new();
@@ -423,4 +429,80 @@ fn notifiers(ctx: &mut Ctx, doc: &Document, n: &raw::Notifications) -> BTreeMap<
         }
     }
     notifiers
+}
+
+/// `spec.cluster`: etcd endpoints as `host:port` (plain `http://` only: weir does not
+/// speak TLS to etcd yet, and says so rather than sending in the clear to an `https` URL)
+/// and a key prefix.
+fn cluster(ctx: &mut Ctx, doc: &Document, c: &raw::Cluster) -> Option<ClusterSettings> {
+    let Some(etcd) = &c.etcd else {
+        ctx.issue(
+            doc,
+            "spec.cluster.etcd",
+            "is required: replicas meet through etcd (endpoints: [http://HOST:PORT, ...])",
+        );
+        return None;
+    };
+    let mut ok = true;
+    if etcd.endpoints.is_empty() {
+        ctx.issue(
+            doc,
+            "spec.cluster.etcd.endpoints",
+            "names no etcd member: give the client URL of each (http://HOST:PORT)",
+        );
+        ok = false;
+    }
+    let mut endpoints = Vec::new();
+    for (i, e) in etcd.endpoints.iter().enumerate() {
+        let field = format!("spec.cluster.etcd.endpoints[{i}]");
+        let e = e.trim();
+        let rest = match e.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(("https", _)) => {
+                ctx.issue(doc, &field, format!("{e:?}: weir speaks plain HTTP to etcd; TLS to etcd is not supported yet (use http:// on a trusted network)"));
+                ok = false;
+                continue;
+            }
+            Some((scheme, _)) => {
+                ctx.issue(
+                    doc,
+                    &field,
+                    format!("{e:?}: the scheme must be http, not {scheme}"),
+                );
+                ok = false;
+                continue;
+            }
+            None => e,
+        };
+        let hostport = rest.trim_end_matches('/');
+        let valid = hostport.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if valid {
+            endpoints.push(hostport.to_owned());
+        } else {
+            ctx.issue(
+                doc,
+                &field,
+                format!("{e:?} is not an etcd client URL: write http://HOST:PORT, e.g. http://127.0.0.1:2379"),
+            );
+            ok = false;
+        }
+    }
+    let prefix = etcd
+        .prefix
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or(defaults::CLUSTER_PREFIX)
+        .trim_end_matches('/')
+        .to_owned();
+    if !prefix.starts_with('/') || prefix.contains(char::is_whitespace) {
+        ctx.issue(
+            doc,
+            "spec.cluster.etcd.prefix",
+            format!("{prefix:?}: a key prefix starts with / and has no spaces, e.g. /weir"),
+        );
+        ok = false;
+    }
+    ok.then_some(ClusterSettings { endpoints, prefix })
 }
