@@ -391,6 +391,7 @@ impl App {
             ControllerOptions {
                 state_dir: Some(opts.state_dir.clone()),
                 proxy_url,
+                cluster: None,
             },
         )
         .map_err(|source| StartError::StateDir {

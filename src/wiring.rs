@@ -336,7 +336,7 @@ impl AdminExtension for RolloutsApi {
                                 "rollout": view,
                             }),
                         ),
-                        Err(e @ ActionError::Stopped) => json(
+                        Err(e @ (ActionError::Stopped | ActionError::NotApplied(_))) => json(
                             StatusCode::SERVICE_UNAVAILABLE,
                             &serde_json::json!({ "error": e.to_string() }),
                         ),

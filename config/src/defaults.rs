@@ -213,6 +213,9 @@ pub const HEALTHY_THRESHOLD: u32 = 2;
 /// Failures in a row that make an endpoint unhealthy (`unhealthyThreshold`).
 pub const UNHEALTHY_THRESHOLD: u32 = 3;
 
+/// The etcd key prefix of a cluster's keys (`spec.cluster.etcd.prefix`).
+pub const CLUSTER_PREFIX: &str = "/weir";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +228,3 @@ mod tests {
         assert_eq!(AccessLog::default(), ACCESS_LOG);
     }
 }
-
-/// The etcd key prefix of a cluster's keys (`spec.cluster.etcd.prefix`).
-pub const CLUSTER_PREFIX: &str = "/weir";

@@ -17,6 +17,7 @@ pub(crate) mod eval;
 pub mod judge;
 pub mod ports;
 pub mod providers;
+pub mod replica;
 pub(crate) mod resolve;
 pub mod sim;
 pub mod state;

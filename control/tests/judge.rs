@@ -55,6 +55,7 @@ async fn roll_out_saving(plane: Arc<SimPlane>, state_dir: Option<std::path::Path
         ControllerOptions {
             state_dir,
             proxy_url: None,
+            cluster: None,
         },
     )
     .unwrap();

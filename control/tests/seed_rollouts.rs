@@ -162,6 +162,7 @@ fn start(initial: Arc<Model>) -> Harness {
         ControllerOptions {
             state_dir: None,
             proxy_url: None,
+            cluster: None,
         },
     )
     .unwrap();

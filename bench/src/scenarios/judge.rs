@@ -154,6 +154,7 @@ async fn update(plane: Arc<SimPlane>, knobs: &str) -> Result<Ended> {
         ControllerOptions {
             state_dir: None,
             proxy_url: None,
+            cluster: None,
         },
     )?;
     let stop = CancellationToken::new();

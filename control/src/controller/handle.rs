@@ -14,6 +14,9 @@ pub enum ActionError {
     /// The control loop is shutting down (503).
     #[error("the controller has stopped")]
     Stopped,
+    /// Cluster mode: the action was handed to the leader, which has not applied it (503).
+    #[error("not applied yet: {0}")]
+    NotApplied(String),
     /// The action was applied, in memory and to traffic, but the rollout's state could
     /// not be saved: a restart now would lose it (500). Saving is retried on every turn.
     #[error("applied in memory only: the rollout's state could not be saved ({reason})")]

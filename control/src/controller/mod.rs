@@ -26,9 +26,12 @@ use crate::providers::{HttpClient, Providers, RunRef, Subject};
 use crate::state::{Event, PauseReason, Reason, Revision, RolloutStatus};
 use crate::store::{Loaded, Store};
 
+mod cluster;
 mod events;
 mod handle;
 mod requests;
+
+use cluster::Replica;
 
 use events::EVENT_BATCHES;
 pub use events::EventStream;
@@ -46,6 +49,10 @@ pub struct ControllerOptions {
     pub state_dir: Option<PathBuf>,
     /// `http://host:port` of a plain listener, for jobs' `http_proxy`.
     pub proxy_url: Option<String>,
+    /// Cluster mode: the store the replicas share. The state folder then only keeps the
+    /// last committed status this replica applied (served after a restart while the
+    /// store is out of reach).
+    pub cluster: Option<Arc<dyn crate::replica::ClusterLink>>,
 }
 
 enum Request {
@@ -159,6 +166,8 @@ pub struct Controller {
     /// is gone (an abort, a promotion), what it still measures is stopped (a job is
     /// killed), as Argo terminates a run's jobs.
     run_stops: BTreeMap<(String, String), CancellationToken>,
+    /// Cluster mode: this replica's part.
+    cluster: Option<Replica>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -247,6 +256,15 @@ impl Controller {
             }
             states.insert(name, st);
         }
+        // In cluster mode what was saved is a cache of the store's, not the record: the
+        // store's statuses are what counts as saved.
+        let (store, cluster) = match opts.cluster {
+            Some(link) => {
+                saved.clear();
+                (None, Some(Replica::new(link, store)))
+            }
+            None => (store, None),
+        };
         let (tx, rx) = mpsc::channel(64);
         let events = Events::new(EVENT_BATCHES);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -280,6 +298,7 @@ impl Controller {
                 measuring: TaskTracker::new(),
                 stop_measuring: CancellationToken::new(),
                 run_stops: BTreeMap::new(),
+                cluster,
             },
             ControllerHandle { tx, events, stats },
         ))
@@ -291,6 +310,18 @@ impl Controller {
             let model = self.model.borrow_and_update().clone();
             self.turn(&model).await;
             let wake = self.next_wakeup(&model);
+            // A clone has seen what the loop's receiver has (the turn marks it seen).
+            let mut view = self.cluster.as_ref().map(|r| r.view.clone());
+            let view_changed = async {
+                match view.as_mut() {
+                    Some(v) => {
+                        if v.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -307,6 +338,7 @@ impl Controller {
                         break;
                     }
                 }
+                _ = view_changed => {}
                 _ = tokio::time::sleep_until(self.clock.instant_at(wake)) => {}
             }
         }
@@ -339,10 +371,20 @@ impl Controller {
     async fn turn(&mut self, model: &Model) {
         use std::sync::atomic::Ordering::Relaxed;
         let began = Instant::now();
+        if self.cluster.is_some() {
+            if !self.cluster_prepare(model) {
+                self.follow(model).await;
+                self.answer_asked(model);
+                return;
+            }
+            self.apply_requests(model);
+        }
+        let clustered = self.cluster.is_some();
         let result_at = self.result_at.take();
         let now = self.clock.now();
         let mut changed = false;
         for (name, spec) in &model.argo.rollouts {
+            let held = self.held_for_skew(name, spec);
             let st = self.states.entry(name.clone()).or_insert_with(|| {
                 match self.retired.remove(name) {
                     Some(mut st) => {
@@ -373,7 +415,14 @@ impl Controller {
                 self.pending
                     .extend(events.into_iter().map(|e| (name.clone(), e)));
             }
-            let events = engine::reconcile(st, spec, &world);
+            let events = match &held {
+                // Replicas disagree on the spec: nothing moves until they agree.
+                Some(why) => {
+                    st.message = why.clone();
+                    Vec::new()
+                }
+                None => engine::reconcile(st, spec, &world),
+            };
             let plan = engine::traffic(st, spec, &endpoints);
             // A new update: the metrics source starts counting its canary afresh, before
             // any of its traffic is routed.
@@ -385,7 +434,8 @@ impl Controller {
             }
             self.pending
                 .extend(events.into_iter().map(|e| (name.clone(), e)));
-            if self.applied.get(name) != Some(&plan) {
+            // In cluster mode traffic follows the status once it is committed (below).
+            if !clustered && self.applied.get(name) != Some(&plan) {
                 // Queued at once, so that the data plane takes the change as soon as it
                 // can; the turn waits for all of its changes together below (one routing
                 // build for many Rollouts, not one each).
@@ -410,7 +460,7 @@ impl Controller {
                 now,
                 blue_green: matches!(spec.strategy, Strategy::BlueGreen(_)),
             };
-            for run in st.runs_mut() {
+            for run in st.runs_mut().filter(|_| held.is_none()) {
                 for i in run.due(now) {
                     let Some(metric) = run.metrics[i].metric() else {
                         continue;
@@ -461,6 +511,25 @@ impl Controller {
                 save(store, &mut self.saved, &mut self.unsaved, &self.stats, st);
             }
         }
+        if clustered {
+            // The leader's writes, each fenced; the traffic of what was committed.
+            for (name, spec) in &model.argo.rollouts {
+                if !self.commit(name).await || !self.cluster.as_ref().is_some_and(|r| r.leading) {
+                    continue;
+                }
+                let Some(st) = self.states.get(name) else {
+                    continue;
+                };
+                let router = &*self.router;
+                let endpoints = |image: &str| has_endpoints(model, router, name, image);
+                let plan = engine::traffic(st, spec, &endpoints);
+                if self.applied.get(name) != Some(&plan) {
+                    self.router.send(name, name, plan.clone());
+                    self.applied.insert(name.clone(), plan);
+                    changed = true;
+                }
+            }
+        }
         if changed {
             self.router.flush().await;
             if let Some(at) = result_at {
@@ -471,6 +540,7 @@ impl Controller {
             }
         }
         self.stop_ended_runs();
+        self.answer_asked(model);
         self.events.publish(std::mem::take(&mut self.pending));
         self.stats.turns.fetch_add(1, Relaxed);
         self.stats.heartbeat_ms.store(self.clock.now(), Relaxed);
@@ -529,7 +599,14 @@ impl Controller {
     fn next_wakeup(&self, model: &Model) -> Ms {
         let now = self.clock.now();
         let mut wake = now + MAX_SLEEP_MS;
+        // A follower runs no step: the store's changes wake it.
+        if self.following() {
+            return wake;
+        }
         for (name, st) in &self.states {
+            if self.cluster_wake(name).1 {
+                continue;
+            }
             for run in st.runs() {
                 if let Some(t) = run.next_wakeup() {
                     wake = wake.min(t);
@@ -556,7 +633,8 @@ impl Controller {
                 }
             }
         }
-        wake.max(now)
+        let not_before = self.cluster_wake("").0.unwrap_or(now);
+        wake.max(now).max(not_before)
     }
 }
 

@@ -10,6 +10,13 @@ impl Controller {
                 action,
                 reply,
             } => {
+                if self.following()
+                    && let Some(spec) = model.argo.rollouts.get(&rollout)
+                {
+                    let spec = spec.clone();
+                    self.ask_leader(rollout, action, &spec, reply).await;
+                    return;
+                }
                 let result = match (
                     model.argo.rollouts.get(&rollout),
                     self.states.get_mut(&rollout),

@@ -4,7 +4,8 @@
 use super::*;
 
 /// A user action (`weir promote`, ...).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Action {
     /// Move past the pause or the current step.
     Promote,

@@ -136,6 +136,7 @@ pub fn start_with(
         ControllerOptions {
             state_dir,
             proxy_url: None,
+            cluster: None,
         },
     )
     .unwrap();
