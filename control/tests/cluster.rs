@@ -70,6 +70,28 @@ async fn retry<T, F: std::future::Future<Output = Result<T, ClusterError>>>(
     }
 }
 
+/// Checks what a watch saw of one key written with 1, 2, ... `written` (each put retried
+/// until it succeeded): every version of the key once, in order (nothing lost, nothing
+/// repeated), and every value among them. A value may be there twice: a put that timed out
+/// can still be applied by etcd later (a member frozen with the request in hand applies it
+/// when thawed), after its retry succeeded elsewhere; that is etcd's "unknown outcome", which
+/// the watch must show as it happened. Returns how many values were applied twice.
+fn check_history(seen: &[(i64, u64)], written: u64) -> usize {
+    let versions: Vec<i64> = seen.iter().map(|(version, _)| *version).collect();
+    let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+    assert_eq!(
+        versions, expected,
+        "every version of the key once, in order"
+    );
+    let values: std::collections::BTreeSet<u64> = seen.iter().map(|(_, value)| *value).collect();
+    assert_eq!(
+        values,
+        (1..=written).collect(),
+        "every write seen: {seen:?}"
+    );
+    seen.len() - values.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_at_a_time_and_handover_when_its_session_goes() {
     let _turn = SERIAL.lock().await;
@@ -363,23 +385,27 @@ async fn a_watch_resumes_across_member_deaths_without_losing_a_change() {
             n
         }
     });
-    let mut seen: Vec<u64> = Vec::new();
+    let mut seen = Vec::new();
     let mut last_revision = 0;
-    let mut collect = async |watch: &mut PrefixWatch, seen: &mut Vec<u64>, until: Instant| {
-        while let Ok(Some(update)) = tokio::time::timeout_at(until, watch.next()).await {
-            let WatchUpdate::Changes { changes, revision } = update else {
-                panic!("unexpected snapshot (no compaction happened)");
-            };
-            assert!(revision > last_revision, "revisions go forward");
-            last_revision = revision;
-            for change in changes {
-                let cluster::Change::Put(kv) = change else {
-                    panic!("unexpected delete")
+    let mut collect =
+        async |watch: &mut PrefixWatch, seen: &mut Vec<(i64, u64)>, until: Instant| {
+            while let Ok(Some(update)) = tokio::time::timeout_at(until, watch.next()).await {
+                let WatchUpdate::Changes { changes, revision } = update else {
+                    panic!("unexpected snapshot (no compaction happened)");
                 };
-                seen.push(String::from_utf8(kv.value).unwrap().parse().unwrap());
+                assert!(revision > last_revision, "revisions go forward");
+                last_revision = revision;
+                for change in changes {
+                    let cluster::Change::Put(kv) = change else {
+                        panic!("unexpected delete")
+                    };
+                    seen.push((
+                        kv.version,
+                        String::from_utf8(kv.value).unwrap().parse().unwrap(),
+                    ));
+                }
             }
-        }
-    };
+        };
     for member in 0..cluster.len() {
         collect(
             &mut watch,
@@ -414,8 +440,7 @@ async fn a_watch_resumes_across_member_deaths_without_losing_a_change() {
         Instant::now() + Duration::from_secs(3),
     )
     .await;
-    let expected: Vec<u64> = (1..=written).collect();
-    assert_eq!(seen, expected, "every change once, in order");
+    let applied_twice = check_history(&seen, written);
     let health = watch.health();
     assert!(
         health.reconnects >= 1,
@@ -423,8 +448,120 @@ async fn a_watch_resumes_across_member_deaths_without_losing_a_change() {
     );
     assert!(!health.stale);
     eprintln!(
-        "{written} changes seen in order; watch re-opened {} times",
+        "{written} writes, {} changes seen in order ({applied_twice} writes applied twice); \
+         watch re-opened {} times",
+        seen.len(),
         health.reconnects
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_frozen_member_turns_stale_and_moves_without_losing_a_change() {
+    let _turn = SERIAL.lock().await;
+    let Some(cluster) = three_members().await else {
+        return;
+    };
+    let prefix = "/weir/v1/rollouts/default/web/";
+    let watcher = client(&cluster).await;
+    let mut watch = PrefixWatch::start(&watcher, prefix, StartAt::Snapshot);
+    let first = timeout(Duration::from_secs(3), watch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first, WatchUpdate::Snapshot { .. }));
+    // The member serving the watch (the only watch in this cluster).
+    let mut serving = None;
+    for member in 0..cluster.len() {
+        if cluster
+            .metric(member, "etcd_debugging_mvcc_watcher_total")
+            .await
+            >= Some(1.0)
+        {
+            serving = Some(member);
+        }
+    }
+    let serving = serving.expect("a member serves the watch");
+
+    let writer = client(&cluster).await;
+    let key = format!("{prefix}status");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writing = tokio::spawn({
+        let (stop, key) = (stop.clone(), key.clone());
+        async move {
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                retry("put", || writer.put(&key, n.to_string(), None)).await;
+                sleep(Duration::from_millis(20)).await;
+            }
+            n
+        }
+    });
+    let mut seen = Vec::new();
+    let collect = async |watch: &mut PrefixWatch, seen: &mut Vec<(i64, u64)>, until: Instant| {
+        while let Ok(Some(update)) = tokio::time::timeout_at(until, watch.next()).await {
+            let WatchUpdate::Changes { changes, .. } = update else {
+                panic!("unexpected snapshot");
+            };
+            for change in changes {
+                let cluster::Change::Put(kv) = change else {
+                    panic!("unexpected delete")
+                };
+                seen.push((
+                    kv.version,
+                    String::from_utf8(kv.value).unwrap().parse().unwrap(),
+                ));
+            }
+        }
+    };
+    collect(
+        &mut watch,
+        &mut seen,
+        Instant::now() + Duration::from_millis(300),
+    )
+    .await;
+    // Freeze the watch's member (SIGSTOP: its sockets stay open, nothing answers; the
+    // others elect a leader if needed and go on taking writes).
+    let before = seen.len();
+    let frozen_at = Instant::now();
+    cluster.pause(serving);
+    let mut health = watch.subscribe_health();
+    timeout(Duration::from_secs(6), health.wait_for(|h| h.stale))
+        .await
+        .expect("stale within 6 s")
+        .unwrap();
+    let stale_after = frozen_at.elapsed();
+    // The watch moves to another member and catches up while this one stays frozen.
+    let mut resumed_after = None;
+    let give_up = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < give_up {
+        collect(
+            &mut watch,
+            &mut seen,
+            Instant::now() + Duration::from_millis(100),
+        )
+        .await;
+        if !watch.health().stale && seen.len() > before + 5 {
+            resumed_after = Some(frozen_at.elapsed());
+            break;
+        }
+    }
+    let resumed_after = resumed_after.expect("the watch resumed on another member within 8 s");
+    cluster.resume(serving);
+    stop.cancel();
+    let written = writing.await.unwrap();
+    collect(
+        &mut watch,
+        &mut seen,
+        Instant::now() + Duration::from_secs(3),
+    )
+    .await;
+    let applied_twice = check_history(&seen, written);
+    eprintln!(
+        "member {serving} frozen: watch stale after {stale_after:?}, fresh on another member after \
+         {resumed_after:?}; {written} writes, {} changes seen in order ({applied_twice} writes \
+         applied twice)",
+        seen.len()
     );
 }
 

@@ -10,8 +10,10 @@
 //!   `require_leader` etcd cancels the stream after three election timeouts), a connection
 //!   drops. The loop remembers the revision of the last change it delivered and re-opens
 //!   the stream at the next revision, on whichever member answers, so the consumer sees
-//!   every change once, in order. A progress answer (below) moves that revision forward too,
-//!   so a quiet prefix does not replay from far back.
+//!   every change once, in order. Progress answers (below) do not move that revision: in
+//!   etcd before the fix of etcd-io/etcd#15220 (3.4.23 included) a requested progress
+//!   report is not ordered with the events of a watch that is still catching up, and can
+//!   carry a revision whose events have not been sent yet; resuming after it could skip them.
 //! - **Compaction.** A watch asked to start at a revision that has been compacted away is
 //!   answered `created`, then `canceled` with `compact_revision > 0` (3.4 gives no cancel
 //!   reason: the revision is the signal). The history in between is gone and no watch can
@@ -127,8 +129,8 @@ pub struct WatchHealth {
     pub stale: bool,
     /// When etcd was last heard from (an event, a progress report, a snapshot).
     pub last_heard: Instant,
-    /// The revision up to which etcd has reported everything (delivered, or nothing to
-    /// deliver); 0 before the first answer.
+    /// The highest revision etcd has reported (a delivered change, a snapshot, a progress
+    /// report); 0 before the first. Informative only (see the module docs on progress).
     pub revision: i64,
     /// How many times the stream was re-opened.
     pub reconnects: u64,
@@ -379,11 +381,9 @@ impl Watcher {
                         // The watch exists; events (if any are due) follow. Its header's
                         // revision says nothing about what was delivered.
                         self.heard(0);
-                    } else if header > 0 {
-                        // A progress report: everything up to `header` has been sent.
-                        if let Some(next) = self.next {
-                            self.next = Some(next.max(header + 1));
-                        }
+                    } else {
+                        // A progress report: etcd is there. Its revision is not used to resume
+                        // (see the module docs).
                         self.heard(header);
                     }
                 }
