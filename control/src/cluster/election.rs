@@ -198,7 +198,7 @@ async fn wait_deleted(etcd: &Etcd, key: &str, from: i64, until: Instant) {
         () = sleep_until(until) => return,
         opened = etcd.watch(key, options) => opened,
     };
-    let Ok(mut stream) = opened else {
+    let Ok((mut stream, member)) = opened else {
         // Pause a little so a failing etcd is not asked in a tight loop.
         let pause = Duration::from_millis(100).min(until.saturating_duration_since(Instant::now()));
         tokio::time::sleep(pause).await;
@@ -209,14 +209,22 @@ async fn wait_deleted(etcd: &Etcd, key: &str, from: i64, until: Instant) {
             () = sleep_until(until) => return,
             message = stream.message() => match message {
                 Ok(Some(response)) => {
-                    if response.canceled() || response.compact_revision() > 0 {
+                    if response.compact_revision() > 0 {
+                        return;
+                    }
+                    if response.canceled() {
+                        // `no leader` on this member: the next watch goes elsewhere.
+                        etcd.demote(member);
                         return;
                     }
                     if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
                         return;
                     }
                 }
-                _ => return,
+                _ => {
+                    etcd.demote(member);
+                    return;
+                }
             },
         }
     }
@@ -245,13 +253,16 @@ pub async fn resign(etcd: &Etcd, leadership: &Leadership) -> Result<bool> {
 ///
 /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
 pub async fn leader(etcd: &Etcd, keys: &Keys) -> Result<Option<LeaderInfo>> {
-    let mut client = etcd.unary();
-    let options = GetOptions::new()
-        .with_prefix()
-        .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(1);
+    let name = keys.leader();
     let response = etcd
-        .bounded(client.get(keys.leader(), Some(options)))
+        .call(|mut client| {
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Ascend)
+                .with_limit(1);
+            let name = name.clone();
+            async move { client.get(name, Some(options)).await }
+        })
         .await?;
     Ok(response
         .kvs()

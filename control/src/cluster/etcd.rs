@@ -9,11 +9,10 @@
 //!   is bounded by [`EtcdOptions::call_timeout`] (1 s), and fails with
 //!   [`ClusterError::Timeout`] after it.
 //! - **A client-wide timeout also cuts long calls.** `ConnectOptions::with_timeout` applies
-//!   to every request on the client, streams included. So there are two clients over
-//!   separate connections: [`Etcd::unary`] with the deadline (also sent to etcd as the gRPC
-//!   deadline, a little longer than ours, so the server drops abandoned work), and
-//!   [`Etcd::streaming`] without one, for watches and lease keepalive streams, whose opening
-//!   alone is bounded here.
+//!   to every request on the client, streams included. So each member has two clients over
+//!   separate connections: one with the deadline for unary calls (also sent to etcd as the
+//!   gRPC deadline, a little longer than ours, so the server drops abandoned work), and one
+//!   without, for watches and lease keepalive streams, whose opening alone is bounded here.
 //! - **HTTP/2 pings too often kill streams.** etcd enforces `--grpc-keepalive-min-time`
 //!   (5 s): a client pinging every second had its idle watches closed after 4 s. The
 //!   interval is at least 6 s ([`MIN_KEEPALIVE_INTERVAL`]); pings only run while streams
@@ -24,16 +23,30 @@
 //!   on another member. The price: while etcd has no quorum even serializable reads fail,
 //!   which is what cluster mode wants (it must not act on what it cannot confirm).
 //!
-//! The balanced channel keeps trying a dead member until it returns; callers retry on their
-//! next tick rather than here, so a call's cost stays bounded by its deadline.
+//! - **The crate's balanced channel keeps choosing a dead or frozen member.** Given every
+//!   endpoint, it spreads calls over all of them and never sets a bad one aside: in the lab
+//!   requests kept going to a killed member until it came back, and here, with one member
+//!   frozen (`SIGSTOP`), two calls in three waited out their deadline. So each member gets
+//!   its own clients, and calls go to one *pinned* member, as etcd's Go client does. A call
+//!   that fails because of the member (it timed out, refused the connection, has no raft
+//!   leader, broke the stream) moves the pin to the next member; one that certainly did not
+//!   reach etcd (connection refused, `no leader`) is tried again on the next member at once,
+//!   within the same deadline. A write that timed out is never retried here: its outcome is
+//!   unknown (a frozen member can apply it when it thaws), and the caller must read before
+//!   deciding again. Streams that go bad are reported back ([`Etcd::demote`]) by the loops
+//!   that own them, which then re-open on the next member.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
     Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
     Txn, TxnResponse, WatchOptions, WatchStream,
 };
+
+use tokio::time::Instant;
 
 use super::error::{ClusterError, Result};
 
@@ -157,26 +170,76 @@ pub struct Listing {
     pub kvs: Vec<Kv>,
 }
 
-/// The etcd client pair (see the [module docs](self)). Cheap to clone: clones share the
-/// connections.
+/// One member's pair of clients.
+struct Member {
+    url: String,
+    /// With the call deadline, for unary calls.
+    unary: Client,
+    /// Without a deadline, for streams.
+    streaming: Client,
+}
+
+/// The members and the pin.
+struct Inner {
+    members: Vec<Member>,
+    /// The member calls go to.
+    pinned: AtomicUsize,
+    call_timeout: Duration,
+}
+
+/// The etcd client (see the [module docs](self)). Cheap to clone: clones share the
+/// connections and the pin.
 #[derive(Clone)]
 pub struct Etcd {
-    unary: Client,
-    streaming: Client,
-    call_timeout: Duration,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Etcd")
-            .field("call_timeout", &self.call_timeout)
+            .field("pinned", &self.pinned_url())
+            .field("call_timeout", &self.inner.call_timeout)
             .finish_non_exhaustive()
     }
 }
 
+/// gRPC status codes that say the member, not the request, is at fault.
+const CANCELLED: i32 = 1;
+const UNKNOWN: i32 = 2;
+const DEADLINE_EXCEEDED: i32 = 4;
+const UNAVAILABLE: i32 = 14;
+
+/// Whether the request certainly did not reach etcd's state machine: the connection was
+/// refused, or the member refused it for want of a raft leader. Safe to send elsewhere.
+fn never_sent(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = status.message();
+            i32::from(status.code()) == UNAVAILABLE
+                && (message.contains("tcp connect error")
+                    || message.contains("no leader")
+                    || message.contains("error trying to connect"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the member, not the request, is at fault: the next call goes elsewhere.
+fn member_fault(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            i32::from(status.code()),
+            CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | UNAVAILABLE
+        ),
+        _ => false,
+    }
+}
+
 impl Etcd {
-    /// Builds both clients. Connections are made lazily, on first use, so this succeeds
-    /// while etcd is down.
+    /// Builds the clients, one pair per member. Connections are made lazily, on first use,
+    /// so this succeeds while etcd is down.
     ///
     /// # Errors
     ///
@@ -192,44 +255,132 @@ impl Etcd {
         let unary = base
             .clone()
             .with_timeout(options.call_timeout + Duration::from_millis(250));
-        let unary = Client::connect(&options.endpoints, Some(unary)).await?;
-        let streaming = Client::connect(&options.endpoints, Some(base)).await?;
+        let mut members = Vec::with_capacity(options.endpoints.len());
+        for url in &options.endpoints {
+            members.push(Member {
+                url: url.clone(),
+                unary: Client::connect([url], Some(unary.clone())).await?,
+                streaming: Client::connect([url], Some(base.clone())).await?,
+            });
+        }
         Ok(Etcd {
-            unary,
-            streaming,
-            call_timeout: options.call_timeout,
+            inner: Arc::new(Inner {
+                members,
+                pinned: AtomicUsize::new(0),
+                call_timeout: options.call_timeout,
+            }),
         })
     }
 
     /// The deadline of every unary call.
     pub fn call_timeout(&self) -> Duration {
-        self.call_timeout
+        self.inner.call_timeout
     }
 
-    /// The client with the call deadline, for a unary request this type does not wrap. Wrap
-    /// the call in [`bounded`](Self::bounded) too.
-    pub fn unary(&self) -> Client {
-        self.unary.clone()
+    /// The URL of the member calls go to now.
+    pub fn pinned_url(&self) -> &str {
+        let i = self.pinned();
+        &self.inner.members[i].url
     }
 
-    /// The client without a deadline, for streams and blocking calls.
-    pub fn streaming(&self) -> Client {
-        self.streaming.clone()
+    fn pinned(&self) -> usize {
+        self.inner.pinned.load(Ordering::Relaxed) % self.inner.members.len()
     }
 
-    /// Runs one etcd call under the call deadline.
+    /// Moves the pin off `member` (to the next one) if it is still there: that member failed
+    /// a call or a stream. Streams' owners call this when their stream goes bad.
+    pub fn demote(&self, member: usize) {
+        let n = self.inner.members.len();
+        let next = (member + 1) % n;
+        if n > 1
+            && self
+                .inner
+                .pinned
+                .compare_exchange(member, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::info!(
+                from = %self.inner.members[member].url,
+                to = %self.inner.members[next].url,
+                "etcd: moving to another member"
+            );
+        }
+    }
+
+    /// Runs one unary call under the call deadline, on the pinned member, moving on to the
+    /// next member when this one fails (see the [module docs](self)). `call` gets a client
+    /// with the deadline set, and may be invoked once per member.
     ///
     /// # Errors
     ///
     /// [`ClusterError::Timeout`] when the deadline passes, else the call's own error.
-    pub async fn bounded<T>(
-        &self,
-        call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.call_timeout, call).await {
-            Ok(result) => result.map_err(ClusterError::from),
-            Err(_) => Err(ClusterError::Timeout(self.call_timeout)),
+    pub async fn call<T, F>(&self, mut call: impl FnMut(Client) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.inner.call_timeout;
+        let n = self.inner.members.len();
+        let first = self.pinned();
+        let mut last = None;
+        for attempt in 0..n {
+            let member = (first + attempt) % n;
+            let client = self.inner.members[member].unary.clone();
+            match tokio::time::timeout_at(deadline, call(client)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => {
+                    if !member_fault(&e) {
+                        return Err(e.into());
+                    }
+                    self.demote(member);
+                    if !never_sent(&e) || Instant::now() >= deadline {
+                        return Err(e.into());
+                    }
+                    last = Some(e);
+                }
+                Err(_) => {
+                    self.demote(member);
+                    return Err(ClusterError::Timeout(self.inner.call_timeout));
+                }
+            }
         }
+        Err(last.map_or(
+            ClusterError::Timeout(self.inner.call_timeout),
+            ClusterError::from,
+        ))
+    }
+
+    /// Opens a stream on the pinned member's client without deadline (trying the next
+    /// members within one call deadline); returns it with the member's index, for
+    /// [`demote`](Self::demote) when the stream goes bad.
+    async fn open<T, F>(&self, mut open: impl FnMut(Client) -> F) -> Result<(T, usize)>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.inner.call_timeout;
+        let n = self.inner.members.len();
+        let first = self.pinned();
+        let mut last = ClusterError::Timeout(self.inner.call_timeout);
+        for attempt in 0..n {
+            let member = (first + attempt) % n;
+            let client = self.inner.members[member].streaming.clone();
+            match tokio::time::timeout_at(deadline, open(client)).await {
+                Ok(Ok(stream)) => return Ok((stream, member)),
+                Ok(Err(e)) => {
+                    let e = ClusterError::from(e);
+                    // A lease that does not exist is not the member's fault.
+                    if e.is_lease_not_found() {
+                        return Err(e);
+                    }
+                    self.demote(member);
+                    last = e;
+                }
+                Err(_) => {
+                    self.demote(member);
+                    return Err(ClusterError::Timeout(self.inner.call_timeout));
+                }
+            }
+        }
+        Err(last)
     }
 
     /// A linearizable read of one key.
@@ -238,8 +389,9 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
     pub async fn get(&self, key: &str) -> Result<Read> {
-        let mut client = self.unary.clone();
-        let response = self.bounded(client.get(key, None)).await?;
+        let response = self
+            .call(|mut client| async move { client.get(key, None).await })
+            .await?;
         Ok(Read {
             revision: revision_of(response.header())?,
             kv: response.kvs().first().map(Kv::from),
@@ -252,9 +404,12 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
     pub async fn get_prefix(&self, prefix: &str) -> Result<Listing> {
-        let mut client = self.unary.clone();
         let response = self
-            .bounded(client.get(prefix, Some(GetOptions::new().with_prefix())))
+            .call(|mut client| async move {
+                client
+                    .get(prefix, Some(GetOptions::new().with_prefix()))
+                    .await
+            })
             .await?;
         Ok(Listing {
             revision: revision_of(response.header())?,
@@ -274,9 +429,16 @@ impl Etcd {
         value: impl Into<Vec<u8>>,
         lease: Option<i64>,
     ) -> Result<i64> {
-        let mut client = self.unary.clone();
-        let options = lease.map(|id| PutOptions::new().with_lease(id));
-        let response = self.bounded(client.put(key, value, options)).await?;
+        let value: Vec<u8> = value.into();
+        let response = self
+            .call(|mut client| {
+                let (value, options) = (
+                    value.clone(),
+                    lease.map(|id| PutOptions::new().with_lease(id)),
+                );
+                async move { client.put(key, value, options).await }
+            })
+            .await?;
         revision_of(response.header())
     }
 
@@ -286,8 +448,9 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
     pub async fn delete(&self, key: &str) -> Result<i64> {
-        let mut client = self.unary.clone();
-        let response = self.bounded(client.delete(key, None)).await?;
+        let response = self
+            .call(|mut client| async move { client.delete(key, None).await })
+            .await?;
         revision_of(response.header())
     }
 
@@ -298,8 +461,11 @@ impl Etcd {
     /// [`ClusterError::Timeout`] (it may or may not have been applied) or
     /// [`ClusterError::Etcd`].
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let mut client = self.unary.clone();
-        self.bounded(client.txn(txn)).await
+        self.call(|mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
     /// Compacts the history up to `revision` and waits until it is applied on the member
@@ -309,11 +475,12 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`] (for a revision already compacted).
     pub async fn compact(&self, revision: i64) -> Result<()> {
-        let mut client = self.unary.clone();
-        let options = etcd_client::CompactionOptions::new().with_physical();
-        self.bounded(client.compact(revision, Some(options)))
-            .await
-            .map(drop)
+        self.call(|mut client| async move {
+            let options = etcd_client::CompactionOptions::new().with_physical();
+            client.compact(revision, Some(options)).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Grants a lease of `ttl` whole seconds; returns its id and the TTL etcd granted (etcd
@@ -323,8 +490,9 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
     pub async fn lease_grant(&self, ttl: i64) -> Result<(i64, i64)> {
-        let mut client = self.unary.clone();
-        let response = self.bounded(client.lease_grant(ttl, None)).await?;
+        let response = self
+            .call(|mut client| async move { client.lease_grant(ttl, None).await })
+            .await?;
         if !response.error().is_empty() {
             return Err(ClusterError::Etcd(etcd_client::Error::InvalidArgs(
                 response.error().to_owned(),
@@ -339,8 +507,9 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`] (also when the lease is gone).
     pub async fn lease_revoke(&self, id: i64) -> Result<()> {
-        let mut client = self.unary.clone();
-        self.bounded(client.lease_revoke(id)).await.map(drop)
+        self.call(|mut client| async move { client.lease_revoke(id).await })
+            .await
+            .map(drop)
     }
 
     /// The lease's remaining TTL in seconds as etcd sees it, or `None` when it does not exist.
@@ -349,13 +518,14 @@ impl Etcd {
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
     pub async fn lease_ttl(&self, id: i64) -> Result<Option<i64>> {
-        let mut client = self.unary.clone();
-        let response = self.bounded(client.lease_time_to_live(id, None)).await?;
+        let response = self
+            .call(|mut client| async move { client.lease_time_to_live(id, None).await })
+            .await?;
         Ok((response.ttl() > 0).then_some(response.ttl()))
     }
 
-    /// Opens a keepalive stream for a lease on the streaming client. Opening sends one
-    /// keepalive and waits for its answer, within the call deadline.
+    /// Opens a keepalive stream for a lease. Opening sends one keepalive and waits for its
+    /// answer, within the call deadline. Returns the member's index too.
     ///
     /// # Errors
     ///
@@ -364,19 +534,26 @@ impl Etcd {
     pub(crate) async fn lease_keep_alive(
         &self,
         id: i64,
-    ) -> Result<(LeaseKeeper, LeaseKeepAliveStream)> {
-        let mut client = self.streaming.clone();
-        self.bounded(client.lease_keep_alive(id)).await
+    ) -> Result<((LeaseKeeper, LeaseKeepAliveStream), usize)> {
+        self.open(|mut client| async move { client.lease_keep_alive(id).await })
+            .await
     }
 
-    /// Opens a watch stream on the streaming client, within the call deadline.
+    /// Opens a watch stream, within the call deadline. Returns the member's index too.
     ///
     /// # Errors
     ///
     /// [`ClusterError::Timeout`] or [`ClusterError::Etcd`].
-    pub(crate) async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let mut client = self.streaming.clone();
-        self.bounded(client.watch(key, Some(options))).await
+    pub(crate) async fn watch(
+        &self,
+        key: &str,
+        options: WatchOptions,
+    ) -> Result<(WatchStream, usize)> {
+        self.open(|mut client| {
+            let options = options.clone();
+            async move { client.watch(key, Some(options)).await }
+        })
+        .await
     }
 }
 

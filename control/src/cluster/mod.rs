@@ -11,7 +11,7 @@
 //! Each part is in its own file:
 //! - [`etcd`]: [`Etcd`], the client with the hygiene that the lab found necessary (HTTP/2
 //!   keepalive of at least 6 s, a 1 s deadline on every unary call, a second client without
-//!   deadline for streams, `require_leader`).
+//!   deadline for streams, `require_leader`, one pinned member at a time with failover).
 //! - [`session`]: [`Session`], one lease per replica (TTL 3 s, renewed every 1 s) kept alive
 //!   by a loop that re-opens its stream, with a local monotonic deadline after which the
 //!   holder must consider itself suspended ([`SessionState`]).
@@ -50,5 +50,5 @@ pub use status::{FencedWrite, WriteOutcome};
 pub use watch::{Change, PrefixWatch, StartAt, WatchHealth, WatchUpdate};
 
 /// The `etcd-client` crate this module is built on, for callers that need a request this
-/// module does not wrap (through [`Etcd::unary`] and [`Etcd::streaming`]).
+/// module does not wrap (through [`Etcd::call`]).
 pub use etcd_client;

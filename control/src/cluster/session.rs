@@ -296,12 +296,17 @@ impl Keeper {
                 opened = self.etcd.lease_keep_alive(self.lease) => opened,
             };
             let ended = match opened {
-                Ok((keeper, stream)) => {
+                Ok(((keeper, stream), member)) => {
                     // Opening sent a renewal and read its answer (with a positive TTL).
                     self.shared.renew(sent, self.ttl);
                     self.shared.publish(self.lease);
                     retry = Duration::from_millis(50);
-                    self.keep(keeper, stream).await
+                    let ended = self.keep(keeper, stream).await;
+                    if matches!(ended, Ended::Broken) {
+                        // This member broke the stream or went silent: renew elsewhere.
+                        self.etcd.demote(member);
+                    }
+                    ended
                 }
                 Err(e) if e.is_lease_not_found() => Ended::Lost,
                 Err(e) => {

@@ -296,8 +296,8 @@ impl Watcher {
             () = self.stop.cancelled() => return Ended::Stopped,
             opened = self.etcd.watch(&self.prefix, options) => opened,
         };
-        let mut stream = match opened {
-            Ok(stream) => stream,
+        let (mut stream, member) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 tracing::debug!(prefix = %self.prefix, error = %e, "etcd watch did not open");
                 self.reconnected();
@@ -318,11 +318,11 @@ impl Watcher {
                     let last = self.health.borrow().last_heard.max(opened_at);
                     if last.elapsed() >= STALE_AFTER {
                         tracing::debug!(prefix = %self.prefix, "etcd watch: no progress report, re-opening");
-                        self.reconnected();
+                        self.lost_member(member);
                         return Ended::Retry;
                     }
                     if stream.request_progress().await.is_err() {
-                        self.reconnected();
+                        self.lost_member(member);
                         return Ended::Retry;
                     }
                 }
@@ -330,12 +330,12 @@ impl Watcher {
                     let response = match message {
                         Ok(Some(response)) => response,
                         Ok(None) => {
-                            self.reconnected();
+                            self.lost_member(member);
                             return Ended::Retry;
                         }
                         Err(e) => {
                             tracing::debug!(prefix = %self.prefix, error = %e, "etcd watch stream broke");
-                            self.reconnected();
+                            self.lost_member(member);
                             return Ended::Retry;
                         }
                     };
@@ -352,7 +352,7 @@ impl Watcher {
                     }
                     if response.canceled() {
                         tracing::debug!(prefix = %self.prefix, reason = response.cancel_reason(), "etcd watch canceled");
-                        self.reconnected();
+                        self.lost_member(member);
                         return Ended::Retry;
                     }
                     let header = revision_of(response.header()).unwrap_or(0);
@@ -412,6 +412,13 @@ impl Watcher {
             }
             true
         });
+    }
+
+    /// The stream on `member` broke, was cancelled or went quiet: count a reconnect, and
+    /// have the next stream opened on another member.
+    fn lost_member(&self, member: usize) {
+        self.etcd.demote(member);
+        self.reconnected();
     }
 
     fn reconnected(&self) {
