@@ -503,6 +503,17 @@ async fn a_watch_on_a_frozen_member_turns_stale_and_moves_without_losing_a_chang
         .unwrap();
     assert!(matches!(first, WatchUpdate::Snapshot { .. }));
     let serving = serving_member(&cluster).await;
+    // A session on the same client, renewing through the same (pinned) member: one frozen
+    // member must not suspend it (the renewal unanswered for 1 s moves it to another).
+    let session = Session::start(&watcher, SessionOptions::default())
+        .await
+        .unwrap();
+    let states = session.subscribe();
+    assert_eq!(
+        watcher.pinned_url(),
+        cluster.endpoint(serving),
+        "the session renews through the watch's member"
+    );
 
     let writer = client(&cluster).await;
     let key = format!("{prefix}status");
@@ -579,6 +590,12 @@ async fn a_watch_on_a_frozen_member_turns_stale_and_moves_without_losing_a_chang
     )
     .await;
     let applied_twice = check_history(&seen, written);
+    assert_eq!(session.state(), SessionState::Live);
+    assert!(
+        !states.has_changed().unwrap(),
+        "the session left Live while one member was frozen: {:?}",
+        *states.borrow()
+    );
     eprintln!(
         "member {serving} frozen: watch stale after {stale_after:?}, fresh on another member after \
          {resumed_after:?}; {written} writes, {} changes seen in order ({applied_twice} writes \

@@ -263,10 +263,16 @@ impl Etcd {
                 streaming: Client::connect([url], Some(base.clone())).await?,
             });
         }
+        // Replicas start on different members, so that their load is spread.
+        let first = {
+            use std::hash::BuildHasher;
+            let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+            usize::try_from(seed % members.len() as u64).unwrap_or(0)
+        };
         Ok(Etcd {
             inner: Arc::new(Inner {
                 members,
-                pinned: AtomicUsize::new(0),
+                pinned: AtomicUsize::new(first),
                 call_timeout: options.call_timeout,
             }),
         })
