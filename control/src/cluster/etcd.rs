@@ -33,7 +33,7 @@
 //!   reach etcd (connection refused, `no leader`) is tried again on the next member at once,
 //!   within the same deadline. A write that timed out is never retried here: its outcome is
 //!   unknown (a frozen member can apply it when it thaws), and the caller must read before
-//!   deciding again. Streams that go bad are reported back ([`Etcd::demote`]) by the loops
+//!   deciding again. Streams that go bad are reported back (`Etcd::demote`) by the loops
 //!   that own them, which then re-open on the next member.
 
 use std::future::Future;
@@ -295,7 +295,7 @@ impl Etcd {
 
     /// Moves the pin off `member` (to the next one) if it is still there: that member failed
     /// a call or a stream. Streams' owners call this when their stream goes bad.
-    pub fn demote(&self, member: usize) {
+    pub(crate) fn demote(&self, member: usize) {
         let n = self.inner.members.len();
         let next = (member + 1) % n;
         if n > 1
@@ -356,8 +356,8 @@ impl Etcd {
     }
 
     /// Opens a stream on the pinned member's client without deadline (trying the next
-    /// members within one call deadline); returns it with the member's index, for
-    /// [`demote`](Self::demote) when the stream goes bad.
+    /// members within one call deadline); returns it with the member's index, for `demote`
+    /// when the stream goes bad.
     async fn open<T, F>(&self, mut open: impl FnMut(Client) -> F) -> Result<(T, usize)>
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
