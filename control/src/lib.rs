@@ -6,11 +6,13 @@
 //! [`ports::TrafficRouter`] to set weights through the proxy's single writer). The pure
 //! core ([`analysis`], [`engine`]) turns (state, spec, observations, now) into a new state
 //! and actions; the thin async shell ([`controller`]) owns clocks, timers, providers and
-//! persistence.
+//! persistence. In cluster mode ([`cluster`]) several replicas share one rollout state
+//! through etcd.
 
 pub mod analysis;
 pub mod api;
 mod clock;
+pub mod cluster;
 pub mod controller;
 pub mod engine;
 pub(crate) mod eval;
