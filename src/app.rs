@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_config::Model;
 use weir_config::watch::{ConfigWatcher, ReloadStats};
+use weir_control::cluster::EtcdLink;
 use weir_control::{Controller, ControllerHandle, ControllerOptions};
 use weir_proxy::admin::Admin;
 use weir_proxy::{Proxy, ProxyOptions};
@@ -33,6 +34,18 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Watch the config files and reload on change.
     pub watch: bool,
+    /// This replica's name in a cluster.
+    pub node: String,
+}
+
+/// The host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), the default node name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weir".to_owned())
 }
 
 /// Why weir could not start.
@@ -59,6 +72,9 @@ pub enum StartError {
     /// A metric collector could not be registered (two with one name: a bug).
     #[error("cannot register the metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// Cluster mode cannot start (a node name that cannot be a key).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] weir_control::cluster::ClusterError),
     /// The rollout state folder cannot be used.
     #[error("cannot use the state folder {}: {source}", dir.display())]
     StateDir {
@@ -89,6 +105,8 @@ pub struct App {
     pub reload_stats: Arc<ReloadStats>,
     /// The control loop.
     pub controller: ControllerHandle,
+    /// Cluster mode: this replica's link to the others.
+    pub cluster: Option<Arc<EtcdLink>>,
     accept: CancellationToken,
     background: CancellationToken,
     tasks: TaskTracker,
@@ -384,6 +402,14 @@ impl App {
                 .any(|l| &l.name == name && l.tls.is_none());
             plain.then(|| format!("http://{addr}"))
         });
+        let cluster = match &model.proxy.cluster {
+            Some(c) => {
+                let link = EtcdLink::start(&c.endpoints, &c.prefix, &opts.node, admin)?;
+                tracing::info!(node = %opts.node, "cluster mode: replicas meet through etcd at {}", c.endpoints.join(", "));
+                Some(link)
+            }
+            None => None,
+        };
         let (controller, handle) = Controller::new(
             rx.clone(),
             Arc::new(ProxyMetrics(proxy.clone())),
@@ -391,7 +417,9 @@ impl App {
             ControllerOptions {
                 state_dir: Some(opts.state_dir.clone()),
                 proxy_url,
-                cluster: None,
+                cluster: cluster
+                    .clone()
+                    .map(|l| l as Arc<dyn weir_control::replica::ClusterLink>),
             },
         )
         .map_err(|source| StartError::StateDir {
@@ -448,6 +476,7 @@ impl App {
             Some(Arc::new(RolloutsApi {
                 handle: handle.clone(),
                 models: tx.subscribe(),
+                cluster: cluster.clone(),
             })),
         ));
         serving.serve_admin(admin_server, model.proxy.admin, admin_listener);
@@ -508,6 +537,7 @@ impl App {
             reload,
             reload_stats,
             controller: handle,
+            cluster,
             accept,
             background,
             tasks,
@@ -550,6 +580,11 @@ impl App {
         self.background.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        // After the control loop has stopped: a leader that leaves lets another take
+        // over at once.
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         drained
     }
 }

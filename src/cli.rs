@@ -151,6 +151,9 @@ pub struct ServeArgs {
     /// Turn measurement off (only to measure what it costs; analysis needs it).
     #[arg(long, hide = true)]
     pub no_measure: bool,
+    /// This replica's name in a cluster (`spec.cluster`); the host name by default.
+    #[arg(long)]
+    pub node: Option<String>,
 }
 
 /// `weir check`.

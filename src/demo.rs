@@ -156,6 +156,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<bool> {
             measure: true,
             shutdown_grace: Duration::from_secs(5),
             watch: true,
+            node: "demo".into(),
         },
     )
     .await

@@ -323,6 +323,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         measure: !args.no_measure,
         shutdown_grace: args.shutdown_grace,
         watch: !args.no_watch,
+        node: args.node.unwrap_or_else(weir::app::host_name),
     };
     runtime.block_on(async move {
         // The handlers go in before anything is served: a SIGTERM that comes as soon as

@@ -213,6 +213,8 @@ pub struct RolloutsApi {
     pub handle: ControllerHandle,
     /// The configuration in force (for the Gateway API objects' status).
     pub models: tokio::sync::watch::Receiver<Arc<weir_config::Model>>,
+    /// Cluster mode: what this replica knows of the cluster.
+    pub cluster: Option<Arc<weir_control::cluster::EtcdLink>>,
 }
 
 /// `/healthz` fails when the control loop has not turned for this long (it turns at least
@@ -256,6 +258,15 @@ impl AdminExtension for RolloutsApi {
                     http::HeaderValue::from_static("text/html; charset=utf-8"),
                 );
                 return Some(r);
+            }
+            if method == Method::GET && path == "/api/v1/cluster" {
+                return Some(match &self.cluster {
+                    Some(c) => json(StatusCode::OK, &*c.report().borrow()),
+                    None => json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({ "error": "not in cluster mode: the Proxy has no spec.cluster" }),
+                    ),
+                });
             }
             if method == Method::GET && path == "/api/v1/gateway" {
                 let model = self.models.borrow().clone();

@@ -1933,6 +1933,7 @@ async fn start_weir(prepared: &mut Prepared) -> Result<App, String> {
         measure: true,
         shutdown_grace: Duration::from_secs(2),
         watch: false,
+        node: "test".into(),
     };
     // The reserved ports are released just before weir binds them.
     prepared.ports.held.clear();

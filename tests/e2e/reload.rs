@@ -164,6 +164,7 @@ async fn folders_are_read_recursively_and_watched() {
         measure: true,
         shutdown_grace: Duration::from_secs(5),
         watch: true,
+        node: "test".into(),
     };
     let app = weir::app::App::start(model, &opts).await.unwrap();
     let web = app.listener("web").unwrap();

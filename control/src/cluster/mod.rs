@@ -35,6 +35,7 @@ pub mod election;
 pub mod error;
 pub mod etcd;
 pub mod keys;
+pub mod link;
 pub mod members;
 pub mod session;
 pub mod status;
@@ -44,6 +45,7 @@ pub use election::{LeaderInfo, LeaderObserver, Leadership, campaign, leader, res
 pub use error::ClusterError;
 pub use etcd::{Etcd, EtcdOptions, Kv, Listing, Read};
 pub use keys::Keys;
+pub use link::{ClusterReport, EtcdLink, MemberReport};
 pub use members::{InvalidMember, Member, MemberInfo, MemberList};
 pub use session::{Session, SessionOptions, SessionState};
 pub use status::{FencedWrite, WriteOutcome};

@@ -48,6 +48,7 @@ impl Weir {
             measure: true,
             shutdown_grace: Duration::from_secs(10),
             watch: true,
+            node: "test".into(),
         };
         let app = App::start(model, &opts).await.expect("weir starts");
         Weir {
