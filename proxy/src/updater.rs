@@ -273,7 +273,7 @@ fn log_model_diff(old: &Model, new: &Model) {
         m.proxy
             .routes
             .iter()
-            .map(|r| (r.name.as_str(), r))
+            .map(|r| (r.name.as_str(), &**r))
             .collect()
     }
     let (o, n) = (by_name(old), by_name(new));

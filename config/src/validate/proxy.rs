@@ -341,7 +341,7 @@ pub(super) fn proxy(
                 );
                 continue;
             }
-            proxy.routes.push(route);
+            proxy.routes.push(Arc::new(route));
         }
     }
     proxy

@@ -230,7 +230,7 @@ impl<'p> Reuse<'p> {
         })
     }
 
-    fn entry(&mut self, i: usize, r: &weir_config::model::Route) -> Option<Arc<RouteEntry>> {
+    fn entry(&mut self, i: usize, r: &Arc<weir_config::model::Route>) -> Option<Arc<RouteEntry>> {
         let uses_changed = match &r.target {
             RouteTarget::Rollout(_) => return None,
             RouteTarget::Split(legs) => legs
@@ -259,7 +259,8 @@ impl<'p> Reuse<'p> {
                 *by_name.get(r.name.as_str())?
             }
         };
-        (routes[j] == *r).then(|| self.prev.entries[j].clone())
+        // A route validation kept from the last load is the same value.
+        (Arc::ptr_eq(&routes[j], r) || *routes[j] == **r).then(|| self.prev.entries[j].clone())
     }
 }
 

@@ -99,7 +99,7 @@ fn lookup_route<'t>(t: &'t RouteTable, host: &str) -> &'t RouteEntry {
 
 fn two_legs(m: &mut Model, route: &str, weights: [u32; 2]) {
     let r = m.proxy.routes.iter_mut().find(|r| r.name == route).unwrap();
-    let RouteTarget::Split(legs) = &mut r.target else {
+    let RouteTarget::Split(legs) = &mut Arc::make_mut(r).target else {
         panic!("not a split");
     };
     let mut other = legs[0].clone();
@@ -142,10 +142,10 @@ fn an_unchanged_route_is_reused_and_a_changed_one_built_again() {
 
     // A route added before the others: they move, and are still reused.
     let mut m = (*second).clone();
-    let mut new = m.proxy.routes[1].clone();
+    let mut new = (*m.proxy.routes[1]).clone();
     new.name = "new".into();
     new.hosts = vec![weir_config::model::HostMatch::Exact("new.test".into())];
-    m.proxy.routes.insert(0, new);
+    m.proxy.routes.insert(0, Arc::new(new));
     let third = Arc::new(m);
     let t3 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
     assert_eq!(ctx.reused, 3);
@@ -183,10 +183,12 @@ fn a_changed_service_reaches_the_routes_that_use_it() {
 
     // A Service a mirror copies to counts as well.
     let mut m = (*second).clone();
-    m.proxy.routes[1].filters.push(Filter::Mirror(Mirror {
-        service: "s".into(),
-        share: Weight::FULL,
-    }));
+    Arc::make_mut(&mut m.proxy.routes[1])
+        .filters
+        .push(Filter::Mirror(Mirror {
+            service: "s".into(),
+            share: Weight::FULL,
+        }));
     let third = Arc::new(m);
     let t3 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
     assert_eq!(split(entry(&t3, "b")).mirrors.len(), 1);
