@@ -538,7 +538,11 @@ fn an_unchanged_httproute_is_not_attached_again_while_nothing_it_depends_on_chan
     let (twice, _) = step(&dup);
     assert!(everything(&twice).contains("defined twice"));
     // And back.
-    step(&gateway_config_with(2, &first_moves, Some(4)));
+    assert!(
+        step(&gateway_config_with(2, &first_moves, Some(4)))
+            .0
+            .is_ok()
+    );
 }
 
 #[test]

@@ -257,3 +257,78 @@ fn the_split_counters_of_reused_routes_are_kept() {
     assert_eq!(before.len(), after.len());
     assert!(before.iter().zip(&after).all(|(a, b)| Arc::ptr_eq(a, b)));
 }
+
+fn traffic_with_role_host(host: &str) -> BTreeMap<String, RolloutTraffic> {
+    BTreeMap::from([(
+        "app".to_owned(),
+        RolloutTraffic {
+            service: "app".into(),
+            stable: "app:v1".into(),
+            canary: None,
+            canary_weight: Weight::ZERO,
+            header_routes: Vec::new(),
+            mirror_routes: Vec::new(),
+            role_hosts: vec![(host.to_owned(), crate::stats::Role::Stable)],
+        },
+    )])
+}
+
+#[test]
+fn the_index_is_shared_while_every_route_matches_the_same_requests() {
+    let mut ctx = ctx();
+    let mut m = model();
+    two_legs(&mut m, "a", [1, 0]);
+    let first = Arc::new(m);
+    let t1 = rebuild(&first, &BTreeMap::new(), &mut ctx).unwrap();
+
+    // Weights flipped: the same index, and requests find the new entry.
+    let mut m = (*first).clone();
+    two_legs(&mut m, "a", [0, 1]);
+    let second = Arc::new(m);
+    let t2 = rebuild(&second, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(Arc::ptr_eq(&t1.index, &t2.index));
+    assert_eq!(split(lookup_route(&t2, "a.test")).weights[1], Weight::FULL);
+    assert_eq!(&*lookup_route(&t2, "c.test").name, "c");
+
+    // A route's host changes: a new index, with the new host and without the old.
+    let mut m = (*second).clone();
+    Arc::make_mut(&mut m.proxy.routes[2]).hosts =
+        vec![weir_config::model::HostMatch::Exact("d.test".into())];
+    let third = Arc::new(m);
+    let t3 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t2.index, &t3.index));
+    assert_eq!(&*lookup_route(&t3, "d.test").name, "c");
+    let req = Lookup {
+        listener: 0,
+        host: "c.test",
+        method: "GET",
+        path: "/",
+        query: "",
+    };
+    assert!(t3.lookup(&req, &http::HeaderMap::new()).is_none());
+
+    // A route added, then one removed: new indexes.
+    let mut m = (*third).clone();
+    let mut new = (*m.proxy.routes[0]).clone();
+    new.name = "e".into();
+    new.hosts = vec![weir_config::model::HostMatch::Exact("e.test".into())];
+    m.proxy.routes.push(Arc::new(new));
+    let fourth = Arc::new(m);
+    let t4 = rebuild(&fourth, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t3.index, &t4.index));
+    assert_eq!(&*lookup_route(&t4, "e.test").name, "e");
+    let t5 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t4.index, &t5.index));
+    assert_eq!(&*lookup_route(&t5, "d.test").name, "c");
+
+    // A role host comes, then changes: new indexes; the same again: shared.
+    let t6 = rebuild(&third, &traffic_with_role_host("app-stable"), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t5.index, &t6.index));
+    assert_eq!(&*lookup_route(&t6, "app-stable").name, "app/app-stable");
+    let t7 = rebuild(&third, &traffic_with_role_host("app-preview"), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t6.index, &t7.index));
+    assert_eq!(&*lookup_route(&t7, "app-preview").name, "app/app-preview");
+    let t8 = rebuild(&third, &traffic_with_role_host("app-preview"), &mut ctx).unwrap();
+    assert!(Arc::ptr_eq(&t7.index, &t8.index));
+    assert_eq!(&*lookup_route(&t8, "app-preview").name, "app/app-preview");
+}
