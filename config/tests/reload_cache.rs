@@ -73,6 +73,7 @@ fn a_changed_document_is_parsed_and_decoded_again_and_the_others_are_not() {
             decoded: 5,
             whole_files: 0,
             routes_checked: 0,
+            routes_attached: 0,
         }
     );
 
@@ -89,6 +90,7 @@ fn a_changed_document_is_parsed_and_decoded_again_and_the_others_are_not() {
             decoded: 1,
             whole_files: 0,
             routes_checked: 0,
+            routes_attached: 0,
         }
     );
     assert_same_as_fresh(&second, &path);
@@ -277,6 +279,7 @@ fn a_file_with_anchors_is_parsed_whole_every_time() {
             decoded: 4,
             whole_files: 1,
             routes_checked: 0,
+            routes_attached: 0,
         }
     );
     assert_same_as_fresh(&first, &path);
@@ -446,4 +449,129 @@ fn an_httproute_issue_kept_from_before_names_its_new_line() {
         "{}",
         everything(&second)
     );
+}
+
+/// `gateway_config`, with HTTPRoute `bad` (when given) attached to a Gateway that does
+/// not exist: a warning at its parentRef, kept from one load to the next.
+fn gateway_config_with(services: usize, routes: &[(usize, usize)], bad: Option<usize>) -> String {
+    let mut y = gateway_config(services, routes);
+    if let Some(i) = bad {
+        let at = y.find(&format!("name: route-{i},")).unwrap();
+        let parent = y[at..].find("parentRefs: [{name: edge}]").unwrap() + at;
+        y.replace_range(
+            parent..parent + "parentRefs: [{name: edge}]".len(),
+            "parentRefs: [{name: nowhere}]",
+        );
+    }
+    y
+}
+
+#[test]
+fn an_unchanged_httproute_is_not_attached_again_while_nothing_it_depends_on_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    let loader = Loader::new();
+    let step = |text: &str| {
+        write(&path, text);
+        let cached = loader.load(&path);
+        assert_eq!(everything(&cached), everything(&load(&path)));
+        (cached, loader.last_reuse().routes_attached)
+    };
+    // Six routes over three Services: routes 0, 1 and 2 are the first to use svc-0,
+    // svc-1 and svc-2, and build them on every load.
+    let routes = [(0, 0), (1, 1), (2, 2), (3, 0), (4, 1), (5, 2)];
+    let (first, attached) = step(&gateway_config_with(3, &routes, Some(4)));
+    assert_eq!(attached, 6);
+    assert_eq!(first.unwrap().proxy.routes.len(), 5);
+
+    // Nothing changes: only the three that build a Service are attached again.
+    let (_, attached) = step(&gateway_config_with(3, &routes, Some(4)));
+    assert_eq!(attached, 3);
+
+    // Route 3 moves from svc-0 to svc-1: it, and the three, are attached again.
+    let mut moved = routes;
+    moved[3] = (3, 1);
+    let (_, attached) = step(&gateway_config_with(3, &moved, Some(4)));
+    assert_eq!(attached, 4);
+
+    // Route 0 (the first to use svc-0) moves to svc-2: route 3, unchanged, is now the
+    // first to use svc-0 (moved back above), and builds it, as a fresh load does.
+    let mut first_moves = routes;
+    first_moves[0] = (0, 2);
+    let (_, attached) = step(&gateway_config_with(3, &first_moves, Some(4)));
+    assert_eq!(attached, 4);
+
+    // An HTTPRoute above the route with a warning grows by a line: the warning, kept,
+    // names its new line.
+    let text = gateway_config_with(3, &first_moves, Some(4)).replacen(
+        "  hostnames: [\"app-2.example\"]\n",
+        "  hostnames: [\"app-2.example\"]\n  # a comment\n",
+        1,
+    );
+    let (shifted, attached) = step(&text);
+    assert_eq!(attached, 4, "the commented route, and the three that build");
+    let line = text
+        .lines()
+        .position(|l| l.contains("{name: nowhere}"))
+        .unwrap()
+        + 1;
+    let shifted = everything(&shifted);
+    assert!(
+        shifted.contains(&format!("weir.yaml:{line}:")) && shifted.contains("nowhere"),
+        "{shifted}"
+    );
+
+    // A document of another kind changes (svc-2 goes): every route is attached again,
+    // and those that named svc-2 say so.
+    let (gone, attached) = step(&gateway_config_with(2, &first_moves, Some(4)));
+    assert_eq!(attached, 6);
+    assert!(everything(&gone).contains("svc-2"));
+    let (_, attached) = step(&gateway_config_with(2, &first_moves, Some(4)));
+    assert!(attached < 6, "{attached}");
+
+    // The same route twice: the second is refused, kept or not.
+    let dup = gateway_config_with(2, &first_moves, Some(4)).replacen(
+        "name: route-5,",
+        "name: route-3,",
+        1,
+    );
+    let (twice, _) = step(&dup);
+    assert!(everything(&twice).contains("defined twice"));
+    // And back.
+    assert!(
+        step(&gateway_config_with(2, &first_moves, Some(4)))
+            .0
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_route_kept_from_before_follows_a_rollout_that_splits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    let loader = Loader::new();
+    let base = gateway_config(3, &[(0, 0), (1, 1), (2, 2)]).replacen(
+        "      backendRefs: [{name: svc-1, port: 80}]\n",
+        "      backendRefs: [{name: svc-1, port: 80}, {name: svc-2, port: 80, weight: 0}]\n",
+        1,
+    );
+    let rollout = "---\napiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: app}\nspec:\n  selector: {matchLabels: {app: app}}\n  template:\n    metadata: {labels: {app: app}}\n    spec:\n      containers: [{name: app, image: app:v1}]\n  strategy:\n    canary:\n      stableService: svc-1\n      canaryService: svc-2\n      trafficRouting:\n        plugins:\n          argoproj-labs/gatewayAPI: {httpRoute: route-1}\n      steps: [{setWeight: 20}]\n";
+    for text in [
+        base.clone(),
+        format!("{base}{rollout}"),
+        format!("{base}{rollout}"),
+        base.clone(),
+        base.replacen("name: route-1,", "name: route-9,", 1) + rollout,
+    ] {
+        write(&path, &text);
+        let cached = loader.load(&path);
+        assert_eq!(everything(&cached), everything(&load(&path)), "{text}");
+        let split = text.contains("kind: Rollout") && text.contains("name: route-1,");
+        assert_eq!(
+            everything(&cached).contains("target: Rollout(\"app\")"),
+            split,
+            "{}",
+            everything(&cached)
+        );
+    }
 }

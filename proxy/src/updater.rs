@@ -273,8 +273,25 @@ fn log_model_diff(old: &Model, new: &Model) {
         m.proxy
             .routes
             .iter()
-            .map(|r| (r.name.as_str(), r))
+            .map(|r| (r.name.as_str(), &**r))
             .collect()
+    }
+    let (was, now) = (&old.proxy.routes, &new.proxy.routes);
+    if was.len() == now.len()
+        && was
+            .iter()
+            .zip(now)
+            .all(|(a, b)| Arc::ptr_eq(a, b) || a.name == b.name)
+    {
+        // The same routes in the same places (a reload that changed a few): a route
+        // validation kept is the same value.
+        for (prev, r) in was.iter().zip(now) {
+            if !Arc::ptr_eq(prev, r) && prev.target != r.target {
+                tracing::info!(route = %r.name, "route target changed: {:?} -> {:?}", prev.target, r.target);
+            }
+        }
+        log_other_diff(old, new);
+        return;
     }
     let (o, n) = (by_name(old), by_name(new));
     for r in &new.proxy.routes {
@@ -291,10 +308,17 @@ fn log_model_diff(old: &Model, new: &Model) {
             tracing::info!(route = %r.name, "route removed");
         }
     }
+    log_other_diff(old, new);
+}
+
+/// The Services and certificates that changed.
+fn log_other_diff(old: &Model, new: &Model) {
     for (name, s) in &new.services {
         match old.services.get(name) {
             None => tracing::info!(service = %name, "service added"),
-            Some(p) if p != s => tracing::info!(service = %name, "service endpoints changed"),
+            Some(p) if !Arc::ptr_eq(p, s) && p != s => {
+                tracing::info!(service = %name, "service endpoints changed")
+            }
             _ => {}
         }
     }

@@ -46,6 +46,9 @@ pub struct Reuse {
     pub whole_files: usize,
     /// HTTPRoutes whose own checks ran (new or changed; see [`Memo`]).
     pub routes_checked: usize,
+    /// HTTPRoutes attached to their Gateways again (new, changed, the first to use a
+    /// Service, or all of them when a document of another kind changed; see [`Memo`]).
+    pub routes_attached: usize,
 }
 
 #[derive(Debug, Default)]
@@ -108,8 +111,10 @@ impl Loader {
 
     /// What the last load reused.
     pub fn last_reuse(&self) -> Reuse {
+        let memo = self.lock_memo();
         Reuse {
-            routes_checked: self.lock_memo().checked,
+            routes_checked: memo.checked,
+            routes_attached: memo.attached,
             ..self.lock().last
         }
     }

@@ -27,8 +27,9 @@ pub struct Proxy {
     /// The token every admin `POST` must present as `Authorization: Bearer TOKEN`, read
     /// from `spec.admin.tokenFile`; `None` when no file is named.
     pub admin_token: Option<AdminToken>,
-    /// Routes in the order written (the router orders them by specificity).
-    pub routes: Vec<Route>,
+    /// Routes in the order written (the router orders them by specificity). Shared: a
+    /// reload keeps the routes of unchanged HTTPRoutes, and the table build knows them.
+    pub routes: Vec<Arc<Route>>,
     /// Upstream settings.
     pub upstream: UpstreamSettings,
     /// Client limits.

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::decode::Findings;
 use crate::decode::gateway as raw;
 use crate::model::gateway::{condition as ty, reason};
 use crate::model::{
@@ -24,11 +25,12 @@ use crate::read::Document;
 
 use super::canary::Bindings;
 use super::ctx::Ctx;
-use super::endpoints::Cluster;
+use super::endpoints::{Cluster, Resolved};
 use super::filters::ParsedFilter;
 use super::gateway::{GatewayListener, Gateways};
 use super::hostnames;
 use super::httproute::{ParsedParent, ParsedRoute, ParsedRule};
+use super::memo::{self, Placed};
 
 /// Where a route goes, shared by the parts that place it.
 pub(super) struct Placement<'g, 'c, 's> {
@@ -40,6 +42,22 @@ pub(super) struct Placement<'g, 'c, 's> {
     pub(super) bindings: &'g Bindings,
     /// The model's Services, to which Kubernetes backends are added.
     pub(super) services: &'s mut BTreeMap<String, Arc<Service>>,
+    /// How each backend resolved, in order, since this was last emptied (see `memo`).
+    pub(super) uses: Vec<Resolved>,
+}
+
+impl Placement<'_, '_, '_> {
+    /// [`Cluster::backend`], noted in [`Placement::uses`].
+    fn backend(
+        &mut self,
+        ctx: &mut Ctx,
+        from_ns: &str,
+        r: &super::endpoints::BackendRef,
+    ) -> Result<String, super::endpoints::Unresolved> {
+        let (out, how) = self.cluster.backend_traced(ctx, from_ns, r, self.services);
+        self.uses.push(how);
+        out
+    }
 }
 
 /// One listener a route is attached to: the model listener's index and name, the
@@ -82,107 +100,46 @@ pub(super) fn routes(
             );
             continue;
         }
-        let unsupported: Vec<(String, String)> = route
-            .rules
-            .iter()
-            .flat_map(|r| {
-                r.filters
-                    .iter()
-                    .chain(r.backends.iter().flat_map(|b| b.filters.iter()))
-            })
-            .filter_map(|f| match f {
-                ParsedFilter::Unsupported { what, field } => Some((what.clone(), field.clone())),
-                _ => None,
-            })
-            .collect();
-        for (what, field) in &unsupported {
-            ctx.warn(
-                doc,
-                field,
-                format!(
-                    "weir does not implement {what} filters: HTTPRoute {}/{} is not served",
-                    route.namespace, route.name
-                ),
-            );
+        if let Some(p) = memo.placed(r)
+            && again(ctx, doc, &p, place, proxy, status, &mut bound)
+        {
+            continue;
         }
-        let mut sections = Vec::new();
-        let mut attached: Vec<Attachment> = Vec::new();
-        let mut counted = BTreeSet::new();
-        for p in &route.parents {
-            let accepted = if let Some((what, _)) = unsupported.first() {
-                Err(Some((
-                    reason::UNSUPPORTED_VALUE,
-                    format!("the {what} filter is not implemented by weir"),
-                )))
-            } else {
-                attach(p, &route, place, &on_socket, &mut attached, &mut counted)
-            };
-            let accepted = match accepted {
-                Ok(()) => Condition::yes(ty::ACCEPTED, reason::ACCEPTED, ""),
-                Err(None) => continue, // a Gateway of another class: not weir's to report
-                Err(Some((rsn, message))) => {
-                    ctx.warn(
+        // Attached anew, noting what it does, to be done again while nothing it depends
+        // on changes.
+        let (issues, notices) = (ctx.findings.issues.len(), ctx.findings.notices.len());
+        let addresses = ctx.io.addresses.len();
+        let services = place.services.len();
+        place.uses.clear();
+        let (routes_before, status_before) = (proxy.routes.len(), status.len());
+        let mut mine = BTreeSet::new();
+        let counted = one(
+            ctx, doc, &route, place, &on_socket, proxy, status, &mut mine,
+        );
+        bound.extend(mine.iter().cloned());
+        let built = place.services.len() != services
+            || ctx.io.addresses.len() != addresses
+            || place.uses.contains(&Resolved::Other);
+        if built {
+            memo.attached_anew();
+        } else {
+            memo.keep_placed(
+                r,
+                Placed {
+                    uses: std::mem::take(&mut place.uses),
+                    routes: proxy.routes[routes_before..].to_vec(),
+                    status: status[status_before..].first().cloned(),
+                    counted,
+                    bound: mine.into_iter().collect(),
+                    found: memo::unshifted(
                         doc,
-                        &p.field,
-                        format!(
-                            "HTTPRoute {}/{} is not attached to {}: {message}",
-                            route.namespace,
-                            route.name,
-                            p.label()
-                        ),
-                    );
-                    Condition::no(ty::ACCEPTED, rsn, message)
-                }
-            };
-            sections.push(SectionStatus {
-                name: p.label(),
-                attached_routes: None,
-                conditions: vec![accepted],
-            });
-        }
-        for (s, l) in counted {
-            if let Some(n) = status[s].sections[l].attached_routes.as_mut() {
-                *n += 1;
-            }
-        }
-        if !attached.is_empty() {
-            let mut problems = Vec::new();
-            emit(
-                ctx,
-                doc,
-                &route,
-                place,
-                &attached,
-                proxy,
-                &mut problems,
-                &mut bound,
+                        Findings {
+                            issues: ctx.findings.issues[issues..].to_vec(),
+                            notices: ctx.findings.notices[notices..].to_vec(),
+                        },
+                    ),
+                },
             );
-            let resolved = match problems.first() {
-                None => Condition::yes(ty::RESOLVED_REFS, reason::RESOLVED_REFS, ""),
-                Some((rsn, _)) => Condition::no(
-                    ty::RESOLVED_REFS,
-                    rsn,
-                    problems
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-            };
-            for s in sections.iter_mut().filter(|s| s.conditions[0].status) {
-                s.conditions.push(resolved.clone());
-            }
-        }
-        // A route whose every parent is another controller's Gateway is not weir's to
-        // report.
-        if !sections.is_empty() || route.parents.is_empty() {
-            status.push(GatewayStatus {
-                kind: StatusKind::HttpRoute,
-                namespace: route.namespace.clone(),
-                name: route.name.clone(),
-                conditions: Vec::new(),
-                sections,
-            });
         }
     }
     for ((ns, route), list) in place.bindings {
@@ -192,6 +149,157 @@ pub(super) fn routes(
             }
         }
     }
+}
+
+/// Does again what attaching an HTTPRoute did (`p`), when each backend it resolved
+/// resolves the same way with nothing to build; false (and nothing done) otherwise.
+fn again(
+    ctx: &mut Ctx,
+    doc: &Document,
+    p: &Placed,
+    place: &mut Placement<'_, '_, '_>,
+    proxy: &mut Proxy,
+    status: &mut Vec<GatewayStatus>,
+    bound: &mut BTreeSet<(String, String, String)>,
+) -> bool {
+    if !p
+        .uses
+        .iter()
+        .all(|u| Cluster::can_repeat(u, place.services))
+    {
+        return false;
+    }
+    for u in &p.uses {
+        place.cluster.repeat(u);
+    }
+    for (s, l) in &p.counted {
+        if let Some(n) = status[*s].sections[*l].attached_routes.as_mut() {
+            *n += 1;
+        }
+    }
+    status.extend(p.status.iter().cloned());
+    proxy.routes.extend(p.routes.iter().cloned());
+    bound.extend(p.bound.iter().cloned());
+    memo::report(ctx, doc, &p.found);
+    true
+}
+
+/// Attaches one HTTPRoute: its status, and its model routes. Returns the Gateway
+/// listeners (status, section) that count it as attached.
+#[allow(clippy::too_many_arguments)]
+fn one(
+    ctx: &mut Ctx,
+    doc: &Document,
+    route: &ParsedRoute,
+    place: &mut Placement<'_, '_, '_>,
+    on_socket: &BTreeMap<usize, Vec<Option<String>>>,
+    proxy: &mut Proxy,
+    status: &mut Vec<GatewayStatus>,
+    bound: &mut BTreeSet<(String, String, String)>,
+) -> Vec<(usize, usize)> {
+    let unsupported: Vec<(String, String)> = route
+        .rules
+        .iter()
+        .flat_map(|r| {
+            r.filters
+                .iter()
+                .chain(r.backends.iter().flat_map(|b| b.filters.iter()))
+        })
+        .filter_map(|f| match f {
+            ParsedFilter::Unsupported { what, field } => Some((what.clone(), field.clone())),
+            _ => None,
+        })
+        .collect();
+    for (what, field) in &unsupported {
+        ctx.warn(
+            doc,
+            field,
+            format!(
+                "weir does not implement {what} filters: HTTPRoute {}/{} is not served",
+                route.namespace, route.name
+            ),
+        );
+    }
+    let mut sections = Vec::new();
+    let mut attached: Vec<Attachment> = Vec::new();
+    let mut counted = BTreeSet::new();
+    for p in &route.parents {
+        let accepted = if let Some((what, _)) = unsupported.first() {
+            Err(Some((
+                reason::UNSUPPORTED_VALUE,
+                format!("the {what} filter is not implemented by weir"),
+            )))
+        } else {
+            attach(p, route, place, on_socket, &mut attached, &mut counted)
+        };
+        let accepted = match accepted {
+            Ok(()) => Condition::yes(ty::ACCEPTED, reason::ACCEPTED, ""),
+            Err(None) => continue, // a Gateway of another class: not weir's to report
+            Err(Some((rsn, message))) => {
+                ctx.warn(
+                    doc,
+                    &p.field,
+                    format!(
+                        "HTTPRoute {}/{} is not attached to {}: {message}",
+                        route.namespace,
+                        route.name,
+                        p.label()
+                    ),
+                );
+                Condition::no(ty::ACCEPTED, rsn, message)
+            }
+        };
+        sections.push(SectionStatus {
+            name: p.label(),
+            attached_routes: None,
+            conditions: vec![accepted],
+        });
+    }
+    for (s, l) in &counted {
+        if let Some(n) = status[*s].sections[*l].attached_routes.as_mut() {
+            *n += 1;
+        }
+    }
+    if !attached.is_empty() {
+        let mut problems = Vec::new();
+        emit(
+            ctx,
+            doc,
+            route,
+            place,
+            &attached,
+            proxy,
+            &mut problems,
+            bound,
+        );
+        let resolved = match problems.first() {
+            None => Condition::yes(ty::RESOLVED_REFS, reason::RESOLVED_REFS, ""),
+            Some((rsn, _)) => Condition::no(
+                ty::RESOLVED_REFS,
+                rsn,
+                problems
+                    .iter()
+                    .map(|(_, m)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
+        for s in sections.iter_mut().filter(|s| s.conditions[0].status) {
+            s.conditions.push(resolved.clone());
+        }
+    }
+    // A route whose every parent is another controller's Gateway is not weir's to
+    // report.
+    if !sections.is_empty() || route.parents.is_empty() {
+        status.push(GatewayStatus {
+            kind: StatusKind::HttpRoute,
+            namespace: route.namespace.clone(),
+            name: route.name.clone(),
+            conditions: Vec::new(),
+            sections,
+        });
+    }
+    counted.into_iter().collect()
 }
 
 /// Attaches `route` through parentRef `p`. `Err(None)`: the Gateway is another
@@ -384,7 +492,7 @@ fn emit(
             } else {
                 format!("{base}@{}", listeners[0])
             };
-            proxy.routes.push(Route {
+            proxy.routes.push(Arc::new(Route {
                 name,
                 hosts: hosts
                     .iter()
@@ -403,7 +511,7 @@ fn emit(
                     .iter()
                     .map(|h| h.as_deref().map(hostnames::host_match))
                     .collect(),
-            });
+            }));
         }
     }
 }
@@ -448,10 +556,7 @@ fn resolve_rule(
     let mut legs = Vec::new();
     let mut invalid = Vec::new();
     for b in &rule.backends {
-        match place
-            .cluster
-            .backend(ctx, &route.namespace, &b.r, place.services)
-        {
+        match place.backend(ctx, &route.namespace, &b.r) {
             Ok(service) => {
                 let filters =
                     resolve_filters(ctx, doc, &route.namespace, &b.filters, place, problems);
@@ -522,18 +627,16 @@ fn resolve_filters(
     for f in list {
         match f {
             ParsedFilter::Ready(f) => out.push(f.clone()),
-            ParsedFilter::Mirror { r, share, field } => {
-                match place.cluster.backend(ctx, route_ns, r, place.services) {
-                    Ok(service) => out.push(Filter::Mirror(Mirror {
-                        service,
-                        share: *share,
-                    })),
-                    Err(u) => {
-                        ctx.warn(doc, field, format!("{}: the mirror is left out", u.message));
-                        problems.push((u.reason, u.message));
-                    }
+            ParsedFilter::Mirror { r, share, field } => match place.backend(ctx, route_ns, r) {
+                Ok(service) => out.push(Filter::Mirror(Mirror {
+                    service,
+                    share: *share,
+                })),
+                Err(u) => {
+                    ctx.warn(doc, field, format!("{}: the mirror is left out", u.message));
+                    problems.push((u.reason, u.message));
                 }
-            }
+            },
             ParsedFilter::Unsupported { .. } => {}
         }
     }

@@ -127,6 +127,24 @@ struct Grant {
     to: Vec<(String, String, Option<String>)>,
 }
 
+/// How [`Cluster::backend`] resolved a reference, so that validation may resolve it
+/// again without the work while the documents it looks at are the same (`memo`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Resolved {
+    /// To the weir Service of that name (in namespace `default`).
+    Weir(String),
+    /// To a Kubernetes Service (`key`, marked used) already built into model Service
+    /// `id`. `weir_name`: the name, when a weir Service of that name would have been
+    /// taken instead (a reference in namespace `default`).
+    Kube {
+        weir_name: Option<String>,
+        key: (String, String),
+        id: String,
+    },
+    /// Anything else: a model Service built, or the reference not resolved.
+    Other,
+}
+
 /// The Kubernetes objects, checked and indexed.
 pub(super) struct Cluster<'a> {
     labels: BTreeMap<String, BTreeMap<String, String>>,
@@ -553,6 +571,53 @@ impl<'a> Cluster<'a> {
         r: &BackendRef,
         weir: &mut BTreeMap<String, Arc<Service>>,
     ) -> Result<String, Unresolved> {
+        self.backend_traced(ctx, from_ns, r, weir).0
+    }
+
+    /// As [`Self::backend`], saying how the reference resolved (see [`Resolved`]).
+    pub(super) fn backend_traced(
+        &mut self,
+        ctx: &mut Ctx,
+        from_ns: &str,
+        r: &BackendRef,
+        weir: &mut BTreeMap<String, Arc<Service>>,
+    ) -> (Result<String, Unresolved>, Resolved) {
+        let mut how = Resolved::Other;
+        let out = self.resolve(ctx, from_ns, r, weir, &mut how);
+        (out, how)
+    }
+
+    /// Whether [`Self::backend`] of the reference that resolved as `how` (under the
+    /// same documents: see `memo`) would now resolve the same way again with nothing
+    /// more to do than [`Self::repeat`]: its Service is in `weir` already.
+    pub(super) fn can_repeat(how: &Resolved, weir: &BTreeMap<String, Arc<Service>>) -> bool {
+        match how {
+            Resolved::Weir(name) => weir.contains_key(name),
+            Resolved::Kube { weir_name, id, .. } => {
+                weir_name.as_ref().is_none_or(|n| !weir.contains_key(n)) && weir.contains_key(id)
+            }
+            Resolved::Other => false,
+        }
+    }
+
+    /// What [`Self::backend`] of a reference [`Self::can_repeat`] says yes to does:
+    /// marks its Kubernetes Service used.
+    pub(super) fn repeat(&mut self, how: &Resolved) {
+        if let Resolved::Kube { key, .. } = how
+            && !self.used.contains(key)
+        {
+            self.used.insert(key.clone());
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        ctx: &mut Ctx,
+        from_ns: &str,
+        r: &BackendRef,
+        weir: &mut BTreeMap<String, Arc<Service>>,
+        how: &mut Resolved,
+    ) -> Result<String, Unresolved> {
         if !(r.group.is_empty() && r.kind == "Service") {
             return Err(Unresolved {
                 reason: reason::INVALID_KIND,
@@ -576,7 +641,9 @@ impl<'a> Cluster<'a> {
                 ),
             });
         }
-        if r.namespace == defaults::NAMESPACE && weir.contains_key(&r.name) {
+        let in_default = r.namespace == defaults::NAMESPACE;
+        if in_default && weir.contains_key(&r.name) {
+            *how = Resolved::Weir(r.name.clone());
             return Ok(r.name.clone());
         }
         let key = (r.namespace.clone(), r.name.clone());
@@ -626,6 +693,11 @@ impl<'a> Cluster<'a> {
         };
         let id = format!("{}/{}:{port}", r.namespace, r.name);
         if weir.contains_key(&id) {
+            *how = Resolved::Kube {
+                weir_name: in_default.then(|| r.name.clone()),
+                key,
+                id: id.clone(),
+            };
             return Ok(id);
         }
         let mut endpoints = Vec::new();

@@ -786,7 +786,7 @@ fn push_route(names: &mut BTreeSet<String>, proxy: &mut Proxy, mut route: Route)
         }
         route.name = format!("{}#{k}", route.name);
     }
-    proxy.routes.push(route);
+    proxy.routes.push(Arc::new(route));
 }
 
 /// Adds `route`, split by listener when plain HTTP redirects to HTTPS

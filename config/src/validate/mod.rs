@@ -96,7 +96,7 @@ pub fn validate_with(
     env: &MetricEnv,
     memo: &mut Memo,
 ) -> Validated {
-    memo.checked = 0;
+    memo.begin(&docs);
     let mut ctx = Ctx::new(findings, env.clone());
     let mut services = service::services(&mut ctx, docs.services);
     let mut argo = Argo {
@@ -111,6 +111,7 @@ pub fn validate_with(
 
     let mut gateway_status = Vec::new();
     let (bindings, roles) = canary::bindings(&mut ctx, &docs.rollouts, &docs.http_routes, &argo);
+    memo.bindings(&bindings);
     let ingress_bindings =
         canary::ingress_bindings(&mut ctx, &docs.rollouts, &docs.ingresses, &argo);
     let mut cluster = endpoints::Cluster::new(
@@ -135,6 +136,7 @@ pub fn validate_with(
         cluster: &mut cluster,
         bindings: &bindings,
         services: &mut services,
+        uses: Vec::new(),
     };
     attach::routes(
         &mut ctx,

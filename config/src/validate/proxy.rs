@@ -347,7 +347,7 @@ pub(super) fn proxy(
                 );
                 continue;
             }
-            proxy.routes.push(route);
+            proxy.routes.push(Arc::new(route));
         }
     }
     proxy

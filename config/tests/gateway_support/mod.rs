@@ -61,6 +61,7 @@ pub(crate) fn routes<'a>(m: &'a Model, name: &str) -> Vec<&'a Route> {
         .routes
         .iter()
         .filter(|r| r.name.starts_with(&prefix))
+        .map(|r| &**r)
         .collect()
 }
 

@@ -13,8 +13,8 @@ use weir_config::model::{
 
 use super::split::{Counter, Split};
 use super::{
-    Backend, Claim, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable, SplitTarget,
-    Target,
+    Backend, Claim, Index, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable,
+    SplitTarget, Target,
 };
 use crate::access_log::AccessLogSink;
 use crate::error::{BuildError, Kind};
@@ -111,11 +111,43 @@ pub struct BuildContext {
     pub(crate) reused: usize,
 }
 
-/// The last [`rebuild`]'s model and its routes' entries (in the model's order).
+/// The last [`rebuild`]'s model, its routes' entries (in the model's order) and its
+/// index, with the role hosts it indexed.
 #[derive(Debug)]
 struct Prev {
     model: Arc<Model>,
     entries: Vec<Arc<RouteEntry>>,
+    index: Arc<Index>,
+    role_hosts: RoleHosts,
+}
+
+/// The Rollouts' role hosts a table indexes (lower-case, in order) and the listeners that
+/// serve them (a mask).
+type RoleHosts = (Vec<String>, u64);
+
+impl Prev {
+    /// Whether an index built for `model` and `role_hosts` would be the last one: the
+    /// same listeners in the same order, the same role hosts on the same listeners, and
+    /// each model route, in the same place, the same route (the same value kept by
+    /// validation) or one with the same hosts, matches, listeners and scope.
+    fn matches_same(&self, model: &Model, role_hosts: &RoleHosts) -> bool {
+        let (old, new) = (&self.model.proxy, &model.proxy);
+        self.role_hosts == *role_hosts
+            && old.listeners.len() == new.listeners.len()
+            && old
+                .listeners
+                .iter()
+                .zip(&new.listeners)
+                .all(|(a, b)| a.name == b.name)
+            && old.routes.len() == new.routes.len()
+            && old.routes.iter().zip(&new.routes).all(|(a, b)| {
+                Arc::ptr_eq(a, b)
+                    || (a.hosts == b.hosts
+                        && a.matches == b.matches
+                        && a.listeners == b.listeners
+                        && a.scope == b.scope)
+            })
+    }
 }
 
 /// What every backend of one (Service, role, revision) shares.
@@ -160,14 +192,16 @@ pub fn build(
     let table = build_table(model, traffic, ctx, None);
     // The model's Services may go once the build is done: forget their addresses.
     ctx.legs.get_mut().clear();
-    table
+    table.map(|(t, _)| t)
 }
 
 /// As [`build`], taking from the last `rebuild` the entries of the model routes that
 /// did not change: a route equal to the one of its name then, whose target is not a
 /// Rollout's (those follow the traffic state), whose Services (backends and mirrors)
 /// are equal to what they were, under the same upstream settings. Everything else is
-/// built again, and the matchers and the host index always are.
+/// built again. The matchers and the host index are the last build's when every route
+/// matches the same requests as then (see [`Prev::matches_same`]), and built again
+/// otherwise.
 ///
 /// # Errors
 /// As [`build`]; the last build is then still the one the next rebuild starts from.
@@ -181,16 +215,21 @@ pub fn rebuild(
     let prev = ctx.prev.take();
     let table = build_table(model, traffic, ctx, prev.as_ref());
     ctx.legs.get_mut().clear();
-    match &table {
-        Ok(t) => {
+    match table {
+        Ok((t, role_hosts)) => {
             ctx.prev = Some(Prev {
                 model: model.clone(),
                 entries: t.routes[..model.proxy.routes.len()].to_vec(),
+                index: t.index.clone(),
+                role_hosts,
             });
+            Ok(t)
         }
-        Err(_) => ctx.prev = prev,
+        Err(e) => {
+            ctx.prev = prev;
+            Err(e)
+        }
     }
-    table
 }
 
 /// The entry the last build made for `r` (the `i`th model route), when it may serve
@@ -230,7 +269,7 @@ impl<'p> Reuse<'p> {
         })
     }
 
-    fn entry(&mut self, i: usize, r: &weir_config::model::Route) -> Option<Arc<RouteEntry>> {
+    fn entry(&mut self, i: usize, r: &Arc<weir_config::model::Route>) -> Option<Arc<RouteEntry>> {
         let uses_changed = match &r.target {
             RouteTarget::Rollout(_) => return None,
             RouteTarget::Split(legs) => legs
@@ -259,7 +298,8 @@ impl<'p> Reuse<'p> {
                 *by_name.get(r.name.as_str())?
             }
         };
-        (routes[j] == *r).then(|| self.prev.entries[j].clone())
+        // A route validation kept from the last load is the same value.
+        (Arc::ptr_eq(&routes[j], r) || *routes[j] == **r).then(|| self.prev.entries[j].clone())
     }
 }
 
@@ -289,7 +329,7 @@ fn build_table(
     traffic: &BTreeMap<String, RolloutTraffic>,
     ctx: &mut BuildContext,
     prev: Option<&Prev>,
-) -> Result<RouteTable, BuildError> {
+) -> Result<(RouteTable, RoleHosts), BuildError> {
     let mut reuse = prev.and_then(|p| Reuse::new(p, model));
     ctx.reused = 0;
     let mut listeners = HashMap::new();
@@ -306,6 +346,27 @@ fn build_table(
             },
         );
     }
+
+    // Role hosts of each Rollout: Host: my-app-canary reaches the canary directly, on the
+    // listeners that serve them (loopback ones unless `roleHosts` says otherwise).
+    let role_mask = model
+        .proxy
+        .listeners
+        .iter()
+        .filter(|l| l.serves_role_hosts())
+        .filter_map(|l| listeners.get(&l.name))
+        .fold(0u64, |m, l| m | 1u64 << l.index.min(63));
+    let role_hosts: RoleHosts = (
+        traffic
+            .values()
+            .filter(|_| role_mask != 0)
+            .flat_map(|t| t.role_hosts.iter().map(|(h, _)| h.to_ascii_lowercase()))
+            .collect(),
+        role_mask,
+    );
+    let shared = prev
+        .filter(|p| p.matches_same(model, &role_hosts))
+        .map(|p| p.index.clone());
 
     let mut routes: Vec<Arc<RouteEntry>> = Vec::with_capacity(model.proxy.routes.len());
     let mut claims: HashMap<u32, super::Claims> = HashMap::new();
@@ -327,6 +388,9 @@ fn build_table(
                 routes.push(entry);
             }
             None => routes.push(Arc::new(route_entry(ctx, model, traffic, r))),
+        }
+        if shared.is_some() {
+            continue;
         }
         let scope: Box<[Claim]> = r
             .scope
@@ -359,15 +423,6 @@ fn build_table(
         }
     }
 
-    // Role hosts of each Rollout: Host: my-app-canary reaches the canary directly, on the
-    // listeners that serve them (loopback ones unless `roleHosts` says otherwise).
-    let role_mask = model
-        .proxy
-        .listeners
-        .iter()
-        .filter(|l| l.serves_role_hosts())
-        .filter_map(|l| listeners.get(&l.name))
-        .fold(0u64, |m, l| m | 1u64 << l.index.min(63));
     for (rollout, t) in traffic.iter().filter(|_| role_mask != 0) {
         let svc = model.services.get(&t.service);
         for (host, role) in &t.role_hosts {
@@ -394,6 +449,9 @@ fn build_table(
                 max_body: None,
                 deadline: None,
             }));
+            if shared.is_some() {
+                continue;
+            }
             matchers.push((
                 vec![HostMatch::Exact(host.to_ascii_lowercase())],
                 Matcher {
@@ -412,6 +470,34 @@ fn build_table(
     let generation = ctx.generation;
     ctx.counters.retain(|_, (used, _)| *used == generation);
 
+    let index = match shared {
+        Some(index) => index,
+        None => Arc::new(index(matchers, claims)),
+    };
+    Ok((
+        RouteTable {
+            generation: ctx.generation,
+            routes,
+            index,
+            listeners,
+            upstream: model.proxy.upstream,
+            limits: model.proxy.limits,
+            admin_hosts: model
+                .proxy
+                .admin_hosts
+                .iter()
+                .map(|h| h.as_str().into())
+                .collect(),
+            admin_token: model.proxy.admin_token.clone(),
+            debug_headers: model.proxy.debug_headers,
+            access_log: ctx.access_log.clone(),
+        },
+        role_hosts,
+    ))
+}
+
+/// The index of `matchers` (each with its hosts) and `claims`.
+fn index(matchers: Vec<(Vec<HostMatch>, Matcher)>, claims: HashMap<u32, super::Claims>) -> Index {
     // Index by host; within a group the most specific match comes first.
     let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::with_capacity(matchers.len());
     let mut suffix: HashMap<String, Vec<u32>> = HashMap::new();
@@ -444,27 +530,13 @@ fn build_table(
         })
         .collect();
 
-    Ok(RouteTable {
-        generation: ctx.generation,
-        routes,
+    Index {
         matchers,
         exact,
-        claims,
         suffix,
         any,
-        listeners,
-        upstream: model.proxy.upstream,
-        limits: model.proxy.limits,
-        admin_hosts: model
-            .proxy
-            .admin_hosts
-            .iter()
-            .map(|h| h.as_str().into())
-            .collect(),
-        admin_token: model.proxy.admin_token.clone(),
-        debug_headers: model.proxy.debug_headers,
-        access_log: ctx.access_log.clone(),
-    })
+        claims,
+    }
 }
 
 /// The entry of model route `r`, built afresh.

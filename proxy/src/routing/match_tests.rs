@@ -66,7 +66,7 @@ spec:
 "#,
     )
     .unwrap();
-    model.proxy.routes = routes;
+    model.proxy.routes = routes.into_iter().map(Arc::new).collect();
     let mut ctx = BuildContext::new(
         Arc::new(crate::stats::Stats::new(1, true)),
         Arc::new(crate::upstream::Upstreams::default()),

@@ -55,16 +55,8 @@ pub struct RouteTable {
     /// Increases with every build.
     pub generation: u64,
     routes: Vec<Arc<RouteEntry>>,
-    /// The ways requests match routes, indexed by host below; within a host group,
-    /// the most specific first.
-    matchers: Vec<Matcher>,
-    exact: HashMap<Box<str>, Vec<u32>>,
-    /// Wildcard hosts by their suffix (`.example.com`).
-    suffix: HashMap<Box<str>, Vec<u32>>,
-    any: Vec<u32>,
-    /// By listener index: the Gateway listener hostnames on that socket (none for
-    /// sockets without Gateway listeners).
-    claims: HashMap<u32, Claims>,
+    /// How requests find their route.
+    index: Arc<Index>,
     /// By listener name: the index routes use in their listener masks, and TLS.
     pub listeners: HashMap<String, ListenerEntry>,
     /// Upstream timeouts and pool sizes.
@@ -80,6 +72,23 @@ pub struct RouteTable {
     pub access_log: Option<Arc<AccessLogSink>>,
     /// Whether to add `x-weir-*` headers to responses.
     pub debug_headers: bool,
+}
+
+/// How requests find their route: the ways they match routes, indexed by host. Shared by
+/// consecutive tables whose routes match the same requests (a reload that changed only
+/// where routes send their traffic).
+#[derive(Debug)]
+struct Index {
+    /// The ways requests match routes, indexed by host below; within a host group,
+    /// the most specific first.
+    matchers: Vec<Matcher>,
+    exact: HashMap<Box<str>, Vec<u32>>,
+    /// Wildcard hosts by their suffix (`.example.com`).
+    suffix: HashMap<Box<str>, Vec<u32>>,
+    any: Vec<u32>,
+    /// By listener index: the Gateway listener hostnames on that socket (none for
+    /// sockets without Gateway listeners).
+    claims: HashMap<u32, Claims>,
 }
 
 /// Per-listener data in the snapshot.
@@ -555,25 +564,26 @@ impl RouteTable {
     /// query and listener match.
     #[inline]
     pub fn lookup(&self, req: &Lookup<'_>, headers: &impl Headers) -> Option<Found<'_>> {
+        let ix = &*self.index;
         let chosen = Chosen {
-            claims: &self.claims,
+            claims: &ix.claims,
             listener: req.listener,
             host: req.host,
             cell: std::cell::OnceCell::new(),
         };
-        if let Some(ids) = self.exact.get(req.host)
+        if let Some(ids) = ix.exact.get(req.host)
             && let Some(r) = self.first_match(ids, req, headers, &chosen)
         {
             return Some(r);
         }
-        if !self.suffix.is_empty() {
-            for ids in suffixes(req.host).filter_map(|s| self.suffix.get(s)) {
+        if !ix.suffix.is_empty() {
+            for ids in suffixes(req.host).filter_map(|s| ix.suffix.get(s)) {
                 if let Some(r) = self.first_match(ids, req, headers, &chosen) {
                     return Some(r);
                 }
             }
         }
-        self.first_match(&self.any, req, headers, &chosen)
+        self.first_match(&ix.any, req, headers, &chosen)
     }
 
     #[inline]
@@ -585,7 +595,7 @@ impl RouteTable {
         chosen: &Chosen<'_>,
     ) -> Option<Found<'_>> {
         ids.iter()
-            .map(|i| &self.matchers[*i as usize])
+            .map(|i| &self.index.matchers[*i as usize])
             .find(|m| m.matches(req, headers, chosen))
             .map(|m| Found {
                 route: &self.routes[m.route as usize],

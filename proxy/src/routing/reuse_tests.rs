@@ -99,7 +99,7 @@ fn lookup_route<'t>(t: &'t RouteTable, host: &str) -> &'t RouteEntry {
 
 fn two_legs(m: &mut Model, route: &str, weights: [u32; 2]) {
     let r = m.proxy.routes.iter_mut().find(|r| r.name == route).unwrap();
-    let RouteTarget::Split(legs) = &mut r.target else {
+    let RouteTarget::Split(legs) = &mut Arc::make_mut(r).target else {
         panic!("not a split");
     };
     let mut other = legs[0].clone();
@@ -142,10 +142,10 @@ fn an_unchanged_route_is_reused_and_a_changed_one_built_again() {
 
     // A route added before the others: they move, and are still reused.
     let mut m = (*second).clone();
-    let mut new = m.proxy.routes[1].clone();
+    let mut new = (*m.proxy.routes[1]).clone();
     new.name = "new".into();
     new.hosts = vec![weir_config::model::HostMatch::Exact("new.test".into())];
-    m.proxy.routes.insert(0, new);
+    m.proxy.routes.insert(0, Arc::new(new));
     let third = Arc::new(m);
     let t3 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
     assert_eq!(ctx.reused, 3);
@@ -183,10 +183,12 @@ fn a_changed_service_reaches_the_routes_that_use_it() {
 
     // A Service a mirror copies to counts as well.
     let mut m = (*second).clone();
-    m.proxy.routes[1].filters.push(Filter::Mirror(Mirror {
-        service: "s".into(),
-        share: Weight::FULL,
-    }));
+    Arc::make_mut(&mut m.proxy.routes[1])
+        .filters
+        .push(Filter::Mirror(Mirror {
+            service: "s".into(),
+            share: Weight::FULL,
+        }));
     let third = Arc::new(m);
     let t3 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
     assert_eq!(split(entry(&t3, "b")).mirrors.len(), 1);
@@ -254,4 +256,79 @@ fn the_split_counters_of_reused_routes_are_kept() {
     let after = ctx.counters.get("b").map(|(_, c)| c.clone()).unwrap();
     assert_eq!(before.len(), after.len());
     assert!(before.iter().zip(&after).all(|(a, b)| Arc::ptr_eq(a, b)));
+}
+
+fn traffic_with_role_host(host: &str) -> BTreeMap<String, RolloutTraffic> {
+    BTreeMap::from([(
+        "app".to_owned(),
+        RolloutTraffic {
+            service: "app".into(),
+            stable: "app:v1".into(),
+            canary: None,
+            canary_weight: Weight::ZERO,
+            header_routes: Vec::new(),
+            mirror_routes: Vec::new(),
+            role_hosts: vec![(host.to_owned(), crate::stats::Role::Stable)],
+        },
+    )])
+}
+
+#[test]
+fn the_index_is_shared_while_every_route_matches_the_same_requests() {
+    let mut ctx = ctx();
+    let mut m = model();
+    two_legs(&mut m, "a", [1, 0]);
+    let first = Arc::new(m);
+    let t1 = rebuild(&first, &BTreeMap::new(), &mut ctx).unwrap();
+
+    // Weights flipped: the same index, and requests find the new entry.
+    let mut m = (*first).clone();
+    two_legs(&mut m, "a", [0, 1]);
+    let second = Arc::new(m);
+    let t2 = rebuild(&second, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(Arc::ptr_eq(&t1.index, &t2.index));
+    assert_eq!(split(lookup_route(&t2, "a.test")).weights[1], Weight::FULL);
+    assert_eq!(&*lookup_route(&t2, "c.test").name, "c");
+
+    // A route's host changes: a new index, with the new host and without the old.
+    let mut m = (*second).clone();
+    Arc::make_mut(&mut m.proxy.routes[2]).hosts =
+        vec![weir_config::model::HostMatch::Exact("d.test".into())];
+    let third = Arc::new(m);
+    let t3 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t2.index, &t3.index));
+    assert_eq!(&*lookup_route(&t3, "d.test").name, "c");
+    let req = Lookup {
+        listener: 0,
+        host: "c.test",
+        method: "GET",
+        path: "/",
+        query: "",
+    };
+    assert!(t3.lookup(&req, &http::HeaderMap::new()).is_none());
+
+    // A route added, then one removed: new indexes.
+    let mut m = (*third).clone();
+    let mut new = (*m.proxy.routes[0]).clone();
+    new.name = "e".into();
+    new.hosts = vec![weir_config::model::HostMatch::Exact("e.test".into())];
+    m.proxy.routes.push(Arc::new(new));
+    let fourth = Arc::new(m);
+    let t4 = rebuild(&fourth, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t3.index, &t4.index));
+    assert_eq!(&*lookup_route(&t4, "e.test").name, "e");
+    let t5 = rebuild(&third, &BTreeMap::new(), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t4.index, &t5.index));
+    assert_eq!(&*lookup_route(&t5, "d.test").name, "c");
+
+    // A role host comes, then changes: new indexes; the same again: shared.
+    let t6 = rebuild(&third, &traffic_with_role_host("app-stable"), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t5.index, &t6.index));
+    assert_eq!(&*lookup_route(&t6, "app-stable").name, "app/app-stable");
+    let t7 = rebuild(&third, &traffic_with_role_host("app-preview"), &mut ctx).unwrap();
+    assert!(!Arc::ptr_eq(&t6.index, &t7.index));
+    assert_eq!(&*lookup_route(&t7, "app-preview").name, "app/app-preview");
+    let t8 = rebuild(&third, &traffic_with_role_host("app-preview"), &mut ctx).unwrap();
+    assert!(Arc::ptr_eq(&t7.index, &t8.index));
+    assert_eq!(&*lookup_route(&t8, "app-preview").name, "app/app-preview");
 }
