@@ -7,6 +7,7 @@ mod abuse;
 mod abuse_h2;
 mod access_log;
 mod affinity;
+mod cluster;
 mod crash;
 mod dashboard;
 mod demo;

@@ -1,0 +1,413 @@
+//! Cluster mode end to end: a real 3-member etcd on loopback and three real weir
+//! processes (`weir serve --node`), one Rollout. One leader runs it; every replica
+//! routes the committed weights exactly; the leader killed (-9) or frozen (SIGSTOP) in a
+//! pause is replaced within about 3.5 s and the rollout goes on from the same step with
+//! the pause's time kept; a frozen leader that wakes is fenced and follows; an action
+//! taken on any replica applies; `GET /api/v1/cluster` shows the same members and leader
+//! everywhere.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use weir_fixtures::{EtcdCluster, FakeBackend, require_etcd};
+
+use crate::kit::process::{Sockets, WEIR};
+use crate::kit::*;
+use crate::rollout::rollout_config;
+
+const STRATEGY: &str = "    canary:
+      steps:
+        - setWeight: 20
+        - pause: {duration: 8s}
+        - setWeight: 50
+        - pause: {}";
+
+struct Replica {
+    name: String,
+    web: SocketAddr,
+    admin: SocketAddr,
+    sockets: Sockets,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    fn config(&self, image: &str, eps: &[(SocketAddr, &str)], etcd: &[String]) -> String {
+        let cluster = format!(
+            "  cluster:\n    etcd:\n      endpoints: [{}]\n",
+            etcd.iter()
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        rollout_config(image, STRATEGY, eps)
+            .replacen("127.0.0.1:0", &self.web.to_string(), 1)
+            .replacen("127.0.0.1:0", &self.admin.to_string(), 1)
+            .replacen("  routes:\n", &format!("{cluster}  routes:\n"), 1)
+    }
+
+    fn write(&self, yaml: &str) {
+        let tmp = self.dir.join(".weir.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.dir.join("weir.yaml")).unwrap();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("weir.log"))
+            .unwrap();
+        let mut cmd = Command::new(WEIR);
+        cmd.args(["serve", "-c"])
+            .arg(self.dir.join("weir.yaml"))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(["--node", &self.name])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        self.child = Some(self.sockets.pass_to(&mut cmd).spawn().unwrap());
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A frozen replica (SIGSTOP) is woken first, so that nothing stays stopped.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// GET `path` on `admin` as JSON, or None when the replica does not answer (within 1 s).
+async fn fetch(admin: SocketAddr, path: &str) -> Option<Value> {
+    let r = tokio::time::timeout(Duration::from_secs(1), async {
+        let c = client();
+        let req = http::Request::get(format!("http://{admin}{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .ok()?;
+        let resp = c.request(req).await.ok()?;
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .ok()?
+            .to_bytes();
+        serde_json::from_slice::<Value>(&body).ok()
+    })
+    .await;
+    r.ok().flatten()
+}
+
+async fn post(admin: SocketAddr, path: &str) -> u16 {
+    let c = client();
+    let req = http::Request::post(format!("http://{admin}{path}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    c.request(req).await.map_or(0, |r| r.status().as_u16())
+}
+
+struct Setup {
+    _etcd: EtcdCluster,
+    etcd: Vec<String>,
+    replicas: Vec<Replica>,
+    v1: FakeBackend,
+    v2: FakeBackend,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn eps(&self) -> [(SocketAddr, &'static str); 2] {
+        [(self.v1.addr(), "app:v1"), (self.v2.addr(), "app:v2")]
+    }
+
+    fn write_all(&self, image: &str) {
+        for r in &self.replicas {
+            r.write(&r.config(image, &self.eps(), &self.etcd));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| format!("==== {}\n{}", r.name, r.log()))
+            .collect()
+    }
+
+    /// The index of the replica that says it leads, once exactly one live replica does
+    /// and every live one names it.
+    async fn leader(&self, live: &[usize]) -> Option<usize> {
+        let mut leaders = Vec::new();
+        let mut named = Vec::new();
+        for &i in live {
+            let c = fetch(self.replicas[i].admin, "/api/v1/cluster").await?;
+            if c["leading"] == true {
+                leaders.push(i);
+            }
+            named.push(c["leader"].as_str().map(str::to_owned));
+        }
+        let [one] = leaders[..] else { return None };
+        let name = &self.replicas[one].name;
+        named
+            .iter()
+            .all(|n| n.as_deref() == Some(name.as_str()))
+            .then_some(one)
+    }
+
+    /// Waits until every replica in `live` routes `weight`% to the canary and its state
+    /// says so.
+    async fn all_at(&self, live: &[usize], weight: f64, within: Duration) {
+        let what = format!("replicas {live:?} at {weight}%");
+        eventually(&what, within, || async {
+            for &i in live {
+                let Some(s) = fetch(self.replicas[i].admin, "/api/v1/rollouts/app").await else {
+                    return false;
+                };
+                if s["canaryWeight"] != weight {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+}
+
+/// etcd, three replicas of weir running app:v1, then app:v2 rolled out to 20%.
+async fn three_at_20_percent() -> Option<Setup> {
+    let bin = require_etcd()?;
+    let etcd = EtcdCluster::start(&bin, 3).await.expect("etcd starts");
+    let endpoints = etcd.endpoints();
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = FakeBackend::start("v1", Default::default()).await.unwrap();
+    let v2 = FakeBackend::start("v2", Default::default()).await.unwrap();
+    let mut replicas = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        let sockets = Sockets::bind();
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        replicas.push(Replica {
+            name: name.to_owned(),
+            web: sockets.web_addr(),
+            admin: sockets.admin_addr(),
+            sockets,
+            dir: d,
+            child: None,
+        });
+    }
+    let mut s = Setup {
+        _etcd: etcd,
+        etcd: endpoints,
+        replicas,
+        v1,
+        v2,
+        _dir: dir,
+    };
+    s.write_all("app:v1");
+    for r in &mut s.replicas {
+        r.spawn();
+    }
+    let all = [0, 1, 2];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.leader(&all).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no leader within 20 s:\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(
+        "app:v1 is stable everywhere",
+        Duration::from_secs(20),
+        || async {
+            for r in &s.replicas {
+                let Some(st) = fetch(r.admin, "/api/v1/rollouts/app").await else {
+                    return false;
+                };
+                if st["phase"] != "Healthy" || st["stableRevision"] != "app:v1" {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    s.write_all("app:v2");
+    s.all_at(&all, 20.0, Duration::from_secs(20)).await;
+    Some(s)
+}
+
+/// Sends 100 requests to `web`; how many reached v2.
+async fn v2_hits(web: SocketAddr) -> usize {
+    let c = client();
+    let mut n = 0;
+    for _ in 0..100 {
+        let r = get_with(&c, web, "app.test", "/", &[]).await;
+        assert_eq!(r.status, 200);
+        if r.header("x-backend") == Some("v2") {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_the_rollout_goes_on_from_the_same_step() {
+    let Some(mut s) = three_at_20_percent().await else {
+        return;
+    };
+    let pause_began = Instant::now();
+    // Every replica splits exactly: 20 of every 100 requests, on each.
+    for r in &s.replicas {
+        assert_eq!(v2_hits(r.web).await, 20, "{}", r.name);
+    }
+    // Every replica shows the same cluster.
+    let views: Vec<Value> = {
+        let mut v = Vec::new();
+        for r in &s.replicas {
+            v.push(fetch(r.admin, "/api/v1/cluster").await.unwrap());
+        }
+        v
+    };
+    for v in &views {
+        assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "{v}");
+        assert_eq!(v["leader"], views[0]["leader"], "{v}");
+        assert_eq!(v["fresh"], true, "{v}");
+    }
+    // 2 s into the 8 s pause, the leader is killed.
+    let leader = s.leader(&[0, 1, 2]).await.expect("one leader");
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(pause_began.elapsed())).await;
+    let killed_at = Instant::now();
+    s.replicas[leader].kill();
+    let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let successor = loop {
+        if let Some(l) = s.leader(&live).await {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader within 10 s:\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let takeover = killed_at.elapsed();
+    eprintln!("cluster: takeover after kill -9 in {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
+    assert_ne!(successor, leader);
+    // The same step goes on: 50% once the pause's 8 s have passed since it began, not
+    // 8 s after the takeover.
+    s.all_at(&live, 50.0, Duration::from_secs(15)).await;
+    let paused = pause_began.elapsed();
+    assert!(
+        paused >= Duration::from_secs(7) && paused < Duration::from_secs(12),
+        "the pause lasted {paused:?} across the takeover:\n{}",
+        s.logs()
+    );
+    for &i in &live {
+        assert_eq!(v2_hits(s.replicas[i].web).await, 50);
+    }
+    // An action on a follower reaches the leader: promote past the indefinite pause.
+    let follower = *live.iter().find(|i| **i != successor).unwrap();
+    let code = post(s.replicas[follower].admin, "/api/v1/rollouts/app/promote").await;
+    assert_eq!(code, 200, "{}", s.logs());
+    eventually("promoted everywhere", Duration::from_secs(15), || async {
+        for &i in &live {
+            let Some(st) = fetch(s.replicas[i].admin, "/api/v1/rollouts/app").await else {
+                return false;
+            };
+            if st["stableRevision"] != "app:v2" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // app:v2 is the stable revision now: it takes every request.
+    for &i in &live {
+        assert_eq!(v2_hits(s.replicas[i].web).await, 100);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_and_fenced_when_it_wakes() {
+    let Some(s) = three_at_20_percent().await else {
+        return;
+    };
+    let leader = s.leader(&[0, 1, 2]).await.expect("one leader");
+    let frozen_at = Instant::now();
+    s.replicas[leader].signal("-STOP");
+    let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let successor = loop {
+        if let Some(l) = s.leader(&live).await {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader within 10 s:\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let takeover = frozen_at.elapsed();
+    eprintln!("cluster: takeover after SIGSTOP in {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(5),
+        "takeover took {takeover:?}"
+    );
+    // The new leader aborts; the frozen one, woken after its pause would have ended,
+    // must not advance the canary: it follows the abort.
+    let code = post(s.replicas[successor].admin, "/api/v1/rollouts/app/abort").await;
+    assert_eq!(code, 200, "{}", s.logs());
+    s.all_at(&live, 0.0, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s.replicas[leader].signal("-CONT");
+    s.all_at(&[0, 1, 2], 0.0, Duration::from_secs(10)).await;
+    let st = fetch(s.replicas[leader].admin, "/api/v1/rollouts/app")
+        .await
+        .unwrap();
+    assert_eq!(st["aborted"], true, "{st}");
+    let c = fetch(s.replicas[leader].admin, "/api/v1/cluster")
+        .await
+        .unwrap();
+    assert_eq!(c["leading"], false, "{c}");
+    assert_eq!(
+        c["leader"].as_str(),
+        Some(s.replicas[successor].name.as_str()),
+        "{c}"
+    );
+    assert_eq!(v2_hits(s.replicas[leader].web).await, 0);
+}
