@@ -410,9 +410,18 @@ impl App {
             }
             None => None,
         };
+        let metrics: Arc<dyn weir_control::MetricsSource> = match &cluster {
+            Some(link) => Arc::new(crate::cluster::ClusterMetrics::start(
+                ProxyMetrics(proxy.clone()),
+                link.clone(),
+                rx.clone(),
+                background.clone(),
+            )),
+            None => Arc::new(ProxyMetrics(proxy.clone())),
+        };
         let (controller, handle) = Controller::new(
             rx.clone(),
-            Arc::new(ProxyMetrics(proxy.clone())),
+            metrics,
             Arc::new(ProxyRouter(proxy.clone())),
             ControllerOptions {
                 state_dir: Some(opts.state_dir.clone()),
@@ -477,6 +486,7 @@ impl App {
                 handle: handle.clone(),
                 models: tx.subscribe(),
                 cluster: cluster.clone(),
+                proxy: proxy.clone(),
             })),
         ));
         serving.serve_admin(admin_server, model.proxy.admin, admin_listener);

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod demo;
 pub mod sockets;
 pub mod wiring;

@@ -18,6 +18,45 @@ use weir_proxy::{CellKey, HeaderRoute, MirrorRoute, Proxy, Role, RolloutTraffic}
 /// The proxy's measurements, summed over the roles a revision was served under.
 pub struct ProxyMetrics(pub Arc<Proxy>);
 
+impl ProxyMetrics {
+    /// The window of `secs` seconds of `service`'s `revision` served as `served` (None:
+    /// no such requests were ever counted).
+    pub fn window(
+        &self,
+        service: &str,
+        revision: &str,
+        served: Served,
+        secs: u64,
+        since: Option<u64>,
+    ) -> Option<weir_proxy::WindowSample> {
+        let mut total: Option<weir_proxy::WindowSample> = None;
+        for &role in roles_of(served) {
+            let key = CellKey {
+                service: Arc::from(service),
+                role,
+                revision: Arc::from(revision),
+            };
+            if let Some(w) = self.0.window_since(&key, secs, since) {
+                match &mut total {
+                    None => total = Some(w),
+                    Some(t) => t.merge(&w),
+                }
+            }
+        }
+        total
+    }
+}
+
+/// The roles of the cells that count as `served`.
+fn roles_of(served: Served) -> &'static [Role] {
+    match served {
+        Served::AsCanary => &AS_CANARY,
+        Served::AsCanaryBySplit => &[Role::Canary],
+        Served::AsStable => &[Role::Stable],
+        Served::Any => &EVERY_ROLE,
+    }
+}
+
 /// Every role a revision's requests are counted under.
 const EVERY_ROLE: [Role; 4] = [Role::Stable, Role::Canary, Role::CanaryPinned, Role::None];
 /// The roles of a revision's requests as the canary, by the split and by rules.
@@ -35,27 +74,7 @@ impl MetricsSource for ProxyMetrics {
     ) -> Sample {
         // The stats keep ten minutes; a longer window (refused by validation) reads as that.
         let secs = window.as_secs().clamp(1, 600);
-        let mut total: Option<weir_proxy::WindowSample> = None;
-        let roles: &[Role] = match served {
-            Served::AsCanary => &AS_CANARY,
-            Served::AsCanaryBySplit => &[Role::Canary],
-            Served::AsStable => &[Role::Stable],
-            Served::Any => &EVERY_ROLE,
-        };
-        for &role in roles {
-            let key = CellKey {
-                service: Arc::from(service),
-                role,
-                revision: Arc::from(revision),
-            };
-            if let Some(w) = self.0.window_since(&key, secs, since) {
-                match &mut total {
-                    None => total = Some(w),
-                    Some(t) => t.merge(&w),
-                }
-            }
-        }
-        match total {
+        match self.window(service, revision, served, secs, since) {
             None => Sample {
                 seconds: secs as f64,
                 ..Sample::default()
@@ -78,12 +97,7 @@ impl MetricsSource for ProxyMetrics {
         from_second: u64,
         slow_above_us: Option<u64>,
     ) -> Option<Vec<(u64, Tally)>> {
-        let roles: &[Role] = match served {
-            Served::AsCanary => &AS_CANARY,
-            Served::AsCanaryBySplit => &[Role::Canary],
-            Served::AsStable => &[Role::Stable],
-            Served::Any => &EVERY_ROLE,
-        };
+        let roles = roles_of(served);
         let now = weir_proxy::epoch_second();
         // One entry per second even for a revision that has had no traffic yet.
         let mut total: Vec<(u64, Tally)> = (from_second.min(now)..=now)
@@ -215,6 +229,8 @@ pub struct RolloutsApi {
     pub models: tokio::sync::watch::Receiver<Arc<weir_config::Model>>,
     /// Cluster mode: what this replica knows of the cluster.
     pub cluster: Option<Arc<weir_control::cluster::EtcdLink>>,
+    /// The data plane (its per-second counts, for the other replicas).
+    pub proxy: Arc<Proxy>,
 }
 
 /// `/healthz` fails when the control loop has not turned for this long (it turns at least
@@ -258,6 +274,27 @@ impl AdminExtension for RolloutsApi {
                     http::HeaderValue::from_static("text/html; charset=utf-8"),
                 );
                 return Some(r);
+            }
+            if method == Method::GET && path == "/api/v1/cluster/seconds" {
+                // ?service=S&from=SECOND: this replica's closed seconds of a service.
+                let Some(service) = query.get("service") else {
+                    return Some(text(StatusCode::BAD_REQUEST, "service= is required\n"));
+                };
+                let from = query
+                    .get("from")
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let cells: Vec<crate::cluster::CellSeconds> = self
+                    .proxy
+                    .closed_seconds(service, from)
+                    .into_iter()
+                    .map(|(k, seconds)| crate::cluster::CellSeconds {
+                        role: k.role,
+                        revision: k.revision.to_string(),
+                        seconds,
+                    })
+                    .collect();
+                return Some(json(StatusCode::OK, &cells));
             }
             if method == Method::GET && path == "/api/v1/cluster" {
                 return Some(match &self.cluster {

@@ -49,7 +49,7 @@ use crate::updater::{Updater, UpdaterHandle};
 use crate::upstream::Upstreams;
 
 pub use routing::{HeaderRoute, MirrorRoute, RolloutTraffic};
-pub use stats::{CellKey, Role, WindowSample};
+pub use stats::{CellKey, Role, SecondCounts, WindowSample};
 
 /// Options fixed for the life of the process.
 #[derive(Clone, Copy, Debug)]
@@ -326,6 +326,23 @@ impl Proxy {
         self.stats
             .get(key)
             .map(|c| c.tallies(epoch_second(), from_second, since, slow_above_us))
+    }
+
+    /// The closed seconds since `from_second` of every cell of `service`, by role and
+    /// revision: what another replica of a cluster merges with its own.
+    pub fn closed_seconds(
+        &self,
+        service: &str,
+        from_second: u64,
+    ) -> Vec<(CellKey, Vec<stats::SecondCounts>)> {
+        let now = epoch_second();
+        self.stats
+            .cells()
+            .into_iter()
+            .filter(|c| &*c.key().service == service)
+            .map(|c| (c.key().clone(), c.closed_seconds(now, from_second)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
     }
 
     /// `points` windows of `step` seconds of one (service, role, revision), oldest first,

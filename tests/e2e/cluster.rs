@@ -28,6 +28,8 @@ const STRATEGY: &str = "    canary:
 
 struct Replica {
     name: String,
+    strategy: String,
+    extra: String,
     web: SocketAddr,
     admin: SocketAddr,
     sockets: Sockets,
@@ -44,10 +46,11 @@ impl Replica {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        rollout_config(image, STRATEGY, eps)
+        rollout_config(image, &self.strategy, eps)
             .replacen("127.0.0.1:0", &self.web.to_string(), 1)
             .replacen("127.0.0.1:0", &self.admin.to_string(), 1)
             .replacen("  routes:\n", &format!("{cluster}  routes:\n"), 1)
+            + &self.extra
     }
 
     fn write(&self, yaml: &str) {
@@ -202,12 +205,21 @@ impl Setup {
 
 /// etcd, three replicas of weir running app:v1, then app:v2 rolled out to 20%.
 async fn three_at_20_percent() -> Option<Setup> {
+    let s = three_replicas(STRATEGY, "", Default::default()).await?;
+    s.write_all("app:v2");
+    s.all_at(&[0, 1, 2], 20.0, Duration::from_secs(20)).await;
+    Some(s)
+}
+
+/// etcd, and three replicas of weir with app:v1 stable under `strategy` (`extra`
+/// documents beside), v2 answering as `v2` says.
+async fn three_replicas(strategy: &str, extra: &str, v2: weir_fixtures::Behavior) -> Option<Setup> {
     let bin = require_etcd()?;
     let etcd = EtcdCluster::start(&bin, 3).await.expect("etcd starts");
     let endpoints = etcd.endpoints();
     let dir = tempfile::tempdir().unwrap();
     let v1 = FakeBackend::start("v1", Default::default()).await.unwrap();
-    let v2 = FakeBackend::start("v2", Default::default()).await.unwrap();
+    let v2 = FakeBackend::start("v2", v2).await.unwrap();
     let mut replicas = Vec::new();
     for name in ["n1", "n2", "n3"] {
         let sockets = Sockets::bind();
@@ -215,6 +227,8 @@ async fn three_at_20_percent() -> Option<Setup> {
         std::fs::create_dir_all(&d).unwrap();
         replicas.push(Replica {
             name: name.to_owned(),
+            strategy: strategy.to_owned(),
+            extra: extra.to_owned(),
             web: sockets.web_addr(),
             admin: sockets.admin_addr(),
             sockets,
@@ -260,8 +274,6 @@ async fn three_at_20_percent() -> Option<Setup> {
         },
     )
     .await;
-    s.write_all("app:v2");
-    s.all_at(&all, 20.0, Duration::from_secs(20)).await;
     Some(s)
 }
 
@@ -410,4 +422,68 @@ async fn a_frozen_leader_is_replaced_and_fenced_when_it_wakes() {
         "{c}"
     );
     assert_eq!(v2_hits(s.replicas[leader].web).await, 0);
+}
+
+/// Analysis judges the cluster: a canary that fails every request is caught from the sum
+/// of three replicas' requests when each replica alone saw fewer than `minRequests`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_canary_is_caught_from_the_sum_of_the_replicas_requests() {
+    let strategy = "    canary:
+      steps:
+        - setWeight: 50
+        - analysis: {templates: [{templateName: cluster-health}]}
+        - pause: {}";
+    let extra = "---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: cluster-health}
+spec:
+  metrics:
+    - name: success-rate
+      interval: 1s
+      count: 60
+      failureLimit: 0
+      successCondition: result[0] >= 0.9
+      provider:
+        weir: {metric: success-rate, window: 60s, minRequests: 25}
+";
+    let Some(s) = three_replicas(strategy, extra, weir_fixtures::Behavior::with_status(500)).await
+    else {
+        return;
+    };
+    s.write_all("app:v2");
+    s.all_at(&[0, 1, 2], 50.0, Duration::from_secs(20)).await;
+    // 20 requests to each replica: 10 reach the canary on each (an exact split), fewer
+    // than the 25 the analysis needs; 30 over the three.
+    let c = client();
+    for r in &s.replicas {
+        let mut failed = 0;
+        for _ in 0..20 {
+            if get_with(&c, r.web, "app.test", "/", &[]).await.status == 500 {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 10, "{}", r.name);
+    }
+    eventually("the canary is aborted", Duration::from_secs(15), || async {
+        for r in &s.replicas {
+            let Some(st) = fetch(r.admin, "/api/v1/rollouts/app").await else {
+                return false;
+            };
+            if st["aborted"] != true {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let leader = s.leader(&[0, 1, 2]).await.expect("a leader");
+    let st = fetch(s.replicas[leader].admin, "/api/v1/rollouts/app")
+        .await
+        .unwrap();
+    let runs = st.to_string();
+    assert!(runs.contains("Failed"), "{st}");
+    for r in &s.replicas {
+        assert_eq!(v2_hits(r.web).await, 0, "{}", r.name);
+    }
 }

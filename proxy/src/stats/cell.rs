@@ -8,11 +8,14 @@ use hdrhistogram::Histogram;
 
 use super::HISTORY_SECONDS;
 use super::window::{
-    LATENCY_BUCKETS, Slot, Tally, WindowSample, bucket_index, new_histogram, status_class,
+    LATENCY_BUCKETS, SecondCounts, Slot, Tally, WindowSample, bucket_index, new_histogram,
+    status_class,
 };
 
 /// A backend's role in a rollout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// A plain service, not part of a rollout.
@@ -395,6 +398,45 @@ impl Cell {
             for shard in self.shards.iter() {
                 let s = shard.lock().unwrap_or_else(|e| e.into_inner());
                 last.add_current(&s.current, slow_above_us);
+            }
+        }
+        out
+    }
+
+    /// Each closed second from `from_second` to the one before `now_second` that had
+    /// requests, as other replicas of a cluster read them (no cut applies: they see the
+    /// whole second).
+    pub fn closed_seconds(&self, now_second: u64, from_second: u64) -> Vec<SecondCounts> {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let first = from_second.max((now_second + 1).saturating_sub(HISTORY_SECONDS as u64));
+        let mut out = Vec::new();
+        for sec in first..now_second {
+            let i = (sec % HISTORY_SECONDS as u64) as usize;
+            if ring.seconds[i] != sec {
+                continue;
+            }
+            let mut slot = match &ring.slots[i] {
+                Some(s) => SecondCounts::of(sec, s),
+                None => SecondCounts {
+                    second: sec,
+                    ..SecondCounts::default()
+                },
+            };
+            // The early part of a cut second is kept apart: it is part of the second.
+            if let Some(c) = &ring.cut
+                && c.second == sec
+                && let Some(b) = &c.before
+            {
+                let b = SecondCounts::of(sec, b);
+                slot.requests += b.requests;
+                slot.failures += b.failures;
+                for (a, x) in slot.classes.iter_mut().zip(b.classes) {
+                    *a += x;
+                }
+                slot.latency.extend(b.latency);
+            }
+            if slot.requests > 0 {
+                out.push(slot);
             }
         }
         out

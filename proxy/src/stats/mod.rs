@@ -12,7 +12,9 @@ mod window;
 
 pub use cell::Totals;
 pub use cell::{Cell, CellKey, Outcome, Role};
-pub use window::{LATENCY_BUCKETS, StatusClasses, Tally, WindowSample, WindowSummary};
+pub use window::{
+    LATENCY_BUCKETS, SecondCounts, StatusClasses, Tally, WindowSample, WindowSummary,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

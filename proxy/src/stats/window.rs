@@ -82,6 +82,39 @@ impl Slot {
     }
 }
 
+/// One closed second of a cell, as another replica of a cluster reads it: counts, and
+/// each recorded latency (µs, bucketed as recorded) with its count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SecondCounts {
+    /// The second (since the epoch).
+    #[serde(rename = "s")]
+    pub second: u64,
+    /// Requests.
+    #[serde(rename = "r")]
+    pub requests: u64,
+    /// Of which failed.
+    #[serde(rename = "f")]
+    pub failures: u64,
+    /// By class: 1xx, 2xx, 3xx, 4xx, 5xx from upstream, proxy errors.
+    #[serde(rename = "c", default)]
+    pub classes: [u64; 6],
+    /// (latency in µs, count).
+    #[serde(rename = "l", default)]
+    pub latency: Vec<(u64, u64)>,
+}
+
+impl SecondCounts {
+    pub(super) fn of(second: u64, s: &Slot) -> SecondCounts {
+        SecondCounts {
+            second,
+            requests: s.requests,
+            failures: s.failures,
+            classes: s.classes,
+            latency: s.latency.clone(),
+        }
+    }
+}
+
 /// One second's counts, for a judge that compares revisions second by second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -95,6 +128,20 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds another replica's second.
+    pub fn add_second(&mut self, s: &SecondCounts, slow_above_us: Option<u64>) {
+        self.requests += s.requests;
+        self.failures += s.failures;
+        if let Some(l) = slow_above_us {
+            self.slow += s
+                .latency
+                .iter()
+                .filter(|(v, _)| *v > l)
+                .map(|(_, n)| n)
+                .sum::<u64>();
+        }
+    }
+
     pub(super) fn add_slot(&mut self, s: &Slot, slow_above_us: Option<u64>) {
         self.requests += s.requests;
         self.failures += s.failures;
@@ -166,6 +213,23 @@ impl WindowSample {
     }
 
     pub(super) fn add_slot(&mut self, s: &Slot) {
+        self.requests += s.requests;
+        self.failures += s.failures;
+        for (a, b) in self.classes.iter_mut().zip(s.classes.iter()) {
+            *a += b;
+        }
+        for (v, n) in &s.latency {
+            self.latency.saturating_record_n(*v, *n);
+        }
+    }
+
+    /// An empty window of `seconds`.
+    pub fn empty(seconds: u64) -> Self {
+        Self::new(seconds)
+    }
+
+    /// Adds another replica's second.
+    pub fn add_second(&mut self, s: &SecondCounts) {
         self.requests += s.requests;
         self.failures += s.failures;
         for (a, b) in self.classes.iter_mut().zip(s.classes.iter()) {
