@@ -138,7 +138,7 @@ async fn post(admin: SocketAddr, path: &str) -> u16 {
 }
 
 struct Setup {
-    _etcd: EtcdCluster,
+    etcd_cluster: EtcdCluster,
     etcd: Vec<String>,
     replicas: Vec<Replica>,
     v1: FakeBackend,
@@ -237,7 +237,7 @@ async fn three_replicas(strategy: &str, extra: &str, v2: weir_fixtures::Behavior
         });
     }
     let mut s = Setup {
-        _etcd: etcd,
+        etcd_cluster: etcd,
         etcd: endpoints,
         replicas,
         v1,
@@ -485,5 +485,55 @@ spec:
     assert!(runs.contains("Failed"), "{st}");
     for r in &s.replicas {
         assert_eq!(v2_hits(r.web).await, 0, "{}", r.name);
+    }
+}
+
+/// etcd loses its quorum mid-pause: nothing advances, every replica keeps serving the
+/// last weights and says it is stale; a replica restarted meanwhile serves the weights it
+/// last applied; when the quorum is back the rollout goes on by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_quorum_nothing_advances_and_the_cluster_resumes_by_itself() {
+    let Some(mut s) = three_at_20_percent().await else {
+        return;
+    };
+    s.etcd_cluster.kill(1);
+    s.etcd_cluster.kill(2);
+    // The pause (8 s) ends during the outage: no replica may move to 50%.
+    eventually(
+        "every replica says it is stale",
+        Duration::from_secs(10),
+        || async {
+            for r in &s.replicas {
+                let Some(c) = fetch(r.admin, "/api/v1/cluster").await else {
+                    return false;
+                };
+                if c["fresh"] != false {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    // A follower restarted now cannot reach etcd: it serves what it last applied.
+    let leader = s.leader(&[0, 1, 2]).await;
+    let restarted = (0..3).find(|i| Some(*i) != leader).unwrap();
+    s.replicas[restarted].kill();
+    s.replicas[restarted].spawn();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for r in &s.replicas {
+        assert_eq!(
+            v2_hits(r.web).await,
+            20,
+            "{} during the outage:\n{}",
+            r.name,
+            s.logs()
+        );
+    }
+    s.etcd_cluster.restart(1).expect("etcd member 1 restarts");
+    s.etcd_cluster.restart(2).expect("etcd member 2 restarts");
+    s.all_at(&[0, 1, 2], 50.0, Duration::from_secs(20)).await;
+    for r in &s.replicas {
+        assert_eq!(v2_hits(r.web).await, 50, "{}", r.name);
     }
 }
