@@ -478,6 +478,9 @@ impl App {
         registry.register(Box::new(crate::wiring::ControlCollector::new(
             handle.stats.clone(),
         )))?;
+        if let Some(link) = &cluster {
+            registry.register(Box::new(crate::wiring::ClusterCollector::new(link.clone())))?;
+        }
 
         let admin_server = Arc::new(Admin::new(
             proxy.clone(),

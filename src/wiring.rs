@@ -442,24 +442,7 @@ impl prometheus::core::Collector for ControlCollector {
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.stats;
-        let one = |name: &str, help: &str, kind: prometheus::proto::MetricType, v: f64| {
-            let mut m = prometheus::proto::Metric::default();
-            if kind == prometheus::proto::MetricType::COUNTER {
-                let mut c = prometheus::proto::Counter::default();
-                c.set_value(v);
-                m.set_counter(c);
-            } else {
-                let mut g = prometheus::proto::Gauge::default();
-                g.set_value(v);
-                m.set_gauge(g);
-            }
-            let mut f = prometheus::proto::MetricFamily::default();
-            f.set_name(name.into());
-            f.set_help(help.into());
-            f.set_field_type(kind);
-            f.set_metric(vec![m]);
-            f
-        };
+
         use prometheus::proto::MetricType::{COUNTER, GAUGE};
         vec![
             one(
@@ -649,4 +632,93 @@ fn gateway_status(model: &weir_config::Model) -> serde_json::Value {
             })
         })
         .collect()
+}
+
+/// Cluster mode's metrics: `weir_cluster_leader` (1 while this replica leads),
+/// `weir_cluster_fresh` (0 while it has not heard from etcd: it serves the last weights
+/// and takes no step), `weir_cluster_members` and `weir_cluster_etcd_bytes_written_total`.
+pub struct ClusterCollector {
+    link: Arc<weir_control::cluster::EtcdLink>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl ClusterCollector {
+    /// A collector over `link`.
+    pub fn new(link: Arc<weir_control::cluster::EtcdLink>) -> Self {
+        let descs = [
+            "weir_cluster_leader",
+            "weir_cluster_fresh",
+            "weir_cluster_members",
+            "weir_cluster_etcd_bytes_written_total",
+        ]
+        .iter()
+        .map(|n| {
+            prometheus::core::Desc::new((*n).into(), (*n).into(), Vec::new(), Default::default())
+                .expect("valid name")
+        })
+        .collect();
+        ClusterCollector { link, descs }
+    }
+}
+
+impl prometheus::core::Collector for ClusterCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::MetricType::{COUNTER, GAUGE};
+        let r = self.link.report().borrow().clone();
+        vec![
+            one(
+                "weir_cluster_leader",
+                "1 while this replica leads the cluster (runs the rollouts).",
+                GAUGE,
+                f64::from(u8::from(r.leading)),
+            ),
+            one(
+                "weir_cluster_fresh",
+                "1 while this replica hears from etcd; 0: it serves the last weights it applied and nothing advances.",
+                GAUGE,
+                f64::from(u8::from(r.fresh)),
+            ),
+            one(
+                "weir_cluster_members",
+                "Replicas registered in the cluster.",
+                GAUGE,
+                r.members.len() as f64,
+            ),
+            one(
+                "weir_cluster_etcd_bytes_written_total",
+                "Bytes of keys and values this replica wrote to etcd (statuses, requests, its member record).",
+                COUNTER,
+                self.link.bytes_written() as f64,
+            ),
+        ]
+    }
+}
+
+/// One metric family of one unlabelled counter or gauge.
+fn one(
+    name: &str,
+    help: &str,
+    kind: prometheus::proto::MetricType,
+    v: f64,
+) -> prometheus::proto::MetricFamily {
+    let mut m = prometheus::proto::Metric::default();
+    if kind == prometheus::proto::MetricType::COUNTER {
+        let mut c = prometheus::proto::Counter::default();
+        c.set_value(v);
+        m.set_counter(c);
+    } else {
+        let mut g = prometheus::proto::Gauge::default();
+        g.set_value(v);
+        m.set_gauge(g);
+    }
+    let mut f = prometheus::proto::MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(kind);
+    f.set_metric(vec![m]);
+    f
 }

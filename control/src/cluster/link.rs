@@ -57,6 +57,9 @@ pub struct ClusterReport {
     pub members: Vec<MemberReport>,
     /// The last problem reaching etcd, if any.
     pub problem: Option<String>,
+    /// Bytes of keys and values this replica has written to etcd (statuses, requests,
+    /// its member record; lease renewals and reads not counted).
+    pub bytes_written: u64,
 }
 
 /// One member in the [`ClusterReport`].
@@ -87,6 +90,8 @@ struct Shared {
     problem: Option<String>,
     /// The session's lease, while there is one.
     lease: Option<i64>,
+    /// Bytes of keys and values written.
+    written: u64,
 }
 
 /// A replica's link to the cluster through etcd.
@@ -161,6 +166,11 @@ impl EtcdLink {
         self.report.clone()
     }
 
+    /// Bytes of keys and values this replica has written to etcd so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.lock().written
+    }
+
     /// Leaves the cluster at once (at shutdown): stops the background task and revokes
     /// the session's lease, so that this replica's keys go now and, if it led, another
     /// replica takes over in milliseconds rather than after the lease's TTL.
@@ -227,6 +237,8 @@ impl ClusterLink for EtcdLink {
                 .map_err(|e| unavailable(&e))?;
             let value = serde_json::to_vec(status)
                 .map_err(|e| WriteError::Unavailable(format!("cannot encode the status: {e}")))?;
+            let size = key.len() + value.len() + consumed.iter().map(String::len).sum::<usize>();
+            self.lock().written += size as u64;
             let mut w = FencedWrite::new(&leadership, key, rev, value);
             for k in consumed {
                 w = w.also_delete(k.clone());
@@ -272,6 +284,7 @@ impl ClusterLink for EtcdLink {
             };
             let value = serde_json::to_vec(&request)
                 .map_err(|e| WriteError::Unavailable(format!("cannot encode the request: {e}")))?;
+            self.lock().written += (key.len() + value.len()) as u64;
             etcd.put(&key, value, None)
                 .await
                 .map_err(|e| unavailable(&e))?;
@@ -342,7 +355,11 @@ impl Task {
             spec_hashes: specs.clone(),
             incarnation: incarnation.clone(),
         };
-        register(&etcd, &self.keys, &session, &info(&self.specs)).await?;
+        let first = info(&self.specs);
+        self.lock().written += (self.keys.member(&self.node)?.len()
+            + serde_json::to_vec(&first).map_or(0, |v| v.len()))
+            as u64;
+        register(&etcd, &self.keys, &session, &first).await?;
         {
             let mut s = self.lock();
             s.etcd = Some(etcd.clone());
@@ -491,6 +508,7 @@ impl Task {
                         .filter(|l| *l != 0);
                     match lease {
                         Some(lease) => {
+                            self.lock().written += (key.len() + value.len()) as u64;
                             if let Err(e) = etcd.put(&key, value, Some(lease)).await {
                                 tracing::debug!(
                                     "cannot publish the spec hashes: {e}; trying again"
@@ -609,6 +627,7 @@ impl Task {
                 })
                 .collect(),
             problem: s.problem.clone(),
+            bytes_written: s.written,
         };
         self.report.send_if_modified(|r| {
             if *r == report {
