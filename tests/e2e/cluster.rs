@@ -537,3 +537,38 @@ async fn without_etcd_quorum_nothing_advances_and_the_cluster_resumes_by_itself(
         assert_eq!(v2_hits(r.web).await, 50, "{}", r.name);
     }
 }
+
+/// A leader stopped cleanly (SIGTERM) leaves the cluster at once: another replica takes
+/// over well before the lease's TTL would have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_stops_cleanly_hands_over_at_once() {
+    let Some(mut s) = three_at_20_percent().await else {
+        return;
+    };
+    let leader = s.leader(&[0, 1, 2]).await.expect("one leader");
+    let stopped_at = Instant::now();
+    s.replicas[leader].signal("-TERM");
+    let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if s.leader(&live).await.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader within 10 s:\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = stopped_at.elapsed();
+    eprintln!("cluster: takeover after SIGTERM in {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "takeover took {took:?}:\n{}",
+        s.logs()
+    );
+    let status = s.replicas[leader].child.as_mut().unwrap().wait().unwrap();
+    assert!(status.success(), "{status}");
+    s.all_at(&live, 20.0, Duration::from_secs(5)).await;
+}
