@@ -572,3 +572,50 @@ async fn a_leader_that_stops_cleanly_hands_over_at_once() {
     assert!(status.success(), "{status}");
     s.all_at(&live, 20.0, Duration::from_secs(5)).await;
 }
+
+/// The fast brake: a follower whose canary requests all fail cuts its own canary share at
+/// once and asks the leader to abort, even with no analysis configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_sees_its_canary_fail_brakes_and_the_leader_aborts() {
+    let strategy = "    canary:
+      steps:
+        - setWeight: 50
+        - pause: {}";
+    let Some(s) = three_replicas(strategy, "", weir_fixtures::Behavior::with_status(500)).await
+    else {
+        return;
+    };
+    s.write_all("app:v2");
+    s.all_at(&[0, 1, 2], 50.0, Duration::from_secs(20)).await;
+    let leader = s.leader(&[0, 1, 2]).await.expect("one leader");
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let c = client();
+    let web = s.replicas[follower].web;
+    let mut failed = 0;
+    for _ in 0..24 {
+        if get_with(&c, web, "app.test", "/", &[]).await.status == 500 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 12);
+    eventually("the leader aborts", Duration::from_secs(10), || async {
+        for r in &s.replicas {
+            let Some(st) = fetch(r.admin, "/api/v1/rollouts/app").await else {
+                return false;
+            };
+            if st["aborted"] != true {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for r in &s.replicas {
+        assert_eq!(v2_hits(r.web).await, 0, "{}", r.name);
+    }
+    assert!(
+        s.replicas[follower].log().contains("fast brake"),
+        "{}",
+        s.logs()
+    );
+}

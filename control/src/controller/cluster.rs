@@ -11,6 +11,11 @@ use crate::replica::{ClusterLink, ClusterView, WriteError};
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How soon the leader tries again a write the store could not take.
 const RETRY_MS: Ms = 250;
+/// The fast brake: a follower whose own canary requests (by the split) of the last
+/// [`BRAKE_WINDOW`] all failed, at least this many, cuts its canary share at once and asks
+/// the leader to abort.
+const BRAKE_MIN_FAILED: u64 = 10;
+const BRAKE_WINDOW: Duration = Duration::from_secs(10);
 
 /// This replica's part in the cluster.
 pub(super) struct Replica {
@@ -34,6 +39,9 @@ pub(super) struct Replica {
     pub(super) skewed: BTreeMap<String, String>,
     /// After a write the store could not take: no turn before this (ms).
     pub(super) retry_at: Option<Ms>,
+    /// Updates (rollout, when the canary began) this follower braked: its canary share
+    /// stays cut until the committed status moves on.
+    pub(super) braked: BTreeSet<(String, Ms)>,
 }
 
 pub(super) struct Asked {
@@ -67,6 +75,7 @@ impl Replica {
             published: BTreeMap::new(),
             skewed: BTreeMap::new(),
             retry_at: None,
+            braked: BTreeSet::new(),
         }
     }
 }
@@ -351,7 +360,37 @@ impl Controller {
                     }
                 },
             };
-            let plan = engine::traffic(&st, spec, &endpoints);
+            let mut plan = engine::traffic(&st, spec, &endpoints);
+            // The fast brake: moving toward stable is always allowed locally.
+            if let (Some(p), Some(since), Some(cur)) =
+                (plan.as_mut(), st.canary_since(), st.current.as_ref())
+                && !st.aborted
+                && p.canary_weight > weir_config::model::Weight::ZERO
+            {
+                let key = (name.clone(), since);
+                if !r.braked.contains(&key) {
+                    let seen = self.providers.metrics.sample(
+                        name,
+                        &cur.image,
+                        Served::AsCanaryBySplit,
+                        BRAKE_WINDOW,
+                        Some(since),
+                        0.99,
+                    );
+                    if seen.requests >= BRAKE_MIN_FAILED && seen.failures == seen.requests {
+                        tracing::warn!(rollout = %name, failed = seen.failures, "fast brake: every one of this replica's last {} canary requests failed; its canary share is cut to 0 and the leader is asked to abort", seen.requests);
+                        r.braked.insert(key.clone());
+                        if let Err(e) = r.link.ask(name, &Action::Abort).await {
+                            tracing::warn!(rollout = %name, "fast brake: cannot ask the leader to abort: {e}");
+                        }
+                    }
+                }
+                if r.braked.contains(&key) {
+                    p.canary_weight = weir_config::model::Weight::ZERO;
+                }
+            }
+            r.braked
+                .retain(|(n, at)| n != name || st.canary_since() == Some(*at) && !st.aborted);
             if self.applied.get(name) != Some(&plan) {
                 self.router.send(name, name, plan.clone());
                 self.applied.insert(name.clone(), plan);
