@@ -583,6 +583,11 @@ impl App {
     /// stops everything. True when every request finished in time.
     pub async fn shutdown(self) -> bool {
         self.accept.cancel();
+        // First of all, a replica leaves its cluster: if it led, another takes over at
+        // once, while this one finishes the requests in flight with the weights it has.
+        if let Some(c) = &self.cluster {
+            c.leave().await;
+        }
         let drained = self.proxy.drain(self.grace).await;
         if !drained {
             tracing::warn!(
@@ -593,11 +598,6 @@ impl App {
         self.background.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
-        // After the control loop has stopped: a leader that leaves lets another take
-        // over at once.
-        if let Some(c) = &self.cluster {
-            c.leave().await;
-        }
         drained
     }
 }

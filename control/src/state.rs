@@ -240,6 +240,11 @@ pub struct RolloutStatus {
     pub events: VecDeque<Event>,
     /// When the status last changed.
     pub updated_at: Ms,
+    /// Cluster mode: the leader's clock when it last wrote this status. A new leader
+    /// measures a pause's elapsed time from it rather than from its own clock (see
+    /// `controller::cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_ms: Option<Ms>,
 }
 
 impl RolloutStatus {

@@ -138,15 +138,16 @@ async fn followers_route_the_committed_weights_and_a_takeover_keeps_the_step_and
     a.kill().await;
     cluster.leave("a");
     cluster.elect("b");
-    // b goes on from the same step: 50% when the pause ends, 30 s after it began (not
-    // 30 s after the takeover, and not at once).
+    // b goes on from the same step: 50% when the pause ends, 30 s after it began plus
+    // what a checkpoint (every 2 s) may lose, not 30 s after the takeover, and not at
+    // once.
     until(Duration::from_secs(40), "50% everywhere", || {
         nodes.iter().all(|n| n.weight() == 5000)
     })
     .await;
     let took = paused_at.elapsed();
     assert!(
-        took >= Duration::from_secs(29) && took <= Duration::from_secs(31),
+        took >= Duration::from_secs(29) && took <= Duration::from_secs(33),
         "the pause lasted {took:?} across the takeover"
     );
     // Then 100% (promoted) after the second pause.

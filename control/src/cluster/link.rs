@@ -101,6 +101,7 @@ pub struct EtcdLink {
     keys: Keys,
     shared: Arc<Mutex<Shared>>,
     view: watch::Receiver<Arc<ClusterView>>,
+    view_tx: Arc<watch::Sender<Arc<ClusterView>>>,
     report: watch::Receiver<ClusterReport>,
     specs: mpsc::UnboundedSender<BTreeMap<String, String>>,
     stop: CancellationToken,
@@ -130,6 +131,7 @@ impl EtcdLink {
         super::keys::check_name("node", node)?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::default()));
+        let view_tx = Arc::new(view_tx);
         let (report_tx, report) = watch::channel(ClusterReport {
             node: node.to_owned(),
             session: "none".into(),
@@ -143,7 +145,7 @@ impl EtcdLink {
             keys: keys.clone(),
             options: EtcdOptions::new(endpoints.iter().map(|e| format!("http://{e}"))),
             shared: shared.clone(),
-            view: view_tx,
+            view: view_tx.clone(),
             report: report_tx,
             specs: BTreeMap::new(),
             specs_rx,
@@ -154,6 +156,7 @@ impl EtcdLink {
             keys,
             shared,
             view,
+            view_tx,
             report,
             specs,
             stop,
@@ -176,6 +179,13 @@ impl EtcdLink {
     /// replica takes over in milliseconds rather than after the lease's TTL.
     pub async fn leave(&self) {
         self.stop.cancel();
+        // The control loop stops leading now (its writes would be fenced anyway).
+        self.view_tx.send_modify(|v| {
+            let mut left = (**v).clone();
+            left.leader = false;
+            *v = Arc::new(left);
+        });
+        self.lock().leadership = None;
         let (etcd, lease) = {
             let s = self.lock();
             (s.etcd.clone(), s.lease)
@@ -304,7 +314,7 @@ struct Task {
     keys: Keys,
     options: EtcdOptions,
     shared: Arc<Mutex<Shared>>,
-    view: watch::Sender<Arc<ClusterView>>,
+    view: Arc<watch::Sender<Arc<ClusterView>>>,
     report: watch::Sender<ClusterReport>,
     specs: BTreeMap<String, String>,
     specs_rx: mpsc::UnboundedReceiver<BTreeMap<String, String>>,

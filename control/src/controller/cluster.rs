@@ -11,6 +11,9 @@ use crate::replica::{ClusterLink, ClusterView, WriteError};
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How soon the leader tries again a write the store could not take.
 const RETRY_MS: Ms = 250;
+/// While a rollout is paused, the leader writes its status at least this often, so that
+/// a new leader loses at most this much of the pause's elapsed time.
+const CHECKPOINT_MS: Ms = 2_000;
 /// The fast brake: a follower whose own canary requests (by the split) of the last
 /// [`BRAKE_WINDOW`] all failed, at least this many, cuts its canary share at once and asks
 /// the leader to abort.
@@ -111,6 +114,16 @@ impl Controller {
                 let mut st = c.status.clone();
                 for run in st.runs_mut() {
                     run.forget_in_flight(now);
+                }
+                // A pause's elapsed time is the old leader's, as of its last checkpoint,
+                // measured on its own clock: moved onto this replica's clock, so that a
+                // skew between the two never shortens a pause (it may run longer by the
+                // time since the checkpoint and the takeover).
+                if let Some(at) = st.checkpoint_ms {
+                    for p in &mut st.pause_conditions {
+                        let elapsed = at.saturating_sub(p.start_time);
+                        p.start_time = now.saturating_sub(elapsed);
+                    }
                 }
                 self.states.insert(name.clone(), st);
                 self.saved.insert(name.clone(), c.status.clone());
@@ -251,13 +264,22 @@ impl Controller {
         let Some(r) = self.cluster.as_mut() else {
             return true;
         };
-        let Some(st) = self.states.get(rollout) else {
+        let now = self.clock.now();
+        let Some(st) = self.states.get_mut(rollout) else {
             return true;
         };
         let consumed = r.handled.get(rollout).cloned().unwrap_or_default();
-        if consumed.is_empty() && !needs_save(self.saved.get(rollout), st) {
+        let checkpoint_due = !st.pause_conditions.is_empty()
+            && self
+                .saved
+                .get(rollout)
+                .and_then(|s| s.checkpoint_ms)
+                .is_none_or(|at| now.saturating_sub(at) >= CHECKPOINT_MS);
+        if consumed.is_empty() && !checkpoint_due && !needs_save(self.saved.get(rollout), st) {
             return true;
         }
+        st.checkpoint_ms = Some(now);
+        let st = &*st;
         let rev = r.revs.get(rollout).copied().unwrap_or(0);
         match r.link.write(rollout, st, rev, &consumed).await {
             Ok(new) => {
