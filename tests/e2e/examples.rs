@@ -108,3 +108,52 @@ async fn quickstart_example() {
     );
     weir.shutdown().await;
 }
+
+/// cluster.yaml: a replica of a cluster, here alone with a one-member etcd, leads and
+/// runs the rollout's first step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_example() {
+    let Some(bin) = weir_fixtures::require_etcd() else {
+        return;
+    };
+    let etcd = weir_fixtures::EtcdCluster::start(&bin, 1)
+        .await
+        .expect("etcd starts");
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let endpoints = format!("endpoints: [\"{}\"]", etcd.endpoints()[0]);
+    let yaml = example("cluster.yaml")
+        .replace("0.0.0.0:8080", "127.0.0.1:0")
+        .replace("0.0.0.0:9901", "127.0.0.1:0")
+        .replace(
+            "endpoints: [\"http://10.0.0.11:2379\", \"http://10.0.0.12:2379\", \"http://10.0.0.13:2379\"]",
+            &endpoints,
+        )
+        .replace("10.0.1.21:8080", &v1.addr().to_string())
+        .replace("10.0.1.22:8080", &v2.addr().to_string());
+    assert!(yaml.contains(&endpoints));
+    // First sight of my-app:v1 (stable at once), then the update to my-app:v2.
+    let weir =
+        Weir::start(&yaml.replace("image: \"my-app:v2\"}]}", "image: \"my-app:v1\"}]}")).await;
+    eventually("the replica leads", Duration::from_secs(10), || async {
+        let r = get(weir.admin(), "127.0.0.1", "/api/v1/cluster").await;
+        serde_json::from_slice::<serde_json::Value>(&r.body).is_ok_and(|c| {
+            c["leading"] == true && c["members"].as_array().is_some_and(|m| m.len() == 1)
+        })
+    })
+    .await;
+    eventually("my-app:v1 is stable", Duration::from_secs(10), || async {
+        let r = get(weir.admin(), "127.0.0.1", "/api/v1/rollouts/my-app").await;
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .is_ok_and(|s| s["stableRevision"] == "my-app:v1")
+    })
+    .await;
+    weir.write_config(&yaml);
+    eventually("my-app is at 10%", Duration::from_secs(10), || async {
+        let r = get(weir.admin(), "127.0.0.1", "/api/v1/rollouts/my-app").await;
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .is_ok_and(|s| s["canaryWeight"] == 10.0)
+    })
+    .await;
+    weir.shutdown().await;
+}
