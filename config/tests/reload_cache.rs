@@ -575,3 +575,32 @@ fn a_route_kept_from_before_follows_a_rollout_that_splits_it() {
         );
     }
 }
+
+#[test]
+fn the_fingerprint_hashed_while_reading_is_the_one_the_watcher_computes() {
+    use weir_config::load::fingerprint;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.yaml");
+    write(&path, &config(&[9001, 9002]));
+    let loader = Loader::new();
+    let first = loader.load(&path).unwrap();
+    assert_eq!(first.fingerprint, fingerprint(&first.files));
+    assert_eq!(load(&path).unwrap().fingerprint, first.fingerprint);
+    // A changed file: another fingerprint, again the watcher's.
+    write(&path, &config(&[9001, 9003]));
+    assert_ne!(fingerprint(&first.files), first.fingerprint);
+    let second = loader.load(&path).unwrap();
+    assert_eq!(second.fingerprint, fingerprint(&second.files));
+    assert_ne!(second.fingerprint, first.fingerprint);
+    // A folder of two files.
+    let folder = dir.path().join("conf");
+    std::fs::create_dir(&folder).unwrap();
+    write(&folder.join("a.yaml"), &config(&[9001]));
+    write(
+        &folder.join("b.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+    );
+    let m = loader.load(&folder).unwrap();
+    assert_eq!(m.files.len(), 2);
+    assert_eq!(m.fingerprint, fingerprint(&m.files));
+}

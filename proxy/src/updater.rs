@@ -269,11 +269,11 @@ fn log_traffic(rollout: &str, old: Option<&RolloutTraffic>, new: &RolloutTraffic
 fn log_model_diff(old: &Model, new: &Model) {
     // By name, in maps: with tens of thousands of routes, scanning lists was quadratic
     // and held back every reload.
-    fn by_name(m: &Model) -> std::collections::HashMap<&str, &weir_config::model::Route> {
+    fn by_name(m: &Model) -> std::collections::HashMap<&str, &Arc<weir_config::model::Route>> {
         m.proxy
             .routes
             .iter()
-            .map(|r| (r.name.as_str(), &**r))
+            .map(|r| (r.name.as_str(), r))
             .collect()
     }
     let (was, now) = (&old.proxy.routes, &new.proxy.routes);
@@ -297,7 +297,7 @@ fn log_model_diff(old: &Model, new: &Model) {
     for r in &new.proxy.routes {
         match o.get(r.name.as_str()) {
             None => tracing::info!(route = %r.name, "route added"),
-            Some(prev) if prev.target != r.target => {
+            Some(prev) if !Arc::ptr_eq(prev, r) && prev.target != r.target => {
                 tracing::info!(route = %r.name, "route target changed: {:?} -> {:?}", prev.target, r.target);
             }
             Some(_) => {}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use weir_proxy::routing::{BuildContext, Lookup, RouteTable, build};
+use weir_proxy::routing::{BuildContext, Lookup, RouteTable, build, rebuild};
 use weir_proxy::stats::Stats;
 use weir_proxy::upstream::Upstreams;
 
@@ -253,6 +253,11 @@ pub struct GatewayRoutesResult {
     /// `routing::build` of the reloaded model with the previous build's context (what
     /// weir's updater does next), ms.
     pub reload_build_ms: Spread,
+    /// The same Loader loading the file again after one HTTPRoute was added, ms.
+    pub add_ms: Spread,
+    /// `routing::rebuild` of that model after the one before (what weir's updater does:
+    /// entries and host index of unchanged routes kept), ms.
+    pub add_rebuild_ms: Spread,
     /// Lookups per round, and rounds.
     pub iterations: u64,
     /// Rounds per lookup.
@@ -376,7 +381,34 @@ pub fn run(opts: &GatewayRoutesOptions) -> Result<GatewayRoutesResult> {
         reload_build_ms.push(ms(start));
         drop(std::mem::replace(&mut table, next));
     }
-    drop((table, reloaded, ctx));
+    drop((table, ctx));
+
+    // One HTTPRoute added per reload, rebuilt as weir's updater does (`rebuild`).
+    let mut ctx = new_ctx();
+    let mut last = Arc::new(reloaded);
+    let mut table = rebuild(&last, &BTreeMap::new(), &mut ctx).map_err(anyhow::Error::msg)?;
+    let (mut add_ms, mut add_rebuild_ms) = (Vec::new(), Vec::new());
+    for k in 0..opts.runs {
+        let grown = RouteSet {
+            added: k + 1,
+            ..set.clone()
+        };
+        std::fs::write(&path, config(&grown, &flipped))
+            .with_context(|| format!("writing {}", path.display()))?;
+        let start = std::time::Instant::now();
+        let next = loader
+            .load(&path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("the grown config")?;
+        add_ms.push(ms(start));
+        let next = Arc::new(next);
+        let start = std::time::Instant::now();
+        let t = rebuild(&next, &BTreeMap::new(), &mut ctx).map_err(anyhow::Error::msg)?;
+        add_rebuild_ms.push(ms(start));
+        drop(std::mem::replace(&mut table, t));
+        last = next;
+    }
+    drop((table, last, ctx));
 
     let small_model = weir_config::load_str(Path::new("/bench/weir.yaml"), &one_route_config())
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -575,6 +607,8 @@ pub fn run(opts: &GatewayRoutesOptions) -> Result<GatewayRoutesResult> {
         rebuild_ms: Spread::of(rebuild_ms),
         reload_ms: Spread::of(reload_ms),
         reload_build_ms: Spread::of(reload_build_ms),
+        add_ms: Spread::of(add_ms),
+        add_rebuild_ms: Spread::of(add_rebuild_ms),
         iterations: opts.iterations,
         rounds: opts.rounds,
         lookups,
@@ -657,6 +691,16 @@ impl fmt::Display for GatewayRoutesResult {
             f,
             "  then the table build, ms:           {}",
             self.reload_build_ms
+        )?;
+        writeln!(
+            f,
+            "reload, one HTTPRoute added (Loader), ms: {}",
+            self.add_ms
+        )?;
+        writeln!(
+            f,
+            "  then routing::rebuild, ms:          {}",
+            self.add_rebuild_ms
         )?;
         writeln!(
             f,

@@ -98,7 +98,7 @@ fn finish(
     files.extend(io.files);
     files.sort();
     files.dedup();
-    model.fingerprint = fingerprint(&files);
+    model.fingerprint = fingerprint_with(&files, &read.hashes);
     model.files = files;
     model.notices = read.notices;
     model.notices.extend(findings.notices);
@@ -152,13 +152,25 @@ fn place(model: &mut Model, slot: &Slot, address: SocketAddr) {
 
 /// A hash of the paths and contents of `files` (a missing file hashes as missing).
 pub fn fingerprint(files: &[PathBuf]) -> u64 {
+    fingerprint_with(files, &std::collections::HashMap::new())
+}
+
+/// As [`fingerprint`], taking the content hash of the files in `known` (those the load
+/// read as text, hashed then) rather than reading them again.
+fn fingerprint_with(files: &[PathBuf], known: &std::collections::HashMap<PathBuf, u64>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     for f in files {
         f.hash(&mut h);
-        match crate::read::read_file(f) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(_) => 0u8.hash(&mut h),
+        let content = match known.get(f) {
+            Some(c) => Some(*c),
+            None => crate::read::read_file(f)
+                .ok()
+                .map(|b| crate::read::content_hash(&b)),
+        };
+        match content {
+            Some(c) => (1u8, c).hash(&mut h),
+            None => 0u8.hash(&mut h),
         }
     }
     h.finish()

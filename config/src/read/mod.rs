@@ -113,6 +113,17 @@ pub struct Read {
     pub issues: Vec<Issue>,
     /// Files skipped (not regular files).
     pub notices: Vec<Notice>,
+    /// The [`content_hash`] of each file read as text, for the model's fingerprint (so
+    /// that it is of the text loaded, hashed as it is read rather than read again).
+    pub hashes: std::collections::HashMap<PathBuf, u64>,
+}
+
+/// A hash of a file's bytes, as [`crate::load::fingerprint`] takes it.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 /// The largest configuration file read: 16 MiB.
@@ -146,7 +157,11 @@ pub fn read_with(
             message,
         };
         match read_file(file).map(String::from_utf8) {
-            Ok(Ok(text)) => on_text(file, &text, &mut out),
+            Ok(Ok(text)) => {
+                out.hashes
+                    .insert(file.clone(), content_hash(text.as_bytes()));
+                on_text(file, &text, &mut out);
+            }
             Ok(Err(e)) => out.issues.push(Issue {
                 pos: first_non_utf8(e.as_bytes(), e.utf8_error().valid_up_to()),
                 ..issue(format!(

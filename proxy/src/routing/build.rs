@@ -13,7 +13,7 @@ use weir_config::model::{
 
 use super::split::{Counter, Split};
 use super::{
-    Backend, Claim, Index, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable,
+    Backend, Claim, Group, Index, ListenerEntry, Matcher, RouteEntry, RouteFilters, RouteTable,
     SplitTarget, Target,
 };
 use crate::access_log::AccessLogSink;
@@ -125,31 +125,6 @@ struct Prev {
 /// serve them (a mask).
 type RoleHosts = (Vec<String>, u64);
 
-impl Prev {
-    /// Whether an index built for `model` and `role_hosts` would be the last one: the
-    /// same listeners in the same order, the same role hosts on the same listeners, and
-    /// each model route, in the same place, the same route (the same value kept by
-    /// validation) or one with the same hosts, matches, listeners and scope.
-    fn matches_same(&self, model: &Model, role_hosts: &RoleHosts) -> bool {
-        let (old, new) = (&self.model.proxy, &model.proxy);
-        self.role_hosts == *role_hosts
-            && old.listeners.len() == new.listeners.len()
-            && old
-                .listeners
-                .iter()
-                .zip(&new.listeners)
-                .all(|(a, b)| a.name == b.name)
-            && old.routes.len() == new.routes.len()
-            && old.routes.iter().zip(&new.routes).all(|(a, b)| {
-                Arc::ptr_eq(a, b)
-                    || (a.hosts == b.hosts
-                        && a.matches == b.matches
-                        && a.listeners == b.listeners
-                        && a.scope == b.scope)
-            })
-    }
-}
-
 /// What every backend of one (Service, role, revision) shares.
 #[derive(Debug)]
 struct Leg {
@@ -199,9 +174,10 @@ pub fn build(
 /// did not change: a route equal to the one of its name then, whose target is not a
 /// Rollout's (those follow the traffic state), whose Services (backends and mirrors)
 /// are equal to what they were, under the same upstream settings. Everything else is
-/// built again. The matchers and the host index are the last build's when every route
-/// matches the same requests as then (see [`Prev::matches_same`]), and built again
-/// otherwise.
+/// built again. The host index is the last build's when every route matches the same
+/// requests as then; after a few routes were added, removed or changed, it shares the
+/// last one's matcher groups of every host none of them has (see [`patch`]); otherwise
+/// it is built again.
 ///
 /// # Errors
 /// As [`build`]; the last build is then still the one the next rebuild starts from.
@@ -364,23 +340,9 @@ fn build_table(
             .collect(),
         role_mask,
     );
-    let shared = prev
-        .filter(|p| p.matches_same(model, &role_hosts))
-        .map(|p| p.index.clone());
-
     let mut routes: Vec<Arc<RouteEntry>> = Vec::with_capacity(model.proxy.routes.len());
-    let mut claims: HashMap<u32, super::Claims> = HashMap::new();
-    // (hosts, matcher)
-    let mut matchers: Vec<(Vec<HostMatch>, Matcher)> = Vec::with_capacity(model.proxy.routes.len());
     for (i, r) in model.proxy.routes.iter().enumerate() {
-        let mut mask = 0u64;
-        for name in &r.listeners {
-            if let Some(l) = listeners.get(name) {
-                mask |= 1u64 << l.index.min(63);
-            }
-        }
         let kept = reuse.as_mut().and_then(|u| u.entry(i, r));
-        let id = routes.len() as u32;
         match kept {
             Some(entry) => {
                 keep_counters(ctx, r);
@@ -388,38 +350,6 @@ fn build_table(
                 routes.push(entry);
             }
             None => routes.push(Arc::new(route_entry(ctx, model, traffic, r))),
-        }
-        if shared.is_some() {
-            continue;
-        }
-        let scope: Box<[Claim]> = r
-            .scope
-            .iter()
-            .map(|h| match h {
-                Some(HostMatch::Exact(h)) => Claim::Exact(h.to_ascii_lowercase().into()),
-                Some(HostMatch::Suffix(s)) => Claim::Suffix(s.to_ascii_lowercase().into()),
-                None => Claim::Any,
-            })
-            .collect();
-        for name in &r.listeners {
-            if let Some(l) = listeners.get(name) {
-                let c = claims.entry(l.index).or_default();
-                scope.iter().for_each(|s| c.add(s));
-            }
-        }
-        for m in &r.matches {
-            matchers.push((
-                r.hosts.clone(),
-                Matcher {
-                    route: id,
-                    path: m.path.clone(),
-                    headers: m.headers.clone(),
-                    query: m.query.clone(),
-                    method: m.method.as_deref().map(Box::from),
-                    listener_mask: mask,
-                    scope: scope.clone(),
-                },
-            ));
         }
     }
 
@@ -438,7 +368,6 @@ fn build_table(
             let b = backend(ctx, rollout, counted, revision, svc);
             let route_name = format!("{rollout}/{host}");
             let target = split_target(ctx, &route_name, vec![(b, Weight::SCALE)], Vec::new());
-            let id = routes.len() as u32;
             routes.push(Arc::new(RouteEntry {
                 name: Arc::from(route_name.as_str()),
                 target,
@@ -449,35 +378,26 @@ fn build_table(
                 max_body: None,
                 deadline: None,
             }));
-            if shared.is_some() {
-                continue;
-            }
-            matchers.push((
-                vec![HostMatch::Exact(host.to_ascii_lowercase())],
-                Matcher {
-                    route: id,
-                    path: PathMatch::Prefix("/".into()),
-                    headers: Vec::new(),
-                    query: Vec::new(),
-                    method: None,
-                    listener_mask: role_mask,
-                    scope: Box::default(),
-                },
-            ));
         }
     }
     // Counters of routes this build did not use go.
     let generation = ctx.generation;
     ctx.counters.retain(|_, (used, _)| *used == generation);
 
-    let index = match shared {
+    let index = match prev.and_then(|p| patch(p, model, &role_hosts, &listeners)) {
         Some(index) => index,
-        None => Arc::new(index(matchers, claims)),
+        None => Arc::new(fresh_index(model, &role_hosts, &listeners)),
     };
+    debug_assert_eq!(index.slots.len(), routes.len());
+    let mut by_slot = vec![None; index.slot_count as usize];
+    for (route, slot) in routes.iter().zip(&index.slots) {
+        by_slot[*slot as usize] = Some(route.clone());
+    }
     Ok((
         RouteTable {
             generation: ctx.generation,
             routes,
+            by_slot,
             index,
             listeners,
             upstream: model.proxy.upstream,
@@ -496,47 +416,333 @@ fn build_table(
     ))
 }
 
-/// The index of `matchers` (each with its hosts) and `claims`.
-fn index(matchers: Vec<(Vec<HostMatch>, Matcher)>, claims: HashMap<u32, super::Claims>) -> Index {
-    // Index by host; within a group the most specific match comes first.
-    let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::with_capacity(matchers.len());
-    let mut suffix: HashMap<String, Vec<u32>> = HashMap::new();
-    let mut any = Vec::new();
-    let mut all = Vec::with_capacity(matchers.len());
-    for (i, (hosts, m)) in matchers.into_iter().enumerate() {
-        let id = i as u32;
-        if hosts.is_empty() {
-            any.push(id);
+/// Matchers by host, being gathered.
+#[derive(Default)]
+struct Groups {
+    exact: HashMap<Arc<str>, Vec<Matcher>>,
+    suffix: HashMap<Arc<str>, Vec<Matcher>>,
+    any: Vec<Matcher>,
+}
+
+impl Groups {
+    /// Adds a route's matchers to the groups of its hosts (to the hostless group when it
+    /// has none).
+    fn add(&mut self, hosts: &[HostMatch], mut ms: Vec<Matcher>) {
+        let Some((last, rest)) = hosts.split_last() else {
+            self.any.append(&mut ms);
+            return;
+        };
+        for h in rest {
+            self.group(h).extend(ms.iter().cloned());
         }
-        for h in hosts {
-            match h {
-                HostMatch::Exact(h) => exact.entry(h.into_boxed_str()).or_default().push(id),
-                HostMatch::Suffix(s) => suffix.entry(s).or_default().push(id),
+        self.group(last).append(&mut ms);
+    }
+
+    fn group(&mut self, h: &HostMatch) -> &mut Vec<Matcher> {
+        let (map, key) = match h {
+            HostMatch::Exact(h) => (&mut self.exact, h),
+            HostMatch::Suffix(s) => (&mut self.suffix, s),
+        };
+        if !map.contains_key(key.as_str()) {
+            map.insert(Arc::from(key.as_str()), Vec::new());
+        }
+        map.get_mut(key.as_str()).unwrap_or_else(|| unreachable!())
+    }
+}
+
+/// Sorts a group's matchers, most specific first (`pos`: each slot's place in the
+/// table).
+fn sorted(mut ms: Vec<Matcher>, pos: &[u32]) -> Group {
+    ms.sort_by_key(|m| specificity(m, pos));
+    ms.into()
+}
+
+/// The matchers of model route `r`, under `slot`, with its listener hostnames.
+fn matchers_of(
+    r: &weir_config::model::Route,
+    slot: u32,
+    listeners: &HashMap<String, ListenerEntry>,
+    scope: &[Claim],
+) -> Vec<Matcher> {
+    let mut mask = 0u64;
+    for name in &r.listeners {
+        if let Some(l) = listeners.get(name) {
+            mask |= 1u64 << l.index.min(63);
+        }
+    }
+    r.matches
+        .iter()
+        .enumerate()
+        .map(|(nth, m)| Matcher {
+            route: slot,
+            nth: nth as u32,
+            path: m.path.clone(),
+            headers: m.headers.clone(),
+            query: m.query.clone(),
+            method: m.method.as_deref().map(Box::from),
+            listener_mask: mask,
+            scope: scope.into(),
+        })
+        .collect()
+}
+
+/// The Gateway listener hostnames route `r` is attached through.
+fn scope_of(r: &weir_config::model::Route) -> Box<[Claim]> {
+    r.scope
+        .iter()
+        .map(|h| match h {
+            Some(HostMatch::Exact(h)) => Claim::Exact(h.to_ascii_lowercase().into()),
+            Some(HostMatch::Suffix(s)) => Claim::Suffix(s.to_ascii_lowercase().into()),
+            None => Claim::Any,
+        })
+        .collect()
+}
+
+/// How many routes claim each listener hostname, by listener index.
+type ClaimCounts = HashMap<u32, HashMap<Claim, u32>>;
+
+/// Counts route `r`'s claims (`scope`) in, or out.
+fn count_claims(
+    counts: &mut ClaimCounts,
+    r: &weir_config::model::Route,
+    listeners: &HashMap<String, ListenerEntry>,
+    scope: &[Claim],
+    add: bool,
+) {
+    if scope.is_empty() {
+        return;
+    }
+    for name in &r.listeners {
+        let Some(l) = listeners.get(name) else {
+            continue;
+        };
+        let on = counts.entry(l.index).or_default();
+        for c in scope {
+            if add {
+                match on.get_mut(c) {
+                    Some(n) => *n += 1,
+                    None => {
+                        on.insert(c.clone(), 1);
+                    }
+                }
+            } else if let Some(n) = on.get_mut(c) {
+                *n -= 1;
+                if *n == 0 {
+                    on.remove(c);
+                }
             }
         }
-        all.push(m);
+        if on.is_empty() {
+            counts.remove(&l.index);
+        }
     }
-    let matchers = all;
-    let specificity = |id: &u32| specificity(&matchers[*id as usize], *id);
-    for ids in exact.values_mut() {
-        ids.sort_by_key(specificity);
-    }
-    any.sort_by_key(specificity);
-    let suffix: HashMap<Box<str>, Vec<u32>> = suffix
-        .into_iter()
-        .map(|(s, mut ids)| {
-            ids.sort_by_key(specificity);
-            (s.into_boxed_str(), ids)
-        })
-        .collect();
+}
 
-    Index {
-        matchers,
-        exact,
-        suffix,
-        any,
-        claims,
+/// The listener hostnames on each socket.
+fn claims_of(counts: &ClaimCounts) -> HashMap<u32, super::Claims> {
+    counts
+        .iter()
+        .map(|(l, on)| {
+            let mut c = super::Claims::default();
+            on.keys().for_each(|k| c.add(k));
+            (*l, c)
+        })
+        .collect()
+}
+
+/// The matcher of a Rollout's role host: every request to it.
+fn role_matcher(slot: u32, mask: u64) -> Matcher {
+    Matcher {
+        route: slot,
+        nth: 0,
+        path: PathMatch::Prefix("/".into()),
+        headers: Vec::new(),
+        query: Vec::new(),
+        method: None,
+        listener_mask: mask,
+        scope: Box::default(),
     }
+}
+
+/// The index of the model's routes and the role hosts, each route in the slot of its
+/// place.
+fn fresh_index(
+    model: &Model,
+    role_hosts: &RoleHosts,
+    listeners: &HashMap<String, ListenerEntry>,
+) -> Index {
+    let routes = &model.proxy.routes;
+    let mut groups = Groups::default();
+    let mut counts = ClaimCounts::new();
+    for (i, r) in routes.iter().enumerate() {
+        let scope = scope_of(r);
+        count_claims(&mut counts, r, listeners, &scope, true);
+        groups.add(&r.hosts, matchers_of(r, i as u32, listeners, &scope));
+    }
+    for (k, host) in role_hosts.0.iter().enumerate() {
+        let m = role_matcher((routes.len() + k) as u32, role_hosts.1);
+        groups.group(&HostMatch::Exact(host.clone())).push(m);
+    }
+    let slots: Vec<u32> = (0..(routes.len() + role_hosts.0.len()) as u32).collect();
+    let finish = |g: HashMap<Arc<str>, Vec<Matcher>>| {
+        g.into_iter()
+            .map(|(k, ms)| (k, sorted(ms, &slots)))
+            .collect()
+    };
+    Index {
+        exact: finish(groups.exact),
+        suffix: finish(groups.suffix),
+        any: sorted(groups.any, &slots),
+        claims: claims_of(&counts),
+        slot_count: slots.len() as u32,
+        slots,
+        free: Vec::new(),
+        claim_counts: counts,
+    }
+}
+
+/// The last index, changed for `model`'s routes: `None` when it cannot be (other
+/// listeners or role hosts) or would not be worth it (many routes changed).
+///
+/// The routes the two models have in common at the start and at the end (each the same
+/// value, or one with the same hosts, matches, listeners and scope) keep their slots, and
+/// their matchers stay where they are. The ones in between were removed or added (or
+/// changed: both): only the groups of their hosts are made again, from the last group
+/// without the removed routes' matchers and with the added ones', sorted again. The
+/// common routes are in the same order as before, so every other group is still sorted
+/// and is shared as it is.
+fn patch(
+    prev: &Prev,
+    model: &Model,
+    role_hosts: &RoleHosts,
+    listeners: &HashMap<String, ListenerEntry>,
+) -> Option<Arc<Index>> {
+    let (old_l, new_l) = (&prev.model.proxy.listeners, &model.proxy.listeners);
+    if prev.role_hosts != *role_hosts
+        || old_l.len() != new_l.len()
+        || old_l.iter().zip(new_l).any(|(a, b)| a.name != b.name)
+    {
+        return None;
+    }
+    let (old, new) = (&prev.model.proxy.routes, &model.proxy.routes);
+    let same = |a: &Arc<weir_config::model::Route>, b: &Arc<weir_config::model::Route>| {
+        Arc::ptr_eq(a, b)
+            || (a.hosts == b.hosts
+                && a.matches == b.matches
+                && a.listeners == b.listeners
+                && a.scope == b.scope)
+    };
+    let common = old.len().min(new.len());
+    let start = (0..common)
+        .find(|&i| !same(&old[i], &new[i]))
+        .unwrap_or(common);
+    let end = (0..common - start)
+        .find(|&k| !same(&old[old.len() - 1 - k], &new[new.len() - 1 - k]))
+        .unwrap_or(common - start);
+    let (removed, added) = (&old[start..old.len() - end], &new[start..new.len() - end]);
+    let ix = &*prev.index;
+    if removed.is_empty() && added.is_empty() {
+        return Some(prev.index.clone());
+    }
+    if removed.len() + added.len() > new.len() / 4 + 16
+        || ix.slots.len() != old.len() + role_hosts.0.len()
+    {
+        return None;
+    }
+
+    // Slots: the removed routes' are freed, and the added routes take free ones first.
+    let mut free = ix.free.clone();
+    let mut slot_count = ix.slot_count;
+    let mut gone = vec![false; slot_count as usize];
+    for &s in &ix.slots[start..old.len() - end] {
+        gone[s as usize] = true;
+        free.push(s);
+    }
+    let mut slots = Vec::with_capacity(new.len() + role_hosts.0.len());
+    slots.extend_from_slice(&ix.slots[..start]);
+    for _ in added {
+        slots.push(free.pop().unwrap_or_else(|| {
+            slot_count += 1;
+            slot_count - 1
+        }));
+    }
+    slots.extend_from_slice(&ix.slots[old.len() - end..]);
+    if free.len() > slots.len() {
+        return None;
+    }
+    let mut pos = vec![u32::MAX; slot_count as usize];
+    for (i, s) in slots.iter().enumerate() {
+        pos[*s as usize] = i as u32;
+    }
+
+    let mut counts = ix.claim_counts.clone();
+    for r in removed {
+        count_claims(&mut counts, r, listeners, &scope_of(r), false);
+    }
+    let mut more = Groups::default();
+    for (r, slot) in added.iter().zip(&slots[start..]) {
+        let scope = scope_of(r);
+        count_claims(&mut counts, r, listeners, &scope, true);
+        more.add(&r.hosts, matchers_of(r, *slot, listeners, &scope));
+    }
+
+    // The groups of the removed and added routes' hosts, made again.
+    let kept = |g: &Group| -> Vec<Matcher> {
+        g.iter()
+            .filter(|m| !gone.get(m.route as usize).copied().unwrap_or(false))
+            .cloned()
+            .collect()
+    };
+    let redo = |map: &HashMap<Arc<str>, Group>,
+                more: &mut HashMap<Arc<str>, Vec<Matcher>>,
+                hosts: std::collections::HashSet<&str>| {
+        let mut map = map.clone();
+        for h in hosts {
+            let mut ms = map.get(h).map(kept).unwrap_or_default();
+            if let Some(m) = more.remove(h) {
+                ms.extend(m);
+            }
+            if ms.is_empty() {
+                map.remove(h);
+            } else if let Some(g) = map.get_mut(h) {
+                *g = sorted(ms, &pos);
+            } else {
+                map.insert(Arc::from(h), sorted(ms, &pos));
+            }
+        }
+        map
+    };
+    let (mut exact, mut suffix) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let mut any = false;
+    for r in removed.iter().chain(added) {
+        any |= r.hosts.is_empty();
+        for h in &r.hosts {
+            match h {
+                HostMatch::Exact(h) => exact.insert(h.as_str()),
+                HostMatch::Suffix(s) => suffix.insert(s.as_str()),
+            };
+        }
+    }
+    let any = if any {
+        let mut ms = kept(&ix.any);
+        ms.append(&mut more.any);
+        sorted(ms, &pos)
+    } else {
+        ix.any.clone()
+    };
+    Some(Arc::new(Index {
+        exact: redo(&ix.exact, &mut more.exact, exact),
+        suffix: redo(&ix.suffix, &mut more.suffix, suffix),
+        any,
+        claims: claims_of(&counts),
+        slots,
+        slot_count,
+        free,
+        claim_counts: counts,
+    }))
 }
 
 /// The entry of model route `r`, built afresh.
@@ -656,13 +862,14 @@ fn request_timeout(proxy: std::time::Duration, route: RouteTimeouts) -> std::tim
 /// query conditions; ties go to the route written first, then its first match.
 fn specificity(
     m: &Matcher,
-    id: u32,
+    pos: &[u32],
 ) -> (
     u8,
     std::cmp::Reverse<usize>,
     bool,
     std::cmp::Reverse<usize>,
     std::cmp::Reverse<usize>,
+    u32,
     u32,
 ) {
     use std::cmp::Reverse;
@@ -677,7 +884,8 @@ fn specificity(
         m.method.is_none(),
         Reverse(m.headers.len()),
         Reverse(m.query.len()),
-        id,
+        pos[m.route as usize],
+        m.nth,
     )
 }
 

@@ -55,6 +55,9 @@ pub struct RouteTable {
     /// Increases with every build.
     pub generation: u64,
     routes: Vec<Arc<RouteEntry>>,
+    /// The same entries by the slot the index's matchers name them by (`None`: a slot no
+    /// route has).
+    by_slot: Vec<Option<Arc<RouteEntry>>>,
     /// How requests find their route.
     index: Arc<Index>,
     /// By listener name: the index routes use in their listener masks, and TLS.
@@ -74,22 +77,37 @@ pub struct RouteTable {
     pub debug_headers: bool,
 }
 
-/// How requests find their route: the ways they match routes, indexed by host. Shared by
-/// consecutive tables whose routes match the same requests (a reload that changed only
-/// where routes send their traffic).
+/// How requests find their route: the ways they match routes, in groups by host. Shared
+/// by consecutive tables whose routes match the same requests (a reload that changed
+/// only where routes send their traffic); after a reload that added, removed or changed
+/// a few routes, the next index shares the groups of every other host with this one
+/// (see [`build::rebuild`]).
 #[derive(Debug)]
 struct Index {
-    /// The ways requests match routes, indexed by host below; within a host group,
-    /// the most specific first.
-    matchers: Vec<Matcher>,
-    exact: HashMap<Box<str>, Vec<u32>>,
+    /// The matchers of each exact host, the most specific first.
+    exact: HashMap<Arc<str>, Group>,
     /// Wildcard hosts by their suffix (`.example.com`).
-    suffix: HashMap<Box<str>, Vec<u32>>,
-    any: Vec<u32>,
+    suffix: HashMap<Arc<str>, Group>,
+    /// Routes without a host.
+    any: Group,
     /// By listener index: the Gateway listener hostnames on that socket (none for
     /// sockets without Gateway listeners).
     claims: HashMap<u32, Claims>,
+    /// The rest is for the next build only. Each route's slot (what its matchers name
+    /// it by), in the table's order: the model's routes, then the role hosts'.
+    slots: Vec<u32>,
+    /// Slots in use or free: the length of [`RouteTable::by_slot`].
+    slot_count: u32,
+    /// Slots no route has.
+    free: Vec<u32>,
+    /// By listener index: how many routes claim each listener hostname (what `claims`
+    /// is made from).
+    claim_counts: HashMap<u32, HashMap<Claim, u32>>,
 }
+
+/// One host's matchers, the most specific first; shared between indexes until a route
+/// of that host changes.
+type Group = Arc<[Matcher]>;
 
 /// Per-listener data in the snapshot.
 #[derive(Clone, Debug)]
@@ -142,10 +160,13 @@ pub struct RouteFilters {
 }
 
 /// One way a request matches a route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Matcher {
-    /// Index of the route in [`RouteTable::routes`].
+    /// The route's slot in [`RouteTable::by_slot`].
     route: u32,
+    /// Its place among its route's matches (ties between routes go to the route written
+    /// first, then to its first match).
+    nth: u32,
     path: PathMatch,
     headers: Vec<HeaderMatch>,
     query: Vec<QueryMatch>,
@@ -158,7 +179,7 @@ struct Matcher {
 }
 
 /// A Gateway listener's hostname on a socket: what a request's host selects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Claim {
     /// `foo.example.com`.
     Exact(Box<str>),
@@ -571,14 +592,14 @@ impl RouteTable {
             host: req.host,
             cell: std::cell::OnceCell::new(),
         };
-        if let Some(ids) = ix.exact.get(req.host)
-            && let Some(r) = self.first_match(ids, req, headers, &chosen)
+        if let Some(group) = ix.exact.get(req.host)
+            && let Some(r) = self.first_match(group, req, headers, &chosen)
         {
             return Some(r);
         }
         if !ix.suffix.is_empty() {
-            for ids in suffixes(req.host).filter_map(|s| ix.suffix.get(s)) {
-                if let Some(r) = self.first_match(ids, req, headers, &chosen) {
+            for group in suffixes(req.host).filter_map(|s| ix.suffix.get(s)) {
+                if let Some(r) = self.first_match(group, req, headers, &chosen) {
                     return Some(r);
                 }
             }
@@ -587,20 +608,18 @@ impl RouteTable {
     }
 
     #[inline]
-    fn first_match(
-        &self,
-        ids: &[u32],
+    fn first_match<'t>(
+        &'t self,
+        group: &'t [Matcher],
         req: &Lookup<'_>,
         headers: &impl Headers,
         chosen: &Chosen<'_>,
-    ) -> Option<Found<'_>> {
-        ids.iter()
-            .map(|i| &self.index.matchers[*i as usize])
-            .find(|m| m.matches(req, headers, chosen))
-            .map(|m| Found {
-                route: &self.routes[m.route as usize],
-                path: &m.path,
-            })
+    ) -> Option<Found<'t>> {
+        let m = group.iter().find(|m| m.matches(req, headers, chosen))?;
+        Some(Found {
+            route: self.by_slot.get(m.route as usize)?.as_deref()?,
+            path: &m.path,
+        })
     }
 
     /// Every route, in match order within each host group.
