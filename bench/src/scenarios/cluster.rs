@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 use weir_fixtures::{Behavior, EtcdCluster, FakeBackend, LoadSpec, Mode};
 
 use super::canary::{
-    Guard, RolloutView, Spread, image_service_yaml, prometheus_value, rollout_yaml,
+    ControlMetrics, Guard, RolloutView, Spread, image_service_yaml, prometheus_value, rollout_yaml,
 };
 use super::{ChildGuard, KeepAlive, WeirOptions, quantile_sorted};
 
@@ -268,6 +268,8 @@ pub struct ProcessCpu {
     pub system_percent: f64,
     /// VmRSS at the end, in kB.
     pub rss_kb: u64,
+    /// Control-loop turns per second (`weir_control_turns_total`; weirs only).
+    pub turns_per_second: Option<f64>,
 }
 
 /// One interval of the CPU phase.
@@ -1347,6 +1349,11 @@ async fn cpu_interval(c: &mut Cluster<'_>, seconds: Duration) -> Result<CpuInter
         let pid = c.etcd.pid(i).context("an etcd member is not running")?;
         procs.push((format!("etcd-m{}", i + 1), false, pid));
     }
+    // The turn counters are read outside the CPU window.
+    let mut turns0 = Vec::new();
+    for n in &mut c.nodes {
+        turns0.push(ControlMetrics::parse(&n.metrics().await?)?.turns);
+    }
     let before = procs
         .iter()
         .map(|(_, _, pid)| user_system_seconds(*pid))
@@ -1358,6 +1365,11 @@ async fn cpu_interval(c: &mut Cluster<'_>, seconds: Duration) -> Result<CpuInter
         .map(|(_, _, pid)| user_system_seconds(*pid))
         .collect::<Result<Vec<_>>>()?;
     let wall = t0.elapsed().as_secs_f64();
+    let mut turns = Vec::new();
+    for (i, n) in c.nodes.iter_mut().enumerate() {
+        let t1 = ControlMetrics::parse(&n.metrics().await?)?.turns;
+        turns.push((t1 - turns0[i]) / t0.elapsed().as_secs_f64());
+    }
     if c.leader(&[0, 1, 2]).await != Some(leader) {
         bail!("the leader changed during the interval");
     }
@@ -1369,6 +1381,7 @@ async fn cpu_interval(c: &mut Cluster<'_>, seconds: Duration) -> Result<CpuInter
             user_percent: (after[k].0 - before[k].0) / wall * 100.0,
             system_percent: (after[k].1 - before[k].1) / wall * 100.0,
             rss_kb: super::rss_kb(pid)?,
+            turns_per_second: turns.get(k).copied(),
         });
     }
     Ok(CpuInterval {
@@ -1515,7 +1528,7 @@ impl fmt::Display for ClusterResult {
                 for p in &i.processes {
                     writeln!(
                         f,
-                        "  {:<8} {:<8} user {:>6.2}%  system {:>6.2}%  total {:>6.2}%  RSS {:.1} MB",
+                        "  {:<8} {:<8} user {:>6.2}%  system {:>6.2}%  total {:>6.2}%  RSS {:.1} MB{}",
                         p.name,
                         if p.name.starts_with("etcd") {
                             ""
@@ -1525,7 +1538,9 @@ impl fmt::Display for ClusterResult {
                         p.user_percent,
                         p.system_percent,
                         p.user_percent + p.system_percent,
-                        p.rss_kb as f64 / 1024.0
+                        p.rss_kb as f64 / 1024.0,
+                        p.turns_per_second
+                            .map_or_else(String::new, |t| format!("  {t:.1} turns/s"))
                     )?;
                 }
             }
