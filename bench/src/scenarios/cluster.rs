@@ -13,7 +13,7 @@
 //!    next step; it was due 1 s after the signal, so a takeover that restarted the pause's
 //!    clock would show as 3 s more). A frozen leader then gets SIGCONT and is read every
 //!    20 ms until it says `leading: false`, names the successor and shows weight 20 (and
-//!    whether it said `leading: true` meanwhile); a killed one is started again and must do
+//!    for how long it still said `leading: true`); a killed one is started again and must do
 //!    the same. `promote?full=true` ends the update; the next run goes back the other way.
 //! 2. **Status to every replica.** Rollout `app` with `setWeight: 1`, `pause: {}`,
 //!    `setWeight: 2`, `pause: {}`, ...; N times, `POST /api/v1/rollouts/app/promote` on the
@@ -169,8 +169,9 @@ pub struct TakeoverRun {
     /// From SIGCONT (or from the restart of a killed leader) until it said `leading: false`,
     /// named the successor and showed weight 20.
     pub back_following_s: f64,
-    /// Whether the woken (or restarted) replica said `leading: true` before it followed.
-    pub claimed_leading: bool,
+    /// When the woken (or restarted) replica said `leading: true` before it followed: from
+    /// SIGCONT (or the restart) until the last read that said so, in ms (reads every 20 ms).
+    pub claimed_leading_ms: Option<f64>,
 }
 
 /// One replica's latency in the status phase.
@@ -1002,14 +1003,14 @@ async fn takeover_run(
         c.replicas[leader].signal(Signal::CONT);
     }
     let successor_name = c.replicas[successor].name.clone();
-    let mut claimed_leading = false;
+    let mut claimed_leading = None;
     let give_up = Instant::now() + WAIT_TIMEOUT;
     let following_at = loop {
         let view = c.nodes[leader].cluster().await;
         if let Ok(v) = &view
             && v.leading
         {
-            claimed_leading = true;
+            claimed_leading = Some((Instant::now() - back).as_secs_f64() * 1000.0);
         }
         if let Ok(v) = &view
             && !v.leading
@@ -1046,7 +1047,7 @@ async fn takeover_run(
         step_late_s: secs_between(due, step_at),
         lowest_weight,
         back_following_s: (following_at - back).as_secs_f64(),
-        claimed_leading,
+        claimed_leading_ms: claimed_leading,
     })
 }
 
@@ -1400,8 +1401,7 @@ impl fmt::Display for ClusterResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "cluster mode: 3-member etcd ({}) and 3 weir replicas on loopback; lease TTL 3 s",
-            "--heartbeat-interval=10 --election-timeout=100, data on /dev/shm"
+            "cluster mode: 3-member etcd (--heartbeat-interval=10 --election-timeout=100, data on /dev/shm) and 3 weir replicas on loopback; lease TTL 3 s"
         )?;
         if !self.takeovers.is_empty() {
             writeln!(
@@ -1427,7 +1427,8 @@ impl fmt::Display for ClusterResult {
                     r.step_late_s,
                     r.lowest_weight,
                     r.back_following_s,
-                    if r.claimed_leading { "YES" } else { "no" }
+                    r.claimed_leading_ms
+                        .map_or_else(|| "no".to_owned(), |ms| format!("YES, until {ms:.0} ms"))
                 )?;
             }
             for signal in ["KILL", "STOP"] {
