@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use weir_bench::scenarios::blast::BlastOptions;
 use weir_bench::scenarios::canary::Guard;
+use weir_bench::scenarios::cluster::{ClusterOptions, Phases};
 use weir_bench::scenarios::control_loop::ControlLoopOptions;
 use weir_bench::scenarios::false_rollbacks::FalseRollbacksOptions;
 use weir_bench::scenarios::gateway::GatewayRoutesOptions;
@@ -20,8 +21,8 @@ use weir_bench::scenarios::micro::MicroOptions;
 use weir_bench::scenarios::reload::ReloadOptions;
 use weir_bench::scenarios::split::SplitOptions;
 use weir_bench::scenarios::{
-    WeirOptions, blast, control_loop, false_rollbacks, gateway, gateway_reload, judge, memory,
-    micro, reload, split,
+    WeirOptions, blast, cluster, control_loop, false_rollbacks, gateway, gateway_reload, judge,
+    memory, micro, reload, split,
 };
 use weir_fixtures::{Behavior, FakeBackend, Latency, LoadSpec, Mode};
 
@@ -76,6 +77,11 @@ enum Command {
     /// weir's CPU, RSS and control-loop turns with N Rollouts, idle and paused mid-update,
     /// and the time to start an update on all N at once.
     ControlLoop(ControlLoopArgs),
+    /// Cluster mode with a real 3-member etcd and three weir replicas: takeover time after
+    /// the leader is killed (-9) or frozen (SIGSTOP) mid-pause, status-to-every-replica
+    /// latency, bytes each replica writes to etcd, and the control loop's CPU with many
+    /// rollouts.
+    Cluster(ClusterArgs),
 }
 
 /// The weir binary the scenarios start.
@@ -239,6 +245,33 @@ struct ControlLoopArgs {
     /// Seconds of each measured phase (idle, paused).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    #[command(flatten)]
+    weir: WeirArgs,
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Takeover runs of each kind (leader killed -9, leader frozen with SIGSTOP).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Weight changes timed from the leader to every replica (1..=98).
+    #[arg(long, default_value_t = 50)]
+    changes: usize,
+    /// Seconds of each measured interval of bytes written to etcd (idle, rollout).
+    #[arg(long, default_value_t = 30)]
+    bytes_seconds: u64,
+    /// Rollouts of the CPU phase.
+    #[arg(long, default_value_t = 100)]
+    rollouts: usize,
+    /// Seconds of each measured CPU interval (idle, paused).
+    #[arg(long, default_value_t = 20)]
+    cpu_seconds: u64,
+    /// Phases to run, comma-separated: takeover, status, bytes, cpu (or all).
+    #[arg(long, default_value = "all")]
+    phases: String,
+    /// The etcd binary (default: $WEIR_ETCD, etcd on PATH, /usr/bin/etcd).
+    #[arg(long, value_name = "PATH")]
+    etcd: Option<PathBuf>,
     #[command(flatten)]
     weir: WeirArgs,
 }
@@ -515,6 +548,20 @@ fn real_main() -> Result<()> {
                     weir: args.weir.options(),
                 };
                 let result = interruptible(control_loop::run(&opts)).await?;
+                print(&result, args.weir.json)
+            }
+            Command::Cluster(args) => {
+                let opts = ClusterOptions {
+                    runs: args.runs,
+                    changes: args.changes,
+                    bytes_seconds: Duration::from_secs(args.bytes_seconds),
+                    rollouts: args.rollouts,
+                    cpu_seconds: Duration::from_secs(args.cpu_seconds),
+                    phases: Phases::parse(&args.phases)?,
+                    etcd: args.etcd,
+                    weir: args.weir.options(),
+                };
+                let result = interruptible(cluster::run(&opts)).await?;
                 print(&result, args.weir.json)
             }
         }

@@ -18,6 +18,10 @@
 //! - [`control_loop`]: weir's CPU, memory and control-loop turns with many Rollouts, idle and
 //!   paused mid-update, and how long starting an update on all of them takes.
 //!
+//! - [`cluster`]: cluster mode (issue 14) with a real 3-member etcd and three weir replicas:
+//!   takeover time after the leader is killed or frozen, status-to-every-replica latency,
+//!   bytes written to etcd, and the control loop's CPU with 100 rollouts.
+//!
 //! [`canary`] holds what the last three share: the Rollout config, an admin API client, and
 //! readings of `/metrics` and `/proc`.
 //!
@@ -30,6 +34,7 @@
 
 pub mod blast;
 pub mod canary;
+pub mod cluster;
 pub mod control_loop;
 pub mod false_rollbacks;
 pub mod gateway;
@@ -50,7 +55,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use command_fds::{CommandFdExt, FdMapping};
 use http::header::HeaderMap;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -101,6 +106,27 @@ impl ChildGuard {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process while it runs.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = self
+            .child
+            .as_ref()
+            .and_then(|c| rustix::process::Pid::from_raw(c.id() as i32))
+        {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// Kills the process with SIGKILL at once and reaps it (it cannot clean up: a crash);
+    /// returns its exit status.
+    pub fn kill(mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} was already stopped", self.name);
+        };
+        child.kill()?;
+        Ok(child.wait()?)
     }
 
     /// Sends SIGTERM and waits (without blocking the runtime) for the process to exit; kills it
@@ -388,20 +414,37 @@ impl KeepAlive {
             .map(|(status, _, body)| (status, body))
     }
 
+    /// `POST path` with an empty body; returns the status and the whole body.
+    pub async fn post_body(&mut self, path: &str) -> Result<(StatusCode, Bytes)> {
+        self.send(Method::POST, path, true)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
     async fn get_with_body(
         &mut self,
         path: &str,
         keep_body: bool,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
-        let result = self.try_get(path, keep_body).await;
+        self.send(Method::GET, path, keep_body).await
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        keep_body: bool,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let result = self.try_send(method, path, keep_body).await;
         if result.is_err() {
             self.sender = None;
         }
         result
     }
 
-    async fn try_get(
+    async fn try_send(
         &mut self,
+        method: Method,
         path: &str,
         keep_body: bool,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
@@ -418,7 +461,9 @@ impl KeepAlive {
             bail!("no connection");
         };
         sender.ready().await?;
-        let request = Request::get(path)
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(http::header::HOST, &self.host)
             .body(Empty::new())?;
         let response = sender.send_request(request).await?;
