@@ -149,6 +149,7 @@ impl EtcdLink {
             report: report_tx,
             specs: BTreeMap::new(),
             specs_rx,
+            session: None,
         };
         tokio::spawn(task.run(stop.clone()));
         Ok(Arc::new(EtcdLink {
@@ -318,6 +319,8 @@ struct Task {
     report: watch::Sender<ClusterReport>,
     specs: BTreeMap<String, String>,
     specs_rx: mpsc::UnboundedReceiver<BTreeMap<String, String>>,
+    /// The session of the connection in progress.
+    session: Option<Arc<Session>>,
 }
 
 impl Task {
@@ -415,12 +418,13 @@ impl Task {
                     }
                 }
             });
-            // Keep the session alive as long as this connection: dropped at its end.
-            let _keep = session_ref;
+            // The session lives as long as this connection: dropped at its end.
+            self.session = Some(session_ref);
             let result = self
                 .follow(&mut watch, &mut health, &mut states, &mut won, &info)
                 .await;
             campaign_stop.cancel();
+            self.session = None;
             self.lock().lease = None;
             result
         }
@@ -436,6 +440,7 @@ impl Task {
         info: &(dyn Fn(&BTreeMap<String, String>) -> MemberInfo + Sync),
     ) -> Result<(), ClusterError> {
         let mut reregister = None::<BTreeMap<String, String>>;
+        let mut campaign_over = false;
         loop {
             tokio::select! {
                 u = watch.next() => {
@@ -480,13 +485,19 @@ impl Task {
                         return Err(ClusterError::Protocol("the session's lease is gone"));
                     }
                 }
-                r = won.changed() => {
-                    if r.is_ok() {
-                        let l = won.borrow_and_update().clone();
-                        if let Some(l) = &l {
-                            tracing::info!(node = %self.node, token = l.rev, "won the election");
+                // The campaign task ends once it has won (or its lease is gone): its
+                // channel is then closed, and polled no more (a closed channel is
+                // always ready: polling it would spin).
+                r = won.changed(), if !campaign_over => {
+                    match r {
+                        Ok(()) => {
+                            let l = won.borrow_and_update().clone();
+                            if let Some(l) = &l {
+                                tracing::info!(node = %self.node, token = l.rev, "won the election");
+                            }
+                            self.lock().leadership = l;
                         }
-                        self.lock().leadership = l;
+                        Err(_) => campaign_over = true,
                     }
                 }
                 Some(specs) = self.specs_rx.recv() => {
@@ -545,7 +556,14 @@ impl Task {
             .values()
             .filter(|kv| kv.key.starts_with(&leader_prefix))
             .min_by_key(|kv| kv.create_revision);
+        // Live by the session's own clock now, not only as last reported: a replica woken
+        // from a freeze past its deadline does not say it leads for a moment.
+        let live_now = self
+            .session
+            .as_ref()
+            .is_some_and(|x| x.state() == SessionState::Live);
         let leading = s.session == Some(SessionState::Live)
+            && live_now
             && match (&s.leadership, leader_kv) {
                 (Some(l), Some(kv)) => kv.key == l.key && kv.create_revision == l.rev,
                 _ => false,
@@ -606,13 +624,22 @@ impl Task {
             }
         }
         let leader_name = leader_kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-        self.view.send_replace(Arc::new(ClusterView {
+        let view = ClusterView {
             leader: leading,
             statuses,
             requests: requests.into_iter().map(|(_, q)| q).collect(),
             fresh: s.fresh,
             specs,
-        }));
+        };
+        // Sent only when it changed: every send wakes the control loop for a turn.
+        self.view.send_if_modified(|v| {
+            if **v == view {
+                false
+            } else {
+                *v = Arc::new(view);
+                true
+            }
+        });
         let report = ClusterReport {
             node: self.node.clone(),
             leader: leader_name.clone(),

@@ -52,7 +52,7 @@ pub struct ActionRequest {
 }
 
 /// What a replica last heard from the store.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterView {
     /// Whether this replica leads now: it won the election and its session is live by
     /// its own clock. A leader whose session may have lapsed is not one.
