@@ -18,8 +18,8 @@
 //! A member that dies keeps counting: what was pulled from it stays until it is older
 //! than the history. Its last half second or so is lost, and so are the seconds a member
 //! that cannot be reached holds (it is tried again on the next pull). A member's open
-//! second is read once it has closed, so the cluster's view trails a replica's own by
-//! about a second. Cuts (`begin`) apply to the leader's own cells; other replicas'
+//! second is read a second after it has ended (when every cell has surely closed it), so
+//! the cluster's view trails a replica's own by one to two seconds. Cuts (`begin`) apply to the leader's own cells; other replicas'
 //! seconds count from the second the update began in.
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +39,11 @@ const PULL_EVERY: Duration = Duration::from_millis(500);
 const PULL_TIMEOUT: Duration = Duration::from_millis(800);
 /// Seconds of history kept per member (as the proxy's own).
 const HISTORY: u64 = 600;
+/// Each pull asks again for this many seconds before the last one it has: a second is
+/// closed by a tick that a busy replica may run late, in one cell before another, so a
+/// second first seen in part is read again whole (each second read replaces the one
+/// kept, so nothing counts twice).
+const OVERLAP: u64 = 10;
 
 /// One member's seconds of one service: by (role, revision), then by second.
 type Cells = BTreeMap<(Role, String), BTreeMap<u64, SecondCounts>>;
@@ -144,7 +149,9 @@ async fn pull_loop(
                                 .max()
                                 .copied()
                         })
-                        .map_or(now.saturating_sub(HISTORY), |last| last + 1)
+                        .map_or(now.saturating_sub(HISTORY), |last| {
+                            last.saturating_sub(OVERLAP)
+                        })
                 };
                 let url = format!(
                     "{}/api/v1/cluster/seconds?service={service}&from={from}",

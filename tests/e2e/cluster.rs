@@ -467,18 +467,26 @@ spec:
         }
         assert_eq!(failed, 8, "{}", r.name);
     }
-    eventually("the canary is aborted", Duration::from_secs(15), || async {
+    let give_up = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut all = true;
         for r in &s.replicas {
-            let Some(st) = fetch(r.admin, "/api/v1/rollouts/app").await else {
-                return false;
-            };
-            if st["aborted"] != true {
-                return false;
-            }
+            let st = fetch(r.admin, "/api/v1/rollouts/app").await;
+            all &= st.is_some_and(|st| st["aborted"] == true);
         }
-        true
-    })
-    .await;
+        if all {
+            break;
+        }
+        if Instant::now() > give_up {
+            let leader = s.leader(&[0, 1, 2]).await.unwrap_or(0);
+            let st = fetch(s.replicas[leader].admin, "/api/v1/rollouts/app").await;
+            panic!(
+                "not aborted within 15 s; the leader's view: {st:?}\n{}",
+                s.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let leader = s.leader(&[0, 1, 2]).await.expect("a leader");
     let st = fetch(s.replicas[leader].admin, "/api/v1/rollouts/app")
         .await

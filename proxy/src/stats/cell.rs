@@ -403,14 +403,16 @@ impl Cell {
         out
     }
 
-    /// Each closed second from `from_second` to the one before `now_second` that had
-    /// requests, as other replicas of a cluster read them (no cut applies: they see the
-    /// whole second).
+    /// Each second from `from_second` to two before `now_second` that had requests, as
+    /// other replicas of a cluster read them (no cut applies: they see the whole second).
+    /// The second just ended is left out: the once-a-second tick may not have closed it
+    /// yet in every cell, and a reader that has seen a later second in one cell asks for
+    /// no earlier one again.
     pub fn closed_seconds(&self, now_second: u64, from_second: u64) -> Vec<SecondCounts> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let first = from_second.max((now_second + 1).saturating_sub(HISTORY_SECONDS as u64));
         let mut out = Vec::new();
-        for sec in first..now_second {
+        for sec in first..now_second.saturating_sub(1) {
             let i = (sec % HISTORY_SECONDS as u64) as usize;
             if ring.seconds[i] != sec {
                 continue;
