@@ -35,8 +35,9 @@ use crate::wiring::ProxyMetrics;
 
 /// How often the leader pulls.
 const PULL_EVERY: Duration = Duration::from_millis(500);
-/// How long one member may take to answer a pull.
-const PULL_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long one member may take to answer a pull (a busy replica's admin API may be
+/// slow to answer; the pull is off every request's path).
+const PULL_TIMEOUT: Duration = Duration::from_millis(2500);
 /// Seconds of history kept per member (as the proxy's own).
 const HISTORY: u64 = 600;
 /// Each pull asks again for this many seconds before the last one it has: a second is
@@ -161,7 +162,7 @@ async fn pull_loop(
                     tokio::time::timeout(PULL_TIMEOUT, fetch_json::<Vec<CellSeconds>>(&http, &url))
                         .await;
                 let Ok(Some(cells)) = got else {
-                    tracing::debug!(member = %m.node, "cannot pull measurements from {url}");
+                    tracing::warn!(member = %m.node, "cannot pull measurements from {url}: the analysis misses that replica's requests until a pull succeeds");
                     continue;
                 };
                 let mut p = pulled.lock().unwrap_or_else(PoisonError::into_inner);
