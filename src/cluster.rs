@@ -31,7 +31,7 @@ use weir_control::cluster::EtcdLink;
 use weir_control::{MetricsSource, Sample, Served, Tally};
 use weir_proxy::{Role, SecondCounts, WindowSample};
 
-use crate::wiring::ProxyMetrics;
+use crate::wiring::{ProxyMetrics, add_at, roles_of};
 
 /// How often the leader pulls.
 const PULL_EVERY: Duration = Duration::from_millis(500);
@@ -123,7 +123,7 @@ async fn pull_loop(
     pulled: Arc<Mutex<Pulled>>,
     stop: CancellationToken,
 ) {
-    let http = reqwest_free_client();
+    let http = admin_client();
     let report = link.report();
     loop {
         tokio::select! {
@@ -202,7 +202,7 @@ type HttpClient = hyper_util::client::legacy::Client<
 >;
 
 /// A plain HTTP/1.1 client for the pulls (the admin APIs are plain HTTP).
-fn reqwest_free_client() -> HttpClient {
+fn admin_client() -> HttpClient {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http()
@@ -219,15 +219,6 @@ async fn fetch_json<T: serde::de::DeserializeOwned>(http: &HttpClient, url: &str
         .ok()?
         .to_bytes();
     serde_json::from_slice(&body).ok()
-}
-
-fn roles(served: Served) -> &'static [Role] {
-    match served {
-        Served::AsCanary => &[Role::Canary, Role::CanaryPinned],
-        Served::AsCanaryBySplit => &[Role::Canary],
-        Served::AsStable => &[Role::Stable],
-        Served::Any => &[Role::Stable, Role::Canary, Role::CanaryPinned, Role::None],
-    }
 }
 
 impl MetricsSource for ClusterMetrics {
@@ -250,7 +241,7 @@ impl MetricsSource for ClusterMetrics {
         if let Some(since) = since {
             first = first.max(since / 1000);
         }
-        self.each(service, revision, roles(served), first, |s| {
+        self.each(service, revision, roles_of(served), first, |s| {
             total.add_second(s);
         });
         Sample {
@@ -280,16 +271,10 @@ impl MetricsSource for ClusterMetrics {
             Some(since) => first.max(since / 1000),
             None => first,
         };
-        let last = out.len() - 1;
-        let start = out[0].0;
-        self.each(service, revision, roles(served), first, |s| {
-            let i = (s.second.saturating_sub(start) as usize).min(last);
+        self.each(service, revision, roles_of(served), first, |s| {
             let mut t = weir_proxy::stats::Tally::default();
             t.add_second(s, slow_above_us);
-            let e = &mut out[i].1;
-            e.requests += t.requests;
-            e.failures += t.failures;
-            e.slow += t.slow;
+            add_at(&mut out, s.second, t);
         });
         Some(out)
     }

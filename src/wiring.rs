@@ -47,8 +47,21 @@ impl ProxyMetrics {
     }
 }
 
+/// Adds `t` to second `sec` of `total` (consecutive seconds, not empty). The stats' clock
+/// may have moved on since `total` was laid out: a second past its last is added to the
+/// last one.
+pub(crate) fn add_at(total: &mut [(u64, Tally)], sec: u64, t: weir_proxy::stats::Tally) {
+    let start = total.first().map_or(0, |(s, _)| *s);
+    let last = total.len().saturating_sub(1);
+    if let Some((_, e)) = total.get_mut((sec.saturating_sub(start) as usize).min(last)) {
+        e.requests += t.requests;
+        e.failures += t.failures;
+        e.slow += t.slow;
+    }
+}
+
 /// The roles of the cells that count as `served`.
-fn roles_of(served: Served) -> &'static [Role] {
+pub(crate) fn roles_of(served: Served) -> &'static [Role] {
     match served {
         Served::AsCanary => &AS_CANARY,
         Served::AsCanaryBySplit => &[Role::Canary],
@@ -114,13 +127,7 @@ impl MetricsSource for ProxyMetrics {
                 .tallies(&key, from_second, since, slow_above_us)
                 .unwrap_or_default()
             {
-                // The stats' clock may have moved on between the two reads: a second
-                // past `now` is added to the last one.
-                let i = (sec.saturating_sub(from_second.min(now)) as usize).min(total.len() - 1);
-                let e = &mut total[i].1;
-                e.requests += t.requests;
-                e.failures += t.failures;
-                e.slow += t.slow;
+                add_at(&mut total, sec, t);
             }
         }
         Some(total)

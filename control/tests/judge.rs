@@ -77,6 +77,14 @@ impl Run {
         self.handle.get("app").await.expect("the rollout")
     }
 
+    /// Waits (at most 600 s of test time) until app:v2 is promoted or the update aborted.
+    async fn promoted_or_aborted(&self) -> RolloutView {
+        self.until(Duration::from_secs(600), |v| {
+            v.aborted || v.stable_revision.as_deref() == Some("app:v2")
+        })
+        .await
+    }
+
     /// Waits in steps of 100 ms (test time) until `f` holds, at most `limit`.
     async fn until(&self, limit: Duration, f: impl Fn(&RolloutView) -> bool) -> RolloutView {
         let mut waited = Duration::ZERO;
@@ -90,6 +98,14 @@ impl Run {
             waited += Duration::from_millis(100);
         }
     }
+}
+
+/// The judge's run, once it has ended.
+fn judged_run(v: &RolloutView) -> &weir_control::api::AnalysisRunView {
+    v.past_analysis_runs
+        .iter()
+        .find(|r| r.metrics.iter().any(|m| m.name == "canary-vs-stable"))
+        .expect("the judge's run")
 }
 
 /// When the canary first got traffic and when it lost it (ms since the start).
@@ -141,17 +157,9 @@ async fn a_broken_canary_at_5_percent_of_200_rps_is_aborted_within_half_a_second
 async fn a_healthy_canary_with_one_percent_errors_passes() {
     // Both revisions fail 1% of requests; 5% of 1,000 rps.
     let run = roll_out(SimPlane::new(1000.0, Steady::healthy(0.01), 2)).await;
-    let v = run
-        .until(Duration::from_secs(600), |v| {
-            v.aborted || v.stable_revision.as_deref() == Some("app:v2")
-        })
-        .await;
+    let v = run.promoted_or_aborted().await;
     assert!(!v.aborted, "aborted: {}", v.message);
-    let judged = v
-        .past_analysis_runs
-        .iter()
-        .find(|r| r.metrics.iter().any(|m| m.name == "canary-vs-stable"))
-        .expect("the judge's run");
+    let judged = judged_run(&v);
     assert_eq!(judged.phase, Phase::Successful, "{judged:#?}");
     run.stop.cancel();
 }
@@ -165,11 +173,7 @@ async fn an_incident_on_both_revisions_does_not_fail_the_canary() {
         ..Steady::healthy(0.01)
     };
     let run = roll_out(SimPlane::new(1000.0, script, 3)).await;
-    let v = run
-        .until(Duration::from_secs(600), |v| {
-            v.aborted || v.stable_revision.as_deref() == Some("app:v2")
-        })
-        .await;
+    let v = run.promoted_or_aborted().await;
     assert!(!v.aborted, "aborted: {}", v.message);
     run.stop.cancel();
 }
@@ -184,17 +188,9 @@ async fn a_judge_that_waits_does_not_rewrite_the_state_file_on_every_measurement
         Some(dir.path().to_path_buf()),
     )
     .await;
-    let v = run
-        .until(Duration::from_secs(600), |v| {
-            v.aborted || v.stable_revision.as_deref() == Some("app:v2")
-        })
-        .await;
+    let v = run.promoted_or_aborted().await;
     assert!(!v.aborted, "aborted: {}", v.message);
-    let judged = v
-        .past_analysis_runs
-        .iter()
-        .find(|r| r.metrics.iter().any(|m| m.name == "canary-vs-stable"))
-        .expect("the judge's run");
+    let judged = judged_run(&v);
     let started = judged.started_at;
     let ended = judged.completed_at.expect("the run's end");
     let attempts = (ended - started) / 100;

@@ -188,18 +188,48 @@ impl Setup {
     /// says so.
     async fn all_at(&self, live: &[usize], weight: f64, within: Duration) {
         let what = format!("replicas {live:?} at {weight}%");
-        eventually(&what, within, || async {
+        self.everywhere(live, "/api/v1/rollouts/app", &what, within, |s| {
+            s["canaryWeight"] == weight
+        })
+        .await;
+    }
+
+    /// Waits until every replica in `live` answers `path` with JSON that `f` accepts.
+    async fn everywhere(
+        &self,
+        live: &[usize],
+        path: &str,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) {
+        eventually(what, within, || async {
             for &i in live {
-                let Some(s) = fetch(self.replicas[i].admin, "/api/v1/rollouts/app").await else {
-                    return false;
-                };
-                if s["canaryWeight"] != weight {
-                    return false;
+                match fetch(self.replicas[i].admin, path).await {
+                    Some(v) if f(&v) => {}
+                    _ => return false,
                 }
             }
             true
         })
         .await;
+    }
+
+    /// Waits (20 ms at a time, at most `within`) until one replica of `live` leads and
+    /// the others name it; its index.
+    async fn await_leader(&self, live: &[usize], within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader(live).await {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {live:?} within {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -249,29 +279,13 @@ async fn three_replicas(strategy: &str, extra: &str, v2: weir_fixtures::Behavior
         r.spawn();
     }
     let all = [0, 1, 2];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.leader(&all).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no leader within 20 s:\n{}",
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eventually(
+    s.await_leader(&all, Duration::from_secs(20)).await;
+    s.everywhere(
+        &all,
+        "/api/v1/rollouts/app",
         "app:v1 is stable everywhere",
         Duration::from_secs(20),
-        || async {
-            for r in &s.replicas {
-                let Some(st) = fetch(r.admin, "/api/v1/rollouts/app").await else {
-                    return false;
-                };
-                if st["phase"] != "Healthy" || st["stableRevision"] != "app:v1" {
-                    return false;
-                }
-            }
-            true
-        },
+        |st| st["phase"] == "Healthy" && st["stableRevision"] == "app:v1",
     )
     .await;
     Some(s)
@@ -320,18 +334,7 @@ async fn a_killed_leader_is_replaced_and_the_rollout_goes_on_from_the_same_step(
     let killed_at = Instant::now();
     s.replicas[leader].kill();
     let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let successor = loop {
-        if let Some(l) = s.leader(&live).await {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader within 10 s:\n{}",
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let successor = s.await_leader(&live, Duration::from_secs(10)).await;
     let takeover = killed_at.elapsed();
     eprintln!("cluster: takeover after kill -9 in {takeover:?}");
     assert!(
@@ -356,17 +359,13 @@ async fn a_killed_leader_is_replaced_and_the_rollout_goes_on_from_the_same_step(
     let follower = *live.iter().find(|i| **i != successor).unwrap();
     let code = post(s.replicas[follower].admin, "/api/v1/rollouts/app/promote").await;
     assert_eq!(code, 200, "{}", s.logs());
-    eventually("promoted everywhere", Duration::from_secs(15), || async {
-        for &i in &live {
-            let Some(st) = fetch(s.replicas[i].admin, "/api/v1/rollouts/app").await else {
-                return false;
-            };
-            if st["stableRevision"] != "app:v2" {
-                return false;
-            }
-        }
-        true
-    })
+    s.everywhere(
+        &live,
+        "/api/v1/rollouts/app",
+        "promoted everywhere",
+        Duration::from_secs(15),
+        |st| st["stableRevision"] == "app:v2",
+    )
     .await;
     // app:v2 is the stable revision now: it takes every request.
     for &i in &live {
@@ -383,18 +382,7 @@ async fn a_frozen_leader_is_replaced_and_fenced_when_it_wakes() {
     let frozen_at = Instant::now();
     s.replicas[leader].signal("-STOP");
     let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let successor = loop {
-        if let Some(l) = s.leader(&live).await {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader within 10 s:\n{}",
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let successor = s.await_leader(&live, Duration::from_secs(10)).await;
     let takeover = frozen_at.elapsed();
     eprintln!("cluster: takeover after SIGSTOP in {takeover:?}");
     assert!(
@@ -516,20 +504,12 @@ async fn without_etcd_quorum_nothing_advances_and_the_cluster_resumes_by_itself(
     s.etcd_cluster.kill(1);
     s.etcd_cluster.kill(2);
     // The pause (8 s) ends during the outage: no replica may move to 50%.
-    eventually(
+    s.everywhere(
+        &[0, 1, 2],
+        "/api/v1/cluster",
         "every replica says it is stale",
         Duration::from_secs(10),
-        || async {
-            for r in &s.replicas {
-                let Some(c) = fetch(r.admin, "/api/v1/cluster").await else {
-                    return false;
-                };
-                if c["fresh"] != false {
-                    return false;
-                }
-            }
-            true
-        },
+        |c| c["fresh"] == false,
     )
     .await;
     // A follower restarted now cannot reach etcd: it serves what it last applied.
@@ -566,18 +546,7 @@ async fn a_leader_that_stops_cleanly_hands_over_at_once() {
     let stopped_at = Instant::now();
     s.replicas[leader].signal("-TERM");
     let live: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if s.leader(&live).await.is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader within 10 s:\n{}",
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.await_leader(&live, Duration::from_secs(10)).await;
     let took = stopped_at.elapsed();
     eprintln!("cluster: takeover after SIGTERM in {took:?}");
     assert!(
@@ -615,17 +584,13 @@ async fn a_follower_that_sees_its_canary_fail_brakes_and_the_leader_aborts() {
         }
     }
     assert_eq!(failed, 12);
-    eventually("the leader aborts", Duration::from_secs(10), || async {
-        for r in &s.replicas {
-            let Some(st) = fetch(r.admin, "/api/v1/rollouts/app").await else {
-                return false;
-            };
-            if st["aborted"] != true {
-                return false;
-            }
-        }
-        true
-    })
+    s.everywhere(
+        &[0, 1, 2],
+        "/api/v1/rollouts/app",
+        "the leader aborts",
+        Duration::from_secs(10),
+        |st| st["aborted"] == true,
+    )
     .await;
     for r in &s.replicas {
         assert_eq!(v2_hits(r.web).await, 0, "{}", r.name);

@@ -628,7 +628,6 @@ impl Task {
             leader: leading,
             statuses,
             requests: requests.into_iter().map(|(_, q)| q).collect(),
-            fresh: s.fresh,
             specs,
         };
         // Sent only when it changed: every send wakes the control loop for a turn.

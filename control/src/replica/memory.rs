@@ -148,7 +148,6 @@ impl Store {
                         ..q.clone()
                     })
                     .collect(),
-                fresh: true,
                 specs: specs.clone(),
             }));
         }

@@ -61,9 +61,6 @@ pub struct ClusterView {
     pub statuses: BTreeMap<String, Committed>,
     /// Actions asked and not yet applied, oldest first.
     pub requests: Vec<ActionRequest>,
-    /// Whether the store has been heard from recently enough to trust this view (no
-    /// progress for a few seconds makes a replica stale: it keeps serving what it has).
-    pub fresh: bool,
     /// Per rollout, the spec hash of every live member that runs it, by member: the
     /// leader advances a rollout only while they all agree.
     pub specs: BTreeMap<String, BTreeMap<String, String>>,

@@ -417,26 +417,17 @@ impl Cell {
             if ring.seconds[i] != sec {
                 continue;
             }
-            let mut slot = match &ring.slots[i] {
-                Some(s) => SecondCounts::of(sec, s),
-                None => SecondCounts {
-                    second: sec,
-                    ..SecondCounts::default()
-                },
-            };
             // The early part of a cut second is kept apart: it is part of the second.
-            if let Some(c) = &ring.cut
-                && c.second == sec
-                && let Some(b) = &c.before
-            {
-                let b = SecondCounts::of(sec, b);
-                slot.requests += b.requests;
-                slot.failures += b.failures;
-                for (a, x) in slot.classes.iter_mut().zip(b.classes) {
-                    *a += x;
-                }
-                slot.latency.extend(b.latency);
+            let before = ring
+                .cut
+                .as_ref()
+                .filter(|c| c.second == sec)
+                .and_then(|c| c.before.as_deref());
+            let mut whole = Slot::default();
+            for part in ring.slots[i].as_deref().into_iter().chain(before) {
+                whole.merge(part);
             }
+            let slot = SecondCounts::of(sec, &whole);
             if slot.requests > 0 {
                 out.push(slot);
             }

@@ -115,6 +115,37 @@ impl SecondCounts {
     }
 }
 
+/// One second's counts, whether this replica's ([`Slot`]) or another's
+/// ([`SecondCounts`]), as windows and tallies add them.
+struct Counts<'a> {
+    requests: u64,
+    failures: u64,
+    classes: &'a [u64; 6],
+    latency: &'a [(u64, u64)],
+}
+
+impl<'a> From<&'a Slot> for Counts<'a> {
+    fn from(s: &'a Slot) -> Self {
+        Counts {
+            requests: s.requests,
+            failures: s.failures,
+            classes: &s.classes,
+            latency: &s.latency,
+        }
+    }
+}
+
+impl<'a> From<&'a SecondCounts> for Counts<'a> {
+    fn from(s: &'a SecondCounts) -> Self {
+        Counts {
+            requests: s.requests,
+            failures: s.failures,
+            classes: &s.classes,
+            latency: &s.latency,
+        }
+    }
+}
+
 /// One second's counts, for a judge that compares revisions second by second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -130,23 +161,18 @@ pub struct Tally {
 impl Tally {
     /// Adds another replica's second.
     pub fn add_second(&mut self, s: &SecondCounts, slow_above_us: Option<u64>) {
-        self.requests += s.requests;
-        self.failures += s.failures;
-        if let Some(l) = slow_above_us {
-            self.slow += s
-                .latency
-                .iter()
-                .filter(|(v, _)| *v > l)
-                .map(|(_, n)| n)
-                .sum::<u64>();
-        }
+        self.add(Counts::from(s), slow_above_us);
     }
 
     pub(super) fn add_slot(&mut self, s: &Slot, slow_above_us: Option<u64>) {
-        self.requests += s.requests;
-        self.failures += s.failures;
+        self.add(Counts::from(s), slow_above_us);
+    }
+
+    fn add(&mut self, c: Counts<'_>, slow_above_us: Option<u64>) {
+        self.requests += c.requests;
+        self.failures += c.failures;
         if let Some(l) = slow_above_us {
-            self.slow += s
+            self.slow += c
                 .latency
                 .iter()
                 .filter(|(v, _)| *v > l)
@@ -213,14 +239,7 @@ impl WindowSample {
     }
 
     pub(super) fn add_slot(&mut self, s: &Slot) {
-        self.requests += s.requests;
-        self.failures += s.failures;
-        for (a, b) in self.classes.iter_mut().zip(s.classes.iter()) {
-            *a += b;
-        }
-        for (v, n) in &s.latency {
-            self.latency.saturating_record_n(*v, *n);
-        }
+        self.add(Counts::from(s));
     }
 
     /// An empty window of `seconds`.
@@ -230,12 +249,16 @@ impl WindowSample {
 
     /// Adds another replica's second.
     pub fn add_second(&mut self, s: &SecondCounts) {
-        self.requests += s.requests;
-        self.failures += s.failures;
-        for (a, b) in self.classes.iter_mut().zip(s.classes.iter()) {
+        self.add(Counts::from(s));
+    }
+
+    fn add(&mut self, c: Counts<'_>) {
+        self.requests += c.requests;
+        self.failures += c.failures;
+        for (a, b) in self.classes.iter_mut().zip(c.classes.iter()) {
             *a += b;
         }
-        for (v, n) in &s.latency {
+        for (v, n) in c.latency {
             self.latency.saturating_record_n(*v, *n);
         }
     }
